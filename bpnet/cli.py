@@ -1,0 +1,107 @@
+"""The ``bpnet`` command: a click group whose subcommands each call one library function.
+
+Subcommand names and flags follow TLT bpnet. Logging is configured here and nowhere else. A
+:class:`~bpnet.errors.BpnetError` becomes one ``Error: ...`` line on stderr and exit code 2; with
+``-ll DEBUG`` the traceback is shown as well.
+"""
+
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Callable, Optional
+
+import click
+
+from bpnet import __version__
+from bpnet.errors import BpnetError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+USER_ERROR_EXIT_CODE = 2
+
+
+def configure_logging(level: str) -> None:
+    """Set the root logger's format and level (called by the group and by a subcommand's ``-ll``)."""
+    logging.basicConfig(
+        format="%(asctime)s [bpnet] %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger().setLevel(level)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if level == "DEBUG" else "2")
+
+
+def _set_log_level(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    if value is not None:
+        configure_logging(value.upper())
+    return value
+
+
+def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-ll/--log_level`` on a subcommand, as TLT places it (``bpnet train ... -ll DEBUG``)."""
+    return click.option(
+        "-ll", "--log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
+        expose_value=False, is_eager=True, callback=_set_log_level,
+        help="Logging level (overrides the one given before the subcommand).",
+    )(func)
+
+
+class _Group(click.Group):
+    """Turns user errors into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BpnetError as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(USER_ERROR_EXIT_CODE)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; finished outputs are kept, unfinished ones were not written.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="bpnet")
+@click.option("-ll", "--log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO",
+              show_default=True, help="Logging level.")
+def cli(log_level: str) -> None:
+    """bpnet: bottom-up multi-person 2D pose estimation (TLT BodyPoseNet workflow on TF2/Keras 3)."""
+    configure_logging(log_level.upper())
+
+
+@cli.command("dataset_convert")
+@click.option("-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False),
+              help="Dataset spec (.json or .yaml), e.g. data_pose_config/coco_spec.json.")
+@click.option("-o", "--output_filename", required=True, type=click.Path(),
+              help="Output TFRecord path prefix, e.g. data/train -> data/train-fold-000-of-001.")
+@click.option("-m", "--mode", default="train", show_default=True,
+              type=click.Choice(["train", "test"], case_sensitive=False),
+              help="train converts train_data; test converts test_data.")
+@click.option("-p", "--num_partitions", default=1, show_default=True, type=int, help="Number of folds.")
+@click.option("-s", "--num_shards", default=0, show_default=True, type=int,
+              help="Shards per fold (0: one file per fold, no shard suffix).")
+@click.option("--generate_masks", is_flag=True, help="Write the loss masks (needed for training).")
+@click.option("--check_files", is_flag=True, help="Check every image (and mask) exists and decodes.")
+@click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for status.json (default: the output folder).")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Worker processes for masks and file checks  [default: all cores]")
+@log_level_option
+def dataset_convert(dataset_spec: str, output_filename: str, mode: str, num_partitions: int, num_shards: int,
+                    generate_masks: bool, check_files: bool, results_dir: Optional[str],
+                    workers: Optional[int]) -> None:
+    """Convert a COCO-format keypoint dataset into TFRecords and loss masks."""
+    from bpnet.data.convert import convert_dataset
+
+    summary = convert_dataset(dataset_spec, output_filename, mode.lower(), num_partitions, num_shards,
+                              generate_masks, check_files, results_dir, workers)
+    click.echo(f"dataset_convert: {summary.line()}")
+    for path in summary.output_files:
+        click.echo(f"  {path}")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="bpnet")

@@ -1,0 +1,178 @@
+"""Reading a COCO-format keypoint annotation file into validated per-image person lists.
+
+Bad annotations (wrong ``keypoints`` length, unknown visibility values, negative or malformed bbox,
+malformed segmentation, unknown image id) are skipped and counted by reason; a file that is missing,
+is not JSON, or lacks ``images``/``annotations`` raises :class:`~bpnet.errors.BpnetError`.
+"""
+
+import collections
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Counter, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bpnet.errors import BpnetError
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    """One valid person annotation. ``joints`` is ``(Kd, 3)`` float64 [x, y, dataset flag]."""
+
+    annotation_index: int  # position among the image's annotations (TLT's person_idx)
+    joints: np.ndarray
+    bbox: Tuple[float, float, float, float]  # x, y, w, h in pixels
+    area: float
+    iscrowd: bool
+    num_keypoints: int  # joints with a flag other than the dataset's "not labeled" value
+    segmentation: Any
+
+    @property
+    def center(self) -> Tuple[float, float]:
+        """Bbox centre (x, y)."""
+        x, y, w, h = self.bbox
+        return (x + w / 2.0, y + h / 2.0)
+
+    @property
+    def scale(self) -> float:
+        """Bbox height (TLT's person scale)."""
+        return self.bbox[3]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEntry:
+    """An image with its valid person annotations, in annotation-file order."""
+
+    image_id: int
+    file_name: str
+    height: int
+    width: int
+    persons: Tuple[Person, ...]
+
+
+@dataclasses.dataclass
+class CocoPersons:
+    images: List[ImageEntry]
+    num_image_entries: int
+    bad_annotations: Counter[str]
+    bad_images: Counter[str]
+
+
+def _load_json(path: str, field: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise BpnetError(f"{path}: annotation file not found (dataset spec field {field})")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise BpnetError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BpnetError(f"{path}: cannot read annotation file: {exc}") from None
+    if not isinstance(data, dict):
+        raise BpnetError(f"{path}: expected a COCO mapping at the top level")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise BpnetError(f"{path}: {key}: missing or not a list")
+    return data
+
+
+def _finite_numbers(values: Any, count: Optional[int] = None) -> bool:
+    if not isinstance(values, list) or (count is not None and len(values) != count):
+        return False
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def _segmentation_problem(segmentation: Any) -> Optional[str]:
+    if segmentation is None:
+        return None
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not _finite_numbers(polygon) or len(polygon) < 6 or len(polygon) % 2:
+                return "segmentation polygon is not a list of >= 3 (x, y) points"
+        return None
+    if isinstance(segmentation, dict) and "counts" in segmentation and _finite_numbers(segmentation.get("size"), 2):
+        return None
+    return "segmentation is neither polygons nor RLE"
+
+
+def _parse_person(ann: Dict[str, Any], index: int, num_keypoints: int, flag_values: Sequence[int],
+                  unlabeled_value: Optional[int]) -> Tuple[Optional[Person], Optional[str]]:
+    """Validate one annotation; returns (person, None) or (None, reason)."""
+    bbox = ann.get("bbox")
+    if not _finite_numbers(bbox, 4):
+        return None, "bbox is not 4 numbers"
+    if min(bbox) < 0:
+        return None, "bbox is negative"
+    keypoints = ann.get("keypoints")
+    if keypoints is None:
+        joints = np.zeros((num_keypoints, 3), dtype=np.float64)
+        if unlabeled_value is not None:
+            joints[:, 2] = unlabeled_value
+    else:
+        if not _finite_numbers(keypoints, 3 * num_keypoints):
+            return None, f"keypoints is not {3 * num_keypoints} numbers"
+        joints = np.asarray(keypoints, dtype=np.float64).reshape(num_keypoints, 3)
+        if not np.all(np.isin(joints[:, 2], flag_values)):
+            return None, "keypoints has an unknown visibility value"
+    problem = _segmentation_problem(ann.get("segmentation"))
+    if problem:
+        return None, problem
+    area = ann.get("area")
+    if not isinstance(area, (int, float)) or isinstance(area, bool) or not math.isfinite(area):
+        area = float(bbox[2] * bbox[3])
+    labeled = joints[:, 2] != unlabeled_value if unlabeled_value is not None else np.ones(num_keypoints, bool)
+    return (
+        Person(
+            annotation_index=index,
+            joints=joints,
+            bbox=tuple(float(v) for v in bbox),
+            area=float(area),
+            iscrowd=bool(ann.get("iscrowd", 0)),
+            num_keypoints=int(np.count_nonzero(labeled)),
+            segmentation=ann.get("segmentation"),
+        ),
+        None,
+    )
+
+
+def read_coco_persons(path: str, field: str, category_id: int, num_keypoints: int,
+                      flag_values: Sequence[int], unlabeled_value: Optional[int]) -> CocoPersons:
+    """Parse ``path`` into images with their valid persons of ``category_id``.
+
+    ``flag_values`` are the dataset's visibility values (from the dataset spec) and
+    ``unlabeled_value`` the one meaning "not labeled"; ``field`` names the spec field for messages.
+    """
+    data = _load_json(path, field)
+    bad_annotations: Counter[str] = collections.Counter()
+    bad_images: Counter[str] = collections.Counter()
+    images: Dict[int, Dict[str, Any]] = {}
+    for entry in data["images"]:
+        ok = isinstance(entry, dict) and isinstance(entry.get("id"), int) and isinstance(entry.get("file_name"), str)
+        ok = ok and all(isinstance(entry.get(k), int) and entry[k] > 0 for k in ("height", "width"))
+        if not ok:
+            bad_images["image entry lacks id, file_name, height or width"] += 1
+            continue
+        images[entry["id"]] = entry
+    per_image: Dict[int, List[Dict[str, Any]]] = collections.defaultdict(list)
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict):
+            bad_annotations["annotation is not a mapping"] += 1
+        elif ann.get("category_id") != category_id:
+            continue
+        elif ann.get("image_id") not in images:
+            bad_annotations["image_id names no image"] += 1
+        else:
+            per_image[ann["image_id"]].append(ann)
+    entries = []
+    for image_id, entry in images.items():
+        persons = []
+        for index, ann in enumerate(per_image.get(image_id, [])):
+            person, reason = _parse_person(ann, index, num_keypoints, flag_values, unlabeled_value)
+            if reason:
+                bad_annotations[reason] += 1
+            else:
+                persons.append(person)
+        entries.append(ImageEntry(image_id, entry["file_name"], entry["height"], entry["width"], tuple(persons)))
+    return CocoPersons(entries, len(data["images"]), bad_annotations, bad_images)
