@@ -250,8 +250,8 @@ def convert_dataset(
     status = StatusLogger(os.path.join(results_dir, "status.json"))
     status.write("STARTED", "Starting bpnet dataset_convert.")
     try:
-        summary = _convert(spec, split, mode, output_filename, num_partitions, num_shards, generate_masks,
-                           check_files, workers or os.cpu_count() or 1, progress)
+        summary = _convert(spec, os.path.abspath(dataset_spec_path), split, mode, output_filename, num_partitions,
+                           num_shards, generate_masks, check_files, workers or os.cpu_count() or 1, progress)
     except BaseException as exc:
         status.write("FAILURE", f"dataset_convert failed: {exc}")
         raise
@@ -259,7 +259,7 @@ def convert_dataset(
     return summary
 
 
-def _convert(spec: DatasetSpec, split: Any, mode: str, output_filename: str, num_partitions: int,
+def _convert(spec: DatasetSpec, spec_path: str, split: Any, mode: str, output_filename: str, num_partitions: int,
              num_shards: int, generate_masks: bool, check_files: bool, workers: int,
              progress: bool) -> ConvertSummary:
     split_field = "train_data" if mode == "train" else "test_data"
@@ -267,7 +267,7 @@ def _convert(spec: DatasetSpec, split: Any, mode: str, output_filename: str, num
     unlabeled = [flags.value[name] for name, bpnet_name in flags.mapping.items() if bpnet_name == "not_labeled"]
     coco = read_coco_persons(
         spec.resolve(split.annotation_root_dir_path),
-        f"{split_field}.annotation_root_dir_path",
+        f"{split_field}.annotation_root_dir_path of {spec_path}",
         spec.category.id,
         len(spec.category.keypoints),
         tuple(flags.value.values()),
