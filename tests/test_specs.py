@@ -1,6 +1,8 @@
 """Spec loading: shipped specs, TLT values, strictness, paths, YAML/JSON, round trips."""
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -233,3 +235,24 @@ def test_dataset_spec_and_pose_config_validate_their_skeleton(tmp_path):
     data["visibility_flags"]["mapping"]["occluded"] = "ocluded"
     with pytest.raises(SpecError, match=r"visibility_flags\.mapping\.occluded: expected one of .*did you mean 'occluded'"):
         specs.load_dataset_spec(_write(tmp_path, data, "coco.json"))
+
+
+def test_every_spec_field_is_documented():
+    text = (REPO_ROOT / "docs" / "specs.md").read_text()
+    classes = [specs.TrainSpec, specs.InferenceSpec, specs.DatasetSpec, specs.PoseConfig]
+    seen = set()
+    while classes:
+        cls = classes.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        assert f"### `{cls.__name__}`" in text
+        for field in dataclasses.fields(cls):
+            assert f"| `{field.name}` |" in text, f"{cls.__name__}.{field.name} is not in docs/specs.md"
+        for hint in typing.get_type_hints(cls).values():
+            stack = [hint]
+            while stack:
+                tp = stack.pop()
+                if dataclasses.is_dataclass(tp):
+                    classes.append(tp)
+                stack.extend(typing.get_args(tp))
