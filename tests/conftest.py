@@ -48,3 +48,42 @@ def coco_mini_spec(tmp_path: Path, coco_mini: Path) -> Path:
     return write_dataset_spec(
         tmp_path, coco_mini / "train2017", coco_mini / "annotations" / "person_keypoints_train2017.json"
     )
+
+
+def write_train_spec(folder: Path, data_folder: Path, dataset_spec: Path, height: int = 256, width: int = 256,
+                     target: int = 32, pose_config: Path = REPO_ROOT / "model_pose_config" / "bpnet_18joints.json",
+                     **changes) -> Path:
+    """The shipped m1 train spec, pointed at records in ``data_folder``; ``changes`` set top-level keys
+    or dotted paths (``"dataloader.batch_size": 2``)."""
+    import yaml
+
+    spec = yaml.safe_load((REPO_ROOT / "specs" / "bpnet_train_m1_coco.yaml").read_text())
+    loader = spec["dataloader"]
+    loader["image_config"]["image_dims"].update(height=height, width=width)
+    loader["pose_config"]["target_shape"] = [height * target // width, target]
+    loader["pose_config"]["pose_config_path"] = str(pose_config)
+    config = loader["dataset_config"]
+    config.update(root_data_path=str(data_folder), train_records_folder_path=str(data_folder),
+                  val_records_folder_path=str(data_folder), dataset_specs={"coco": str(dataset_spec)})
+    spec.update(inference_spec=None, pretrained_weights=None, checkpoint_dir=str(folder / "results"))
+    for key, value in changes.items():
+        node = spec
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    path = folder / "train_spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="session")
+def coco_mini_records(tmp_path_factory) -> Path:
+    """coco_mini converted once per session (records + masks); returns the data folder."""
+    from bpnet.data.convert import convert_dataset
+
+    _require(COCO_MINI)
+    folder = tmp_path_factory.mktemp("coco_mini_records")
+    spec = write_dataset_spec(folder, COCO_MINI / "train2017", COCO_MINI / "annotations" / "person_keypoints_train2017.json")
+    convert_dataset(str(spec), str(folder / "train"), generate_masks=True, workers=1, progress=False)
+    return folder
