@@ -102,6 +102,22 @@ def dataset_convert(dataset_spec: str, output_filename: str, mode: str, num_part
         click.echo(f"  {path}")
 
 
+@cli.command("dataset_inspect")
+@click.option("-e", "--experiment_spec_file", required=True, type=click.Path(dir_okay=False),
+              help="Train spec whose records, augmentation and targets to show.")
+@click.option("-n", "--num_samples", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Number of augmented samples to write.")
+@click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+@click.option("--seed", default=None, type=int, help="Random seed  [default: the spec's random_seed]")
+@log_level_option
+def dataset_inspect(experiment_spec_file: str, num_samples: int, output_dir: str, seed: Optional[int]) -> None:
+    """Render augmented training samples with their keypoints, targets and loss mask (bpnet addition)."""
+    from bpnet.data.inspect import inspect_dataset
+
+    written = inspect_dataset(experiment_spec_file, num_samples, output_dir, seed)
+    click.echo(f"dataset_inspect: wrote {len(written)} samples to {os.path.abspath(output_dir)}")
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="bpnet")

@@ -23,6 +23,7 @@ from typing import Any, Dict, Literal, Type, TypeVar, Union
 import yaml
 
 from bpnet.errors import SpecError
+from bpnet.files import atomic_path
 
 T = TypeVar("T")
 
@@ -299,7 +300,5 @@ def to_dict(spec: Any) -> Any:
 def dump_yaml(spec: Any, path: str) -> None:
     """Write a resolved spec as YAML (paths absolute), atomically; it loads back to an equal spec."""
     text = yaml.safe_dump(to_dict(spec), sort_keys=False, default_flow_style=None)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.replace(tmp, path)

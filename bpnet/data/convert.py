@@ -22,7 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bpnet.data.coco import ImageEntry, Person, read_coco_persons
-from bpnet.data.masks import loss_mask, write_png_atomically
+from bpnet.data.masks import loss_mask
+from bpnet.files import write_png
 from bpnet.data.records import PoseRecord, write_records
 from bpnet.errors import BpnetError, SpecError
 from bpnet.spec_loader import FieldError
@@ -167,7 +168,7 @@ def _process_image(task: _ImageTask) -> Optional[str]:
             return problem
     if task.generate_mask:
         try:
-            write_png_atomically(task.mask_file, loss_mask(task.people, task.height, task.width))
+            write_png(task.mask_file, loss_mask(task.people, task.height, task.width))
         except OSError as exc:
             return f"{task.mask_file}: cannot write mask: {exc.strerror or exc}"
     elif task.check_files and not os.path.isfile(task.mask_file):

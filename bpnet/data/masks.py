@@ -6,10 +6,8 @@ people without keypoints; the saved mask is ``NOT mask_out`` as a uint8 PNG of 0
 unlike TLT's JPEG).
 """
 
-import os
 from typing import Any, Iterable, Tuple
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -45,19 +43,3 @@ def loss_mask(people: Iterable[Tuple[Any, bool, int]], height: int, width: int) 
             unlabeled |= region
     mask_out = (crowd & ~labeled) | unlabeled
     return np.where(mask_out, 0, MASK_KEEP).astype(np.uint8)
-
-
-def write_png_atomically(path: str, image: np.ndarray) -> None:
-    """Write ``image`` as a PNG through a temporary file renamed when complete."""
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"cannot encode {path} as PNG")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

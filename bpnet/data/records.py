@@ -19,10 +19,11 @@ TensorFlow is imported inside the functions that need it, so conversion workers 
 """
 
 import dataclasses
-import os
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from bpnet.files import atomic_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,15 +120,9 @@ def write_records(path: str, records: Iterable[PoseRecord]) -> int:
     """Write records to ``path`` through a temporary file renamed on success; returns the count."""
     import tensorflow as tf
 
-    tmp = f"{path}.tmp-{os.getpid()}"
     count = 0
-    try:
-        with tf.io.TFRecordWriter(tmp) as writer:
-            for record in records:
-                writer.write(encode(record))
-                count += 1
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+        for record in records:
+            writer.write(encode(record))
+            count += 1
     return count

@@ -1,0 +1,75 @@
+"""Drawing skeletons, heatmaps and PAFs on BGR uint8 images (OpenCV), for any skeleton.
+
+Joints are ``(P, K, 3)`` [x, y, flag-or-score] in the image's pixels; ``drawn`` selects which joints
+to draw. One colour per limb (evenly spaced hues), keypoints as dots in their first limb's colour.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+
+def limb_colours(num_limbs: int) -> Sequence[Tuple[int, int, int]]:
+    """``num_limbs`` BGR colours with evenly spaced hues."""
+    hues = np.linspace(0, 180, max(num_limbs, 1), endpoint=False).astype(np.uint8)
+    hsv = np.stack([hues, np.full_like(hues, 230), np.full_like(hues, 255)], axis=-1)[None]
+    return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
+
+
+def draw_skeletons(image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, limbs: Sequence[Tuple[int, int]],
+                   thickness: int = 2) -> np.ndarray:
+    """Draw every person's limbs (both ends drawn) and keypoints on a copy of ``image``."""
+    out = image.copy()
+    colours = limb_colours(len(limbs))
+    keypoint_colour = {}
+    for limb, (a, b) in enumerate(limbs):
+        keypoint_colour.setdefault(a, colours[limb])
+        keypoint_colour.setdefault(b, colours[limb])
+        for person, person_drawn in zip(joints, drawn):
+            if person_drawn[a] and person_drawn[b]:
+                start = tuple(int(round(v)) for v in person[a, :2])
+                end = tuple(int(round(v)) for v in person[b, :2])
+                cv2.line(out, start, end, colours[limb], thickness, cv2.LINE_AA)
+    for person, person_drawn in zip(joints, drawn):
+        for k in np.flatnonzero(person_drawn):
+            centre = tuple(int(round(v)) for v in person[k, :2])
+            cv2.circle(out, centre, thickness + 1, keypoint_colour.get(k, (255, 255, 255)), -1, cv2.LINE_AA)
+    return out
+
+
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend an ``(h, w)`` map in [0, 1] (any size; resized to the image) as a JET colour map."""
+    resized = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap((resized * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    weight = (alpha * resized)[..., None]
+    return (image * (1 - weight) + colour * weight).astype(np.uint8)
+
+
+def draw_paf_arrows(image: np.ndarray, pafs: np.ndarray, stride: float, threshold: float = 0.3,
+                    colours: Optional[Sequence[Tuple[int, int, int]]] = None) -> np.ndarray:
+    """Draw an arrow per output cell and limb whose PAF vector is longer than ``threshold``.
+
+    ``pafs`` is ``(h, w, 2L)`` (x, y per limb); ``stride`` is image pixels per cell.
+    """
+    out = image.copy()
+    num_limbs = pafs.shape[-1] // 2
+    colours = colours or limb_colours(num_limbs)
+    for limb in range(num_limbs):
+        vx, vy = pafs[..., 2 * limb], pafs[..., 2 * limb + 1]
+        rows, cols = np.nonzero(np.hypot(vx, vy) > threshold)
+        for row, col in zip(rows, cols):
+            cx, cy = (col + 0.5) * stride, (row + 0.5) * stride
+            tip = (cx + 0.45 * stride * vx[row, col], cy + 0.45 * stride * vy[row, col])
+            tail = (cx - 0.45 * stride * vx[row, col], cy - 0.45 * stride * vy[row, col])
+            cv2.arrowedLine(out, tuple(int(round(v)) for v in tail), tuple(int(round(v)) for v in tip),
+                            colours[limb], 1, cv2.LINE_AA, tipLength=0.4)
+    return out
+
+
+def shade(image: np.ndarray, region: np.ndarray, colour: Tuple[int, int, int] = (0, 0, 255),
+          alpha: float = 0.45) -> np.ndarray:
+    """Tint the pixels where ``region`` (bool, image size) is true."""
+    out = image.copy()
+    out[region] = (out[region] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
+    return out
