@@ -23,9 +23,13 @@ def atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+PNG_COMPRESSION = 1
+"""zlib level 1: OpenCV's default encoding of our masks decodes about 4x slower, for 1/3 fewer bytes."""
+
+
 def write_png(path: str, image: np.ndarray) -> None:
     """Write ``image`` (uint8 gray or BGR) as a PNG, atomically."""
-    ok, encoded = cv2.imencode(".png", image)
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise OSError(f"cannot encode {path} as PNG")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

@@ -118,3 +118,15 @@ def test_background_and_empty_scenes():
     heat = targets.heatmaps(empty, (4, 4), STRIDE, SIGMA)
     assert heat.shape == (4, 4, 19) and np.all(heat[..., 18] == 1) and np.all(heat[..., :18] == 0)
     assert np.all(targets.pafs(empty, BODY18.limbs, (4, 4), STRIDE, HALF_WIDTH) == 0)
+
+
+def test_the_benchmark_baseline_computes_the_same_targets():
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from loop_targets import loop_heatmaps, loop_pafs
+
+    joints = random_people(np.random.default_rng(9), 5, 128)
+    np.testing.assert_allclose(loop_heatmaps(joints, (16, 16), STRIDE, SIGMA), targets.heatmaps(joints, (16, 16), STRIDE, SIGMA), atol=1e-5)
+    np.testing.assert_allclose(loop_pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH),
+                               targets.pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH), atol=1e-5)

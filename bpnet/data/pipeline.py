@@ -64,6 +64,7 @@ class SampleMaker:
         self.stride = dataloader.stride
         norm = dataloader.normalization_params
         self.image_scale = np.asarray(norm.image_scale, dtype=np.float32)
+        self.inverse_image_scale = np.float32(1.0) / self.image_scale
         self.image_offset = np.asarray(norm.image_offset, dtype=np.float32)
         self.mask_scale, self.mask_offset = np.float32(norm.mask_scale[0]), np.float32(norm.mask_offset[0])
         self.flip_permutation = skeleton.flip_permutation
@@ -121,17 +122,27 @@ class SampleMaker:
         warped = augment.warp(image, source_matrix, self.canvas_size, augment.IMAGE_FILL).astype(np.float32)
         if self.augment_data and self.color_jitter:
             warped = augment.color_augment(warped, aug.color_aug_params, rng)
+        warped *= self.inverse_image_scale
+        warped -= self.image_offset
         mask = self.read_mask(mask_path, reduction)
         warped_mask = augment.warp(mask, source_matrix, self.canvas_size, augment.MASK_FILL)
         small_mask = cv2.resize(warped_mask, self.target_shape[::-1], interpolation=cv2.INTER_AREA)
-        labels = self.dataloader.label_processor_config
+        heatmaps, pafs = self.targets(joints)
         return Sample(
-            image=(warped / self.image_scale - self.image_offset).astype(np.float32),
-            heatmaps=targets.heatmaps(joints, self.target_shape, self.stride, labels.heatmap_gaussian_sigma),
-            pafs=targets.pafs(joints, self.skeleton.limbs, self.target_shape, self.stride, labels.paf_ortho_dist_thresh),
+            image=warped,
+            heatmaps=heatmaps,
+            pafs=pafs,
             mask=(small_mask.astype(np.float32) / self.mask_scale - self.mask_offset)[..., None],
             joints=joints,
             matrix=matrix,
+        )
+
+    def targets(self, joints: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(h, w, K + 1)`` heatmaps and ``(h, w, 2L)`` PAFs of ``(P, K, 3)`` network-input joints."""
+        labels = self.dataloader.label_processor_config
+        return (
+            targets.heatmaps(joints, self.target_shape, self.stride, labels.heatmap_gaussian_sigma),
+            targets.pafs(joints, self.skeleton.limbs, self.target_shape, self.stride, labels.paf_ortho_dist_thresh),
         )
 
     def make_arrays(self, image_path: bytes, mask_path: bytes, dataset: bytes, width: np.int64, height: np.int64,

@@ -26,8 +26,9 @@ def cell_centres(size: int, stride: int) -> np.ndarray:
 
 
 def labeled(joints: np.ndarray) -> np.ndarray:
-    """``(P, K)`` bool: joints drawn into the targets."""
-    return np.isin(joints[..., 2], LABELED_FLAGS)
+    """``(P, K)`` bool: joints drawn into the targets (flags 0, 1, 2)."""
+    flags = joints[..., 2]
+    return (flags >= min(LABELED_FLAGS)) & (flags <= max(LABELED_FLAGS))
 
 
 def heatmaps(joints: np.ndarray, target_shape: Tuple[int, int], stride: int, sigma: float) -> np.ndarray:
