@@ -118,6 +118,27 @@ def dataset_inspect(experiment_spec_file: str, num_samples: int, output_dir: str
     click.echo(f"dataset_inspect: wrote {len(written)} samples to {os.path.abspath(output_dir)}")
 
 
+@cli.command("train")
+@click.option("-e", "--experiment_spec_file", required=True, type=click.Path(dir_okay=False), help="Train spec (YAML).")
+@click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False),
+              help="Results folder (overrides the spec's checkpoint_dir). Rerun to resume.")
+@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused (models are not encrypted).")
+@click.option("--gpus", default=None, type=click.IntRange(min=1),
+              help="GPUs to train on with MirroredStrategy  [default: TensorFlow's default device]")
+@click.option("--use_amp", is_flag=True, help="Mixed precision (float16 compute, float32 weights).")
+@click.option("--logical_cpus", default=0, type=click.IntRange(min=0),
+              help="Split the CPU into N devices under MirroredStrategy (testing the distributed path).")
+@click.option("--deterministic", is_flag=True, help="TensorFlow op determinism (bit-exact reruns; slower on GPU).")
+@log_level_option
+def train(experiment_spec_file: str, results_dir: Optional[str], key: str, gpus: Optional[int], use_amp: bool,
+          logical_cpus: int, deterministic: bool) -> None:
+    """Train a model; rerunning the same command resumes from the last checkpoint."""
+    from bpnet.train.trainer import train as run_training
+
+    result = run_training(experiment_spec_file, results_dir, gpus, use_amp, logical_cpus, deterministic=deterministic)
+    click.echo(f"train: {result.epochs} epochs, {result.steps} steps; final model {result.final_model}")
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="bpnet")

@@ -398,9 +398,11 @@ class _ModelSpecBase:
     kernel_regularization_factor: float = 1e-9
     bias_regularization_factor: float = 1e-9
     kernel_initializer: str = "random_normal"
+    width_multiplier: float = 1.0  # bpnet addition: scales every hidden layer's filters (1.0 = TLT's model)
 
     def __post_init__(self) -> None:
         _require(self.stages >= 2, "stages", f"must be >= 2, got {self.stages}")
+        _require(self.width_multiplier > 0, "width_multiplier", "must be positive")
         _require(self.kernel_regularization_factor >= 0, "kernel_regularization_factor", "must be >= 0")
         _require(self.bias_regularization_factor >= 0, "bias_regularization_factor", "must be >= 0")
 

@@ -167,12 +167,14 @@ _REDUCED_GRAYSCALE = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2
 
 
 def build_dataset(spec: TrainSpec, record_files: Optional[Sequence[str]] = None, training: bool = True,
-                  seed: Optional[int] = None, batch_size: Optional[int] = None, maker: Optional[SampleMaker] = None):
+                  seed: Optional[int] = None, batch_size: Optional[int] = None, maker: Optional[SampleMaker] = None,
+                  skip: int = 0):
     """A ``tf.data.Dataset`` of ``(images, labels)`` batches (layouts in the module docstring).
 
     ``training``: shuffle (``shuffle_buffer_size``), repeat forever, augment; otherwise one pass in file
     order without augmentation (validation). ``record_files`` default to the spec's training records;
     ``seed`` to ``random_seed``; ``maker`` to one built from the spec (benchmarks pass their own).
+    ``skip`` drops that many samples of the seeded stream unprocessed (resuming a run mid-stream).
     """
     import tensorflow as tf
 
@@ -205,6 +207,6 @@ def build_dataset(spec: TrainSpec, record_files: Optional[Sequence[str]] = None,
     dataset = tf.data.TFRecordDataset(files)
     if training:
         dataset = dataset.shuffle(dataloader.shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.enumerate().skip(skip).map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size or dataloader.batch_size, drop_remainder=training)
     return dataset.prefetch(tf.data.AUTOTUNE)

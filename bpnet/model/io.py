@@ -1,0 +1,139 @@
+"""Saving and loading bpnet models with their metadata, and loading weights by layer name.
+
+A ``.keras`` file gets a ``bpnet.json`` member beside Keras's own (a ``.h5``/``.hdf5`` file an HDF5
+attribute ``bpnet``) holding :class:`ModelInfo`: the skeleton, the input normalisation and the output
+stride, so evaluation, inference and export never guess the channel order.
+"""
+
+import dataclasses
+import json
+import os
+import zipfile
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from bpnet.errors import BpnetError
+from bpnet.files import atomic_path
+from bpnet.skeleton import Skeleton
+
+INFO_MEMBER = "bpnet.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a consumer of the model needs besides the graph. Input: NHWC RGB, ``x / scale − offset``."""
+
+    skeleton: Skeleton
+    image_scale: Tuple[float, float, float]
+    image_offset: Tuple[float, float, float]
+    stride: int
+    input_layout: str = "NHWC"
+    channel_order: str = "RGB"
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"skeleton": self.skeleton.to_dict(), "image_scale": list(self.image_scale),
+                "image_offset": list(self.image_offset), "stride": self.stride,
+                "input_layout": self.input_layout, "channel_order": self.channel_order}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, object]) -> "ModelInfo":
+        return cls(Skeleton.from_dict(data["skeleton"]), tuple(data["image_scale"]), tuple(data["image_offset"]),
+                   int(data["stride"]), str(data.get("input_layout", "NHWC")), str(data.get("channel_order", "RGB")))
+
+
+def save_model(model, path: str, info: ModelInfo) -> None:
+    """Save ``model`` (``.keras``, or legacy ``.h5``/``.hdf5``) with ``info``, atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        payload = json.dumps(info.to_dict())
+        if tmp.endswith(".keras"):
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(INFO_MEMBER, payload)
+        else:
+            import h5py
+
+            with h5py.File(tmp, "a") as handle:
+                handle.attrs["bpnet"] = payload
+
+
+def read_info(path: str) -> Optional[ModelInfo]:
+    """The :class:`ModelInfo` stored in a model file, or None (for example a TLT model)."""
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(path) as archive:
+            if INFO_MEMBER not in archive.namelist():
+                return None
+            return ModelInfo.from_dict(json.loads(archive.read(INFO_MEMBER)))
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        payload = handle.attrs.get("bpnet")
+    return ModelInfo.from_dict(json.loads(payload)) if payload is not None else None
+
+
+def load_model(path: str):
+    """``(keras model, ModelInfo or None)`` from a ``.keras``/``.h5``/``.hdf5`` file."""
+    import keras
+
+    if not os.path.isfile(path):
+        raise BpnetError(f"{path}: model file not found")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for unreadable files
+        raise BpnetError(f"{path}: cannot load the Keras model: {str(exc).splitlines()[0]}") from None
+    return model, read_info(path)
+
+
+def keras_layer_name(tlt_name: str) -> str:
+    """TLT layer names use ``/`` (``stage2/conv1``), which Keras 3 forbids; bpnet writes ``_``."""
+    return tlt_name.replace("/", "_")
+
+
+def keras_variable_path(tlt_name: str) -> str:
+    """``stage2/conv1/kernel`` (TLT) → ``stage2_conv1/kernel`` (Keras 3 variable path)."""
+    layer, _, variable = tlt_name.removesuffix(":0").rpartition("/")
+    return f"{keras_layer_name(layer)}/{variable}" if layer else variable
+
+
+def read_layer_weights(path: str) -> Dict[str, List[np.ndarray]]:
+    """Layer name → weight arrays from a ``.keras`` model, or a Keras 2 / legacy HDF5 model or weights file."""
+    if not os.path.isfile(path):
+        raise BpnetError(f"{path}: weights file not found (pretrained_weights)")
+    if path.endswith(".tlt") or path.endswith(".etlt"):
+        raise BpnetError(f"{path}: encrypted TLT models cannot be read; use a .keras/.h5/.hdf5 file or 'imagenet'")
+    if path.endswith(".keras"):
+        model, _ = load_model(path)
+        return {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in model.layers if layer.weights}
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle["model_weights"] if "model_weights" in handle else handle
+            if "layer_names" not in group.attrs:
+                raise BpnetError(f"{path}: not a Keras HDF5 model or weights file (no layer_names)")
+            out = {}
+            for raw_name in group.attrs["layer_names"]:
+                name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
+                layer = group[name]
+                weight_names = [w.decode() if isinstance(w, bytes) else str(w) for w in layer.attrs["weight_names"]]
+                if weight_names:
+                    out[keras_layer_name(name)] = [np.asarray(layer[w]) for w in weight_names]
+            return out
+    except OSError as exc:
+        raise BpnetError(f"{path}: cannot read HDF5 weights: {exc}") from None
+
+
+def assign_by_name(model, weights: Dict[str, List[np.ndarray]]) -> Tuple[List[str], List[str]]:
+    """Copy weights into same-named layers whose shapes match; returns (loaded, skipped for shape)."""
+    loaded, skipped = [], []
+    for layer in model.layers:
+        source = weights.get(layer.name)
+        if source is None or not layer.weights:
+            continue
+        target = layer.get_weights()
+        if len(source) != len(target) or any(s.shape != t.shape for s, t in zip(source, target)):
+            skipped.append(layer.name)
+            continue
+        layer.set_weights(source)
+        loaded.append(layer.name)
+    return loaded, skipped

@@ -1,0 +1,314 @@
+"""``bpnet train``: the training loop with checkpoints, exact resume, TensorBoard, validation, distribution.
+
+Results directory (``-r`` or the spec's ``checkpoint_dir``)::
+
+    experiment_spec.yaml            the resolved train spec
+    status.json                     TAO-style status lines (STARTED, RUNNING per epoch, SUCCESS/FAILURE)
+    checkpoints/epoch-0005/         model + optimizer state (tf.train.Checkpoint), renamed into place when complete
+    model.epoch-0005.keras          the model at each checkpoint, with its skeleton and normalisation
+    events/                         TensorBoard: total_loss, learning_rate, cmap_loss_stage{i}, paf_loss_stage{i}, val_loss
+    bpnet_model.keras               the final model (``final_model_name``)
+
+Rerunning the same command resumes from the newest checkpoint: same step, epoch, learning rate and
+(because the input pipeline skips the consumed samples of its seeded stream) the same batches.
+"""
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from typing import List, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from bpnet import spec_loader
+from bpnet.data.pipeline import build_dataset
+from bpnet.data.records import count_records
+from bpnet.errors import BpnetError
+from bpnet.model.build import build_model, stage_outputs
+from bpnet.model.io import ModelInfo, keras_variable_path, save_model
+from bpnet.skeleton import Skeleton
+from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
+from bpnet.specs import TrainSpec, load_train_spec
+from bpnet.status import StatusLogger
+from bpnet.train import distribution
+from bpnet.train.losses import stage_losses
+from bpnet.train.optim import (ExponentialDecaySchedule, SoftstartAnnealingSchedule, WeightedMomentumOptimizer,
+                               stagewise_lr_multipliers)
+from bpnet.train.weights import load_graph_without_regularizers, load_pretrained
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^epoch-(\d{4,})$")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    results_dir: str
+    final_model: str
+    epochs: int
+    steps: int
+    epoch_losses: List[float]
+    val_losses: List[float]
+    resumed_from_epoch: int
+
+
+def model_info(spec: TrainSpec, skeleton: Skeleton) -> ModelInfo:
+    norm = spec.dataloader.normalization_params
+    return ModelInfo(skeleton, tuple(norm.image_scale), tuple(norm.image_offset), spec.dataloader.stride)
+
+
+def latest_checkpoint_epoch(checkpoint_root: str) -> int:
+    """The newest complete checkpoint's epoch (0 if none)."""
+    if not os.path.isdir(checkpoint_root):
+        return 0
+    epochs = [int(m.group(1)) for m in map(CHECKPOINT_PATTERN.match, os.listdir(checkpoint_root)) if m]
+    return max(epochs, default=0)
+
+
+class Trainer:
+    """Builds everything from a resolved train spec and runs (or resumes) training."""
+
+    def __init__(self, spec: TrainSpec, results_dir: str, strategy, use_amp: bool = False, progress: bool = True):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.spec = spec
+        self.results_dir = results_dir
+        self.strategy = strategy
+        self.use_amp = use_amp
+        self.progress = progress
+        self.replicas = strategy.num_replicas_in_sync
+        self.skeleton = Skeleton.from_file(spec.dataloader.pose_config.pose_config_path)
+        self.info = model_info(spec, self.skeleton)
+        self.global_batch = spec.dataloader.batch_size * self.replicas
+        train_files = spec.dataloader.dataset_config.train_record_files
+        for path in train_files:
+            if not os.path.isfile(path):
+                raise BpnetError(f"{path}: TFRecord file not found (dataset_config.train_records_path)")
+        self.num_records = count_records(train_files)
+        self.steps_per_epoch = self.num_records // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise BpnetError(f"{train_files[0]}: {self.num_records} records are fewer than one global batch "
+                             f"({self.global_batch}); lower dataloader.batch_size")
+        self.total_steps = spec.num_epoch * self.steps_per_epoch
+        self.checkpoint_root = os.path.join(results_dir, "checkpoints")
+        self.status = StatusLogger(os.path.join(results_dir, "status.json"))
+
+    # ------------------------------------------------------------------ construction
+
+    def learning_rate_schedule(self):
+        schedule = self.spec.optimizer.learning_rate_schedule
+        if isinstance(schedule, SoftstartSpec):
+            return SoftstartAnnealingSchedule(schedule.base_learning_rate, schedule.min_learning_rate,
+                                              schedule.soft_start, schedule.annealing, self.total_steps)
+        decay_steps = schedule.decay_steps or max(1, int(round(schedule.decay_epochs * self.steps_per_epoch)))
+        return ExponentialDecaySchedule(schedule.learning_rate, decay_steps, schedule.decay_rate, schedule.staircase,
+                                        schedule.min_learning_rate)
+
+    def build_model(self):
+        spec = self.spec
+        if spec.load_graph:
+            if not spec.pretrained_weights:
+                raise BpnetError("load_graph: True needs pretrained_weights (the model to load)")
+            model, _ = load_graph_without_regularizers(spec.pretrained_weights)
+            return model
+        return build_model(spec.model, self.skeleton)
+
+    def build_optimizer(self, model):
+        spec = self.spec.optimizer
+        weights = stagewise_lr_multipliers(model) if self.spec.use_stagewise_lr_multipliers else {}
+        weights.update({keras_variable_path(k): v for k, v in (spec.grad_weights_dict or {}).items()})
+        optimizer = WeightedMomentumOptimizer(self.learning_rate_schedule(), spec.momentum, spec.use_nesterov,
+                                              weights, spec.weight_default_value)
+        if self.use_amp:
+            import keras
+
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    # ------------------------------------------------------------------ steps
+
+    def _train_step_fn(self, model, optimizer):
+        tf = self.tf
+        focal = self.spec.loss.focal_loss_params
+        global_batch, replicas = float(self.global_batch), float(self.replicas)
+
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                heats, pafs = stage_outputs(model(images, training=True))
+                heat_losses, paf_losses = stage_losses(heats, pafs, labels, focal)
+                data_loss = (tf.add_n(heat_losses) + tf.add_n(paf_losses)) / global_batch
+                regularization = tf.add_n(model.losses) / replicas if model.losses else 0.0
+                loss = data_loss + regularization
+                scaled = optimizer.scale_loss(loss) if self.use_amp else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss, tf.stack(heat_losses) / global_batch, tf.stack(paf_losses) / global_batch
+
+        @tf.function
+        def train_step(images, labels):
+            results = self.strategy.run(replica_step, args=(images, labels))
+            return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+        return train_step
+
+    def validation_loss(self, model) -> Optional[float]:
+        """Mean data loss per image over the validation records (None if there are none)."""
+        files = [f for f in self.spec.dataloader.dataset_config.val_record_files if os.path.isfile(f)]
+        if not files:
+            return None
+        total, images = 0.0, 0
+        for batch_images, labels in build_dataset(self.spec, files, training=False):
+            heats, pafs = stage_outputs(model(batch_images, training=False))
+            heat_losses, paf_losses = stage_losses(heats, pafs, labels, self.spec.loss.focal_loss_params)
+            total += float(sum(heat_losses) + sum(paf_losses))
+            images += int(batch_images.shape[0])
+        return total / max(images, 1)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, checkpoint, model, epoch: int) -> None:
+        final = os.path.join(self.checkpoint_root, f"epoch-{epoch:04d}")
+        tmp = os.path.join(self.checkpoint_root, f".epoch-{epoch:04d}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        checkpoint.write(os.path.join(tmp, "ckpt"))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        save_model(model, os.path.join(self.results_dir, f"model.epoch-{epoch:04d}.keras"), self.info)
+        kept = sorted(int(m.group(1)) for m in map(CHECKPOINT_PATTERN.match, os.listdir(self.checkpoint_root)) if m)
+        for old in kept[: -self.spec.max_ckpt_to_keep]:
+            shutil.rmtree(os.path.join(self.checkpoint_root, f"epoch-{old:04d}"), ignore_errors=True)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> TrainResult:
+        tf, spec = self.tf, self.spec
+        os.makedirs(self.checkpoint_root, exist_ok=True)
+        resolved = dataclasses.replace(spec, checkpoint_dir=self.results_dir)
+        spec_loader.dump_yaml(resolved, os.path.join(self.results_dir, "experiment_spec.yaml"))
+        start_epoch = latest_checkpoint_epoch(self.checkpoint_root)
+        self.status.write("STARTED", f"Starting bpnet train ({'resuming after epoch %d' % start_epoch if start_epoch else 'new run'}).")
+        with self.strategy.scope():
+            model = self.build_model()
+            optimizer = self.build_optimizer(model)
+            optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        if start_epoch:
+            checkpoint.read(os.path.join(self.checkpoint_root, f"epoch-{start_epoch:04d}", "ckpt")).expect_partial()
+            logger.info("Resumed from epoch %d (step %d)", start_epoch, int(optimizer.iterations.numpy()))
+        else:
+            self._initial_weights(model, checkpoint)
+        step = start_epoch * self.steps_per_epoch
+        if int(optimizer.iterations.numpy()) != step:
+            raise BpnetError(f"{self.checkpoint_root}: checkpoint step {int(optimizer.iterations.numpy())} does not "
+                             f"match epoch {start_epoch} x {self.steps_per_epoch} steps; was the batch size or "
+                             "the number of GPUs changed? Resume with the same settings.")
+        dataset = build_dataset(spec, batch_size=self.global_batch, skip=step * self.global_batch)
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        train_step = self._train_step_fn(model, optimizer)
+        writer = tf.summary.create_file_writer(os.path.join(self.results_dir, "events"))
+        epoch_losses, val_losses = [], []
+        try:
+            for epoch in range(start_epoch + 1, spec.num_epoch + 1):
+                epoch_losses.append(self._run_epoch(epoch, iterator, train_step, optimizer, writer, checkpoint))
+                if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
+                    self.save_checkpoint(checkpoint, model, epoch)
+                if spec.validation_every_n_epoch and epoch % spec.validation_every_n_epoch == 0:
+                    val = self.validation_loss(model)
+                    if val is not None:
+                        val_losses.append(val)
+                        with writer.as_default():
+                            tf.summary.scalar("val_loss", val, step=int(optimizer.iterations.numpy()))
+                        logger.info("epoch %d: validation loss %.5f per image", epoch, val)
+                self.status.write("RUNNING", f"Epoch {epoch}/{spec.num_epoch} done.",
+                                  kpi={"epoch": epoch, "loss": epoch_losses[-1]})
+        finally:
+            del iterator  # stop the input pipeline's threads before the interpreter exits
+            writer.close()
+        final = os.path.join(self.results_dir, f"{spec.final_model_name}.keras")
+        save_model(model, final, self.info)
+        self.status.write("SUCCESS", "Training finished successfully.",
+                          kpi={"epochs": spec.num_epoch, "final_loss": epoch_losses[-1] if epoch_losses else None})
+        return TrainResult(self.results_dir, final, spec.num_epoch, int(optimizer.iterations.numpy()), epoch_losses,
+                           val_losses, start_epoch)
+
+    def _initial_weights(self, model, checkpoint) -> None:
+        spec = self.spec
+        if spec.finetuning_config.is_finetune_exp:
+            path = spec.finetuning_config.checkpoint_path
+            if not path:
+                raise BpnetError("finetuning_config.is_finetune_exp needs finetuning_config.checkpoint_path")
+            checkpoint.read(path).expect_partial()
+            logger.info("Fine-tuning from checkpoint %s", path)
+        elif spec.pretrained_weights and not spec.load_graph:
+            load_pretrained(model, spec.pretrained_weights, spec.model.backbone_attributes.use_bias)
+
+    def _run_epoch(self, epoch, iterator, train_step, optimizer, writer, checkpoint) -> float:
+        tf, spec = self.tf, self.spec
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{spec.num_epoch}", unit="step",
+                   disable=not self.progress)
+        losses, started, last_log = [], time.perf_counter(), time.perf_counter()
+        try:
+            for _ in range(self.steps_per_epoch):
+                images, labels = next(iterator)
+                lr = float(optimizer.learning_rate.numpy()) if hasattr(optimizer.learning_rate, "numpy") else None
+                loss, heat, paf = (v.numpy() for v in train_step(images, labels))
+                step = int(optimizer.iterations.numpy())
+                if not math.isfinite(float(loss)):
+                    last = latest_checkpoint_epoch(self.checkpoint_root)
+                    message = (f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped. The last good "
+                               f"checkpoint is epoch {last} in {self.checkpoint_root}" if last else
+                               f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped before any checkpoint")
+                    self.status.write("FAILURE", message, verbosity="ERROR")
+                    raise BpnetError(message + "; try a lower learning rate")
+                losses.append(float(loss))
+                if step % spec.summary_every_n_steps == 0:
+                    with writer.as_default():
+                        tf.summary.scalar("total_loss", loss, step=step)
+                        if lr is not None:
+                            tf.summary.scalar("learning_rate", lr, step=step)
+                        for i, (h, p) in enumerate(zip(heat, paf)):
+                            tf.summary.scalar(f"cmap_loss_stage{i + 1}", h, step=step)
+                            tf.summary.scalar(f"paf_loss_stage{i + 1}", p, step=step)
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{len(losses) * self.global_batch / elapsed:.1f}")
+                bar.update(1)
+                if time.perf_counter() - last_log >= spec.log_every_n_secs:
+                    logger.info("epoch %d step %d loss %.5f", epoch, step, float(loss))
+                    last_log = time.perf_counter()
+        finally:
+            bar.close()
+        return float(np.mean(losses))
+
+
+def train(spec_path: str, results_dir: Optional[str] = None, gpus: Optional[int] = None, use_amp: bool = False,
+          logical_cpus: int = 0, progress: bool = True, deterministic: bool = False) -> TrainResult:
+    """Train (or resume) from a train spec; ``results_dir`` overrides the spec's ``checkpoint_dir``."""
+    spec = load_train_spec(spec_path)
+    results_dir = results_dir or spec.checkpoint_dir
+    if not results_dir:
+        raise BpnetError(f"{spec_path}: no results folder: pass -r/--results_dir or set checkpoint_dir")
+    results_dir = os.path.abspath(results_dir)
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+    except OSError as exc:
+        raise BpnetError(f"{results_dir}: cannot create results folder: {exc.strerror or exc}") from None
+    strategy = distribution.make_strategy(gpus, logical_cpus)
+    if use_amp:
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    distribution.seed_everything(spec.random_seed, deterministic)
+    trainer = Trainer(spec, results_dir, strategy, use_amp, progress)
+    try:
+        return trainer.run()
+    except BpnetError:
+        raise
+    except BaseException as exc:
+        trainer.status.write("FAILURE", f"Training failed: {type(exc).__name__}: {exc}", verbosity="ERROR")
+        raise
