@@ -65,7 +65,7 @@ class _ConvFactory:
         )
 
 
-def vgg_backbone(x, conv: _ConvFactory):
+def vgg_backbone(x, conv: _ConvFactory, sync_batch_norm: bool = False):
     """VGG19 up to conv4_2 (stride-2 convs instead of pools, batch norm), block 6, channel reduction."""
     letters = "abcd"
     plan = [(block + 1, count, filters) for block, (count, filters) in enumerate(VGG_BLOCKS)] + [(6, 1, BACKBONE_TOP_FILTERS)]
@@ -74,7 +74,7 @@ def vgg_backbone(x, conv: _ConvFactory):
             prefix = f"block_{block}{letters[i]}"
             strides = 2 if i == 0 and block in (2, 3, 4) else 1
             x = conv(f"{prefix}_conv_1", filters, 3, strides=strides, backbone=True)(x)
-            x = layers.BatchNormalization(name=f"{prefix}_bn_1")(x)
+            x = layers.BatchNormalization(name=f"{prefix}_bn_1", synchronized=sync_batch_norm)(x)
             x = layers.Activation("relu", name=f"{prefix}_relu")(x)
     return conv("channel_reduction_conv", REDUCTION_FILTERS, 3)(x)
 
@@ -148,16 +148,18 @@ def two_branch_heads(features, conv: _ConvFactory, spec: BpNetModelSpec, heat_ch
     return heats, pafs
 
 
-def build_model(spec: ModelSpec, skeleton: Skeleton,
-                input_shape: Tuple[Optional[int], Optional[int]] = (None, None)) -> keras.Model:
+def build_model(spec: ModelSpec, skeleton: Skeleton, input_shape: Tuple[Optional[int], Optional[int]] = (None, None),
+                sync_batch_norm: bool = False) -> keras.Model:
     """The Keras model for a model spec and skeleton (layout in the module docstring).
 
     The spec's ``width_multiplier`` scales every hidden layer's filters (not the outputs).
+    ``sync_batch_norm``: batch statistics over all replicas of a distributed step (the trainer sets
+    it when training on several devices, so N devices × B images train like one device × N·B).
     """
     check_channel_counts(skeleton, spec.heat_channels, spec.paf_channels)
     conv = _ConvFactory(spec)
     inputs = keras.Input(shape=(*input_shape, 3), name="input_1")
-    features = vgg_backbone(inputs, conv)
+    features = vgg_backbone(inputs, conv, sync_batch_norm)
     heads = lite_heads if isinstance(spec, BpNetLiteModelSpec) else two_branch_heads
     heats, pafs = heads(features, conv, spec, skeleton.num_heatmap_channels, skeleton.num_paf_channels)
     return keras.Model(inputs, heats + pafs, name=spec.CLASS_NAME)

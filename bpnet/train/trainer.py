@@ -115,9 +115,9 @@ class Trainer:
         if spec.load_graph:
             if not spec.pretrained_weights:
                 raise BpnetError("load_graph: True needs pretrained_weights (the model to load)")
-            model, _ = load_graph_without_regularizers(spec.pretrained_weights)
+            model, _ = load_graph_without_regularizers(spec.pretrained_weights, sync_batch_norm=self.replicas > 1)
             return model
-        return build_model(spec.model, self.skeleton)
+        return build_model(spec.model, self.skeleton, sync_batch_norm=self.replicas > 1)
 
     def build_optimizer(self, model):
         spec = self.spec.optimizer

@@ -60,8 +60,11 @@ def load_pretrained(model, source: str, backbone_use_bias: bool) -> None:
                 len(skipped), f" ({', '.join(skipped)})" if skipped else "")
 
 
-def load_graph_without_regularizers(path: str):
-    """A whole (for example pruned) model, its regularisers removed (TLT's ``load_graph: True``)."""
+def load_graph_without_regularizers(path: str, sync_batch_norm: bool = False):
+    """A whole (for example pruned) model, its regularisers removed (TLT's ``load_graph: True``).
+
+    ``sync_batch_norm`` sets every batch norm's ``synchronized`` flag (multi-device training).
+    """
     import keras
 
     model, info = load_model(path)
@@ -70,6 +73,8 @@ def load_graph_without_regularizers(path: str):
         for key in ("kernel_regularizer", "bias_regularizer"):
             if key in layer["config"]:
                 layer["config"][key] = None
+        if layer["class_name"] == "BatchNormalization":
+            layer["config"]["synchronized"] = sync_batch_norm
     stripped = keras.Model.from_config(config)
     stripped.set_weights(model.get_weights())
     logger.info("Loaded the whole graph of %s (regularisers removed)", path)
