@@ -236,3 +236,51 @@ def test_one_mirrored_step_on_two_cpus_equals_one_single_device_step(tmp_path, t
     assert result["max_change"] > 1e-6  # the step did move the weights
     # float32 summation order (all-reduce, synchronised batch statistics): updates agree within 0.1% of their size
     assert result["max_diff"] <= 1e-3 * result["max_change"]
+
+
+def free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_worker_multiworker_run_on_localhost_gives_identical_weights(tmp_path, tiny_spec, coco_mini_records):
+    from bpnet.data.records import count_records
+
+    spec = tiny_spec(num_epoch=1)
+    global_steps = count_records([str(coco_mini_records / "train-fold-000-of-001")]) // (2 * 4)
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "bpnet", "train", "-e", str(spec), "-r", str(tmp_path / f"worker{index}"), "--deterministic"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    for process, out in zip(processes, outputs):
+        assert process.returncode == 0, out[-3000:]
+        assert f"train: 1 epochs, {global_steps} steps" in out  # 2 replicas x batch 4 per step
+    steps = [json.loads(line)["kpi"] for line in (tmp_path / "worker0" / "status.json").read_text().splitlines()
+             if json.loads(line)["status"] == "SUCCESS"]
+    assert steps and steps[0]["epochs"] == 1
+    first, second = (weights_of(tmp_path / f"worker{i}" / "bpnet_model.keras") for i in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mixed_precision_trains_and_counts_every_step(tmp_path, tiny_spec, coco_mini_records):
+    from bpnet.data.records import count_records
+
+    steps = count_records([str(coco_mini_records / "train-fold-000-of-001")]) // 4
+    out = subprocess.run([sys.executable, "-m", "bpnet", "train", "-e", str(tiny_spec(num_epoch=1)), "-r",
+                          str(tmp_path / "amp"), "--use_amp"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"train: 1 epochs, {steps} steps" in out.stdout
+    model, _ = load_model(str(tmp_path / "amp" / "bpnet_model.keras"))
+    assert model.get_layer("stage2_conv1").dtype_policy.name == "mixed_float16"

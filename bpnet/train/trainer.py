@@ -70,6 +70,36 @@ def latest_checkpoint_epoch(checkpoint_root: str) -> int:
     return max(epochs, default=0)
 
 
+def make_train_step(model, optimizer, strategy, global_batch: int, focal=None, use_amp: bool = False):
+    """A ``tf.function`` running one distributed step; returns (loss, heat losses, PAF losses) summed over replicas.
+
+    Each replica divides its summed stage losses by the *global* batch and its regularisation by the
+    replica count, so the summed gradients equal one device's on the whole batch.
+    """
+    import tensorflow as tf
+
+    replicas = float(strategy.num_replicas_in_sync)
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            heats, pafs = stage_outputs(model(images, training=True))
+            heat_losses, paf_losses = stage_losses(heats, pafs, labels, focal)
+            data_loss = (tf.add_n(heat_losses) + tf.add_n(paf_losses)) / float(global_batch)
+            regularization = tf.add_n(model.losses) / replicas if model.losses else 0.0
+            loss = data_loss + regularization
+            scaled = optimizer.scale_loss(loss) if use_amp else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, tf.stack(heat_losses) / float(global_batch), tf.stack(paf_losses) / float(global_batch)
+
+    @tf.function
+    def train_step(images, labels):
+        results = strategy.run(replica_step, args=(images, labels))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+    return train_step
+
+
 class Trainer:
     """Builds everything from a resolved train spec and runs (or resumes) training."""
 
@@ -134,28 +164,8 @@ class Trainer:
     # ------------------------------------------------------------------ steps
 
     def _train_step_fn(self, model, optimizer):
-        tf = self.tf
-        focal = self.spec.loss.focal_loss_params
-        global_batch, replicas = float(self.global_batch), float(self.replicas)
-
-        def replica_step(images, labels):
-            with tf.GradientTape() as tape:
-                heats, pafs = stage_outputs(model(images, training=True))
-                heat_losses, paf_losses = stage_losses(heats, pafs, labels, focal)
-                data_loss = (tf.add_n(heat_losses) + tf.add_n(paf_losses)) / global_batch
-                regularization = tf.add_n(model.losses) / replicas if model.losses else 0.0
-                loss = data_loss + regularization
-                scaled = optimizer.scale_loss(loss) if self.use_amp else loss
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss, tf.stack(heat_losses) / global_batch, tf.stack(paf_losses) / global_batch
-
-        @tf.function
-        def train_step(images, labels):
-            results = self.strategy.run(replica_step, args=(images, labels))
-            return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
-
-        return train_step
+        return make_train_step(model, optimizer, self.strategy, self.global_batch, self.spec.loss.focal_loss_params,
+                               self.use_amp)
 
     def validation_loss(self, model) -> Optional[float]:
         """Mean data loss per image over the validation records (None if there are none)."""
@@ -197,15 +207,17 @@ class Trainer:
             model = self.build_model()
             optimizer = self.build_optimizer(model)
             optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        # steps taken (the optimizer's own counter skips the steps that mixed precision's loss scaling drops)
+        self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step_counter)
         if start_epoch:
             checkpoint.read(os.path.join(self.checkpoint_root, f"epoch-{start_epoch:04d}", "ckpt")).expect_partial()
-            logger.info("Resumed from epoch %d (step %d)", start_epoch, int(optimizer.iterations.numpy()))
+            logger.info("Resumed from epoch %d (step %d)", start_epoch, int(self.step_counter.numpy()))
         else:
             self._initial_weights(model, checkpoint)
         step = start_epoch * self.steps_per_epoch
-        if int(optimizer.iterations.numpy()) != step:
-            raise BpnetError(f"{self.checkpoint_root}: checkpoint step {int(optimizer.iterations.numpy())} does not "
+        if int(self.step_counter.numpy()) != step:
+            raise BpnetError(f"{self.checkpoint_root}: checkpoint step {int(self.step_counter.numpy())} does not "
                              f"match epoch {start_epoch} x {self.steps_per_epoch} steps; was the batch size or "
                              "the number of GPUs changed? Resume with the same settings.")
         dataset = build_dataset(spec, batch_size=self.global_batch, skip=step * self.global_batch)
@@ -223,7 +235,7 @@ class Trainer:
                     if val is not None:
                         val_losses.append(val)
                         with writer.as_default():
-                            tf.summary.scalar("val_loss", val, step=int(optimizer.iterations.numpy()))
+                            tf.summary.scalar("val_loss", val, step=int(self.step_counter.numpy()))
                         logger.info("epoch %d: validation loss %.5f per image", epoch, val)
                 self.status.write("RUNNING", f"Epoch {epoch}/{spec.num_epoch} done.",
                                   kpi={"epoch": epoch, "loss": epoch_losses[-1]})
@@ -234,7 +246,7 @@ class Trainer:
         save_model(model, final, self.info)
         self.status.write("SUCCESS", "Training finished successfully.",
                           kpi={"epochs": spec.num_epoch, "final_loss": epoch_losses[-1] if epoch_losses else None})
-        return TrainResult(self.results_dir, final, spec.num_epoch, int(optimizer.iterations.numpy()), epoch_losses,
+        return TrainResult(self.results_dir, final, spec.num_epoch, int(self.step_counter.numpy()), epoch_losses,
                            val_losses, start_epoch)
 
     def _initial_weights(self, model, checkpoint) -> None:
@@ -258,7 +270,7 @@ class Trainer:
                 images, labels = next(iterator)
                 lr = float(optimizer.learning_rate.numpy()) if hasattr(optimizer.learning_rate, "numpy") else None
                 loss, heat, paf = (v.numpy() for v in train_step(images, labels))
-                step = int(optimizer.iterations.numpy())
+                step = int(self.step_counter.assign_add(1).numpy())
                 if not math.isfinite(float(loss)):
                     last = latest_checkpoint_epoch(self.checkpoint_root)
                     message = (f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped. The last good "
