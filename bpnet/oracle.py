@@ -1,0 +1,79 @@
+"""The decoding oracle: ground truth → training targets → upsampling → decoder → COCO AP.
+
+It measures what the decoder (with given settings) can recover from perfect network outputs, so
+it bounds the AP any trained model can reach through it. Per image: scale to the network input as
+``adjust_network_input`` does (the shorter side to ``input_size``, aspect kept), render the model
+skeleton's heatmaps and PAFs at stride ``stride`` (σ and PAF width of the m1 spec), upsample them
+bicubically by the stride (as inference does), decode, map back to the image, write COCO results.
+"""
+
+import dataclasses
+from typing import Dict, Optional
+
+import cv2
+import numpy as np
+
+from bpnet.coco_eval import evaluate_keypoints
+from bpnet.data import targets
+from bpnet.decode import DecoderParams, decode
+from bpnet.results import Prediction
+from bpnet.skeleton import Skeleton
+from bpnet.specs import Category, VisibilityFlags
+
+
+def dataset_skeleton(category: Category) -> Skeleton:
+    """The dataset's own keypoints and limbs as a model skeleton (COCO: 17 keypoints, 19 limbs)."""
+    return Skeleton(category.name, tuple(category.keypoints), tuple((a - 1, b - 1) for a, b in category.skeleton))
+
+ORACLE_DECODER = DecoderParams(min_parts=1, min_mean_score=0.0, single_part_people=True, subpixel=True,
+                               matching="optimal", merge_distance=1.0)
+"""Settings that can report people with 1–3 labeled keypoints (COCO scores them too) and re-join
+people whose labeled keypoints no limb connects."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleSettings:
+    input_size: int = 368
+    stride: int = 8
+    sigma: float = 7.0
+    paf_half_width: float = 1.0
+    upsampling: int = 8  # maps are decoded after bicubic upsampling by this factor (TLT: the stride)
+    decoder: DecoderParams = ORACLE_DECODER
+
+
+def oracle_prediction(annotations, height: int, width: int, skeleton: Skeleton, mapping, settings: OracleSettings) -> Prediction:
+    """Decode the perfect maps of one image's annotations (COCO dicts with keypoints)."""
+    scale = settings.input_size / min(height, width)
+    net_h, net_w = int(round(height * scale)), int(round(width * scale))
+    out_h, out_w = -(-net_h // settings.stride), -(-net_w // settings.stride)
+    people = [a for a in annotations if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0]
+    if people:
+        dataset_joints = np.array([a["keypoints"] for a in people], dtype=np.float64).reshape(len(people), -1, 3)
+        joints = mapping.convert(dataset_joints)
+        joints[..., :2] *= scale
+    else:
+        joints = np.zeros((0, skeleton.num_keypoints, 3))
+    heat = targets.heatmaps(joints, (out_h, out_w), settings.stride, settings.sigma)
+    paf = targets.pafs(joints, skeleton.limbs, (out_h, out_w), settings.stride, settings.paf_half_width)
+    if settings.upsampling > 1:
+        size = (out_w * settings.upsampling, out_h * settings.upsampling)
+        heat = cv2.resize(heat, size, interpolation=cv2.INTER_CUBIC)
+        paf = cv2.resize(paf, size, interpolation=cv2.INTER_CUBIC)
+    found = decode(heat, paf, skeleton.limbs, settings.decoder)
+    keypoints = found.keypoints.copy()
+    keypoints[..., :2] = ((keypoints[..., :2] + 0.5) * settings.stride / settings.upsampling - 0.5) / scale
+    return Prediction(keypoints, found.scores, skeleton)
+
+
+def run_oracle(coco, category: Category, visibility: VisibilityFlags, skeleton: Skeleton,
+               settings: OracleSettings = OracleSettings(), image_ids: Optional[list] = None) -> Dict[str, float]:
+    """The ten COCO keypoint stats of the oracle over ``image_ids`` (default: every image) of a ``COCO`` object."""
+    mapping = skeleton.mapping_from(category, visibility)
+    image_ids = image_ids or sorted(coco.getImgIds())
+    detections = []
+    for image_id in image_ids:
+        info = coco.loadImgs(image_id)[0]
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id, catIds=[category.id]))
+        prediction = oracle_prediction(annotations, info["height"], info["width"], skeleton, mapping, settings)
+        detections += prediction.to_coco(image_id, category.keypoints, category.id)
+    return evaluate_keypoints(coco, detections, image_ids)

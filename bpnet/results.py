@@ -1,0 +1,52 @@
+"""Prediction objects shared by evaluation, inference, video and the Python API.
+
+Keypoints are ``(N, K, 3)`` [x, y, score] in the original image's pixels (x right, y down) in the
+model skeleton's order; a score of 0 marks a missing keypoint.
+"""
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from bpnet import render
+from bpnet.skeleton import Skeleton
+
+
+@dataclasses.dataclass
+class Prediction:
+    """The people found in one image."""
+
+    keypoints: np.ndarray  # (N, K, 3) x, y, score
+    scores: np.ndarray  # (N,) person scores
+    skeleton: Skeleton
+    source: Optional[str] = None  # image path, or a frame label
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to_coco(self, image_id: int, dataset_keypoints: Sequence[str], category_id: int = 1) -> List[Dict]:
+        """COCO results (one dict per person) with keypoints reordered to ``dataset_keypoints`` by name.
+
+        Found keypoints get visibility 1, missing ones ``0, 0, 0``; coordinates are not rounded.
+        """
+        order = [self.skeleton.keypoints.index(n) if n in self.skeleton.keypoints else -1 for n in dataset_keypoints]
+        results = []
+        for person, score in zip(self.keypoints, self.scores):
+            values = np.zeros((len(order), 3))
+            for d, k in enumerate(order):
+                if k >= 0 and person[k, 2] > 0:
+                    values[d] = (person[k, 0], person[k, 1], 1.0)
+            results.append({"image_id": int(image_id), "category_id": int(category_id),
+                            "keypoints": [float(v) for v in values.ravel()], "score": float(score)})
+        return results
+
+    def to_json(self) -> Dict:
+        """TLT's per-image ``detections.json`` entry: ``keypoints`` as [[x, y] × K] per person (missing: 0, 0)."""
+        return {"keypoints": [[[float(x), float(y)] if s > 0 else [0.0, 0.0] for x, y, s in person]
+                              for person in self.keypoints],
+                "scores": [float(s) for s in self.scores]}
+
+    def draw(self, image: np.ndarray, thickness: int = 2) -> np.ndarray:
+        """A copy of the BGR ``image`` with every person's skeleton (one colour per limb) and keypoints."""
+        return render.draw_skeletons(image, self.keypoints, self.keypoints[..., 2] > 0, self.skeleton.limbs, thickness)
