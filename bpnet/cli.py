@@ -139,6 +139,50 @@ def train(experiment_spec_file: str, results_dir: Optional[str], key: str, gpus:
     click.echo(f"train: {result.epochs} epochs, {result.steps} steps; final model {result.final_model}")
 
 
+@cli.command("evaluate")
+@click.option("-i", "--inference_spec", required=True, type=click.Path(dir_okay=False), help="Inference spec (YAML).")
+@click.option("-m", "--model_filename", default=None, type=click.Path(dir_okay=False),
+              help="Model (.keras/.h5/.hdf5)  [default: the spec's model_path]")
+@click.option("--dataset", default="coco", type=click.Choice(["coco"]), show_default=True, help="Dataset format.")
+@click.option("-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False),
+              help="Dataset spec; its test_data is evaluated.")
+@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@click.option("--results_dir", default="results/evaluate", show_default=True, type=click.Path(file_okay=False))
+@log_level_option
+def evaluate(inference_spec: str, model_filename: Optional[str], dataset: str, dataset_spec: str, key: str,
+             results_dir: str) -> None:
+    """COCO keypoint AP of a model on the dataset spec's test_data (pycocotools)."""
+    from bpnet.inference import evaluate as run_evaluation
+
+    stats = run_evaluation(inference_spec, dataset_spec, results_dir, model_filename)
+    for name, value in stats.items():
+        click.echo(f"{name:<22} {value:.4f}")
+    click.echo(f"evaluate: results in {os.path.abspath(results_dir)}")
+
+
+@cli.command("inference")
+@click.option("-i", "--inference_spec", required=True, type=click.Path(dir_okay=False), help="Inference spec (YAML).")
+@click.option("-m", "--model_filename", default=None, type=click.Path(dir_okay=False),
+              help="Model (.keras/.h5/.hdf5)  [default: the spec's model_path]")
+@click.option("--input_type", default="image", show_default=True, type=click.Choice(["image", "dir", "json", "video"]),
+              help="video: a video file or a camera index (bpnet addition).")
+@click.option("--input", "source", required=True, help="Image, folder, JSON list, video file or camera index.")
+@click.option("--image_root_path", default="", help="Prefix joined to image paths (image and json inputs).")
+@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@click.option("--results_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--dump_visualizations", is_flag=True, help="Render skeletons to images_annotated/ (a video for video input).")
+@log_level_option
+def inference(inference_spec: str, model_filename: Optional[str], input_type: str, source: str, image_root_path: str,
+              key: str, results_dir: str, dump_visualizations: bool) -> None:
+    """Detect people in images or a video; write detections.json and optional renderings."""
+    from bpnet.inference import inference as run_inference
+
+    summary = run_inference(inference_spec, input_type, source, results_dir, model_filename, image_root_path,
+                            dump_visualizations)
+    click.echo(f"inference: {summary['inputs']} inputs, {summary['people']} people, {summary['skipped']} skipped; "
+               f"results in {os.path.abspath(results_dir)}")
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="bpnet")

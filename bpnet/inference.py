@@ -1,0 +1,205 @@
+"""``bpnet evaluate`` and ``bpnet inference``: a Predictor built from an inference spec, run over images.
+
+The model's skeleton and normalisation come from the model file (``bpnet.json`` in a ``.keras``);
+for a model without them (for example a TLT ``.hdf5``) they come from the inference spec's train spec.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from bpnet.coco_eval import KPI_NAMES, evaluate_keypoints
+from bpnet.decode import DecoderParams
+from bpnet.errors import BpnetError, SpecError
+from bpnet.files import atomic_path, write_png
+from bpnet.model.io import ModelInfo, load_model
+from bpnet.predict import KerasBackend, Predictor, PredictorSettings, read_image
+from bpnet.skeleton import Skeleton
+from bpnet.specs import InferenceSpec, load_dataset_spec, load_inference_spec, load_train_spec
+from bpnet.status import StatusLogger
+from bpnet import spec_loader
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -> Tuple[Predictor, InferenceSpec]:
+    """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings."""
+    spec = load_inference_spec(inference_spec_path)
+    model_path = model_path or spec.model_path
+    if not model_path:
+        raise SpecError(f"{inference_spec_path}: model_path: not set and no -m/--model_filename given")
+    model, info = load_model(model_path)
+    if info is None:
+        train = load_train_spec(spec.train_spec)
+        norm = train.dataloader.normalization_params
+        info = ModelInfo(Skeleton.from_file(train.dataloader.pose_config.pose_config_path), tuple(norm.image_scale),
+                         tuple(norm.image_offset), train.dataloader.stride)
+    heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
+    if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
+        raise BpnetError(f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but the "
+                         f"skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
+                         f"{info.skeleton.num_paf_channels}")
+    settings = PredictorSettings(
+        input_shape=spec.input_shape,
+        keep_aspect_ratio_mode=spec.keep_aspect_ratio_mode,
+        output_upsampling_factor=spec.output_upsampling_factor,
+        scales=spec.scales if spec.multi_scale_inference else (1.0,),
+        decoder=DecoderParams(heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold),
+    )
+    return Predictor(KerasBackend(model, spec.output_stage_to_use), info, settings), spec
+
+
+def _tlt_header(predictor: Predictor, spec: InferenceSpec) -> Dict:
+    """The pose config and inference spec at the top of TLT's ``detections.json``."""
+    skeleton = predictor.info.skeleton
+    return {"pose_config_type": skeleton.name,
+            "categories": [{"supercategory": "person", "id": 1, "name": "person", "num_joints": skeleton.num_keypoints,
+                            "keypoints": list(skeleton.keypoints),
+                            "skeleton": [[a + 1, b + 1] for a, b in skeleton.limbs]}],
+            "inference_spec": spec_loader.to_dict(spec)}
+
+
+def _write_json(path: str, data) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+
+
+def _prepare(results_dir: str) -> StatusLogger:
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+    except OSError as exc:
+        raise BpnetError(f"{results_dir}: cannot create results folder: {exc.strerror or exc}") from None
+    return StatusLogger(os.path.join(results_dir, "status.json"))
+
+
+def evaluate(inference_spec_path: str, dataset_spec_path: str, results_dir: str, model_path: Optional[str] = None,
+             progress: bool = True) -> Dict[str, float]:
+    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files."""
+    from pycocotools.coco import COCO
+
+    status = _prepare(results_dir)
+    status.write("STARTED", "Starting bpnet evaluate.")
+    predictor, spec = load_predictor(inference_spec_path, model_path)
+    dataset = load_dataset_spec(dataset_spec_path)
+    if dataset.test_data is None:
+        raise SpecError(f"{dataset_spec_path}: test_data: not set (evaluate uses it)")
+    annotation_file = dataset.resolve(dataset.test_data.annotation_root_dir_path)
+    if not os.path.isfile(annotation_file):
+        raise BpnetError(f"{annotation_file}: annotation file not found (test_data.annotation_root_dir_path)")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(annotation_file)
+    images_dir = dataset.resolve(dataset.test_data.images_root_dir_path)
+    image_ids = sorted(coco.getImgIds())
+    coco_results, raw = [], []
+    for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
+        path = os.path.join(images_dir, coco.loadImgs(image_id)[0]["file_name"])
+        prediction = predictor.predict_one(read_image(path), path)
+        coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
+        raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
+    stats = evaluate_keypoints(coco, coco_results, image_ids, verbose=progress)
+    _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": raw})
+    _write_json(os.path.join(results_dir, "detections_coco_format.json"), coco_results)
+    with atomic_path(os.path.join(results_dir, "results.csv")) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["metric", "value"])
+        writer.writerows((name, f"{stats[name]:.6f}") for name in KPI_NAMES)
+    status.write("SUCCESS", "Evaluation finished successfully.", kpi=stats)
+    return stats
+
+
+def _inputs(input_type: str, source: str, image_root_path: str) -> List[str]:
+    if input_type == "image":
+        return [os.path.join(image_root_path, source)]
+    if input_type == "dir":
+        if not os.path.isdir(source):
+            raise BpnetError(f"{source}: input folder not found")
+        paths = sorted(os.path.join(source, n) for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS))
+        if not paths:
+            raise BpnetError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the input folder")
+        return paths
+    try:
+        with open(source, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BpnetError(f"{source}: cannot read the input JSON: {exc}") from None
+    entries = data if isinstance(data, list) else [e.get("full_image_path") for e in data.get("images", [])]
+    if not entries or not all(isinstance(e, str) for e in entries):
+        raise BpnetError(f"{source}: expected a list of image paths or {{images: [{{full_image_path: ...}}]}}")
+    return [os.path.join(image_root_path, e) for e in entries]
+
+
+def _video_frames(source: str) -> Tuple[Iterator[np.ndarray], float, str]:
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not capture.isOpened():
+        raise BpnetError(f"{source}: cannot open the video (file or camera index)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+
+    def frames():
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            capture.release()
+
+    return frames(), fps, f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
+
+
+def inference(inference_spec_path: str, input_type: str, source: str, results_dir: str,
+              model_path: Optional[str] = None, image_root_path: str = "", dump_visualizations: bool = False,
+              progress: bool = True) -> Dict[str, int]:
+    """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders."""
+    status = _prepare(results_dir)
+    status.write("STARTED", "Starting bpnet inference.")
+    predictor, spec = load_predictor(inference_spec_path, model_path)
+    annotated = os.path.join(results_dir, "images_annotated")
+    entries, skipped = [], 0
+    if input_type == "video":
+        frames, fps, name = _video_frames(source)
+        writer = None
+        video_path = os.path.join(annotated, f"{name}.mp4")
+        try:
+            for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", disable=not progress)):
+                prediction = predictor.predict_one(frame, f"{source}#{index}")
+                entries.append({"frame": index, **prediction.to_json()})
+                if dump_visualizations:
+                    if writer is None:
+                        os.makedirs(annotated, exist_ok=True)
+                        writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                    writer.write(prediction.draw(frame))
+        finally:
+            if writer is not None:
+                writer.release()
+        if not entries:
+            raise BpnetError(f"{source}: the video has no readable frame")
+    else:
+        for index, path in enumerate(tqdm(_inputs(input_type, source, image_root_path), desc="inference",
+                                          unit="img", disable=not progress)):
+            try:
+                image = read_image(path)
+            except BpnetError as exc:
+                logger.warning("skipped: %s", exc)
+                skipped += 1
+                continue
+            prediction = predictor.predict_one(image, path)
+            entries.append({"full_image_path": path, "viz_id": index, **prediction.to_json()})
+            if dump_visualizations:
+                write_png(os.path.join(annotated, f"{index}.png"), prediction.draw(image))
+        if not entries:
+            raise BpnetError(f"{source}: no readable image")
+    _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": entries})
+    summary = {"inputs": len(entries), "skipped": skipped, "people": sum(len(e["scores"]) for e in entries)}
+    status.write("SUCCESS", "Inference finished successfully.", kpi=summary)
+    return summary

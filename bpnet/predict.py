@@ -1,0 +1,176 @@
+"""The Predictor: images in, people out, over interchangeable backends (reference §3.13–3.15).
+
+Preprocessing (``keep_aspect_ratio_mode``):
+
+* ``adjust_network_input``: keep the aspect ratio; one side becomes ``input_shape``'s, the other
+  follows (the network accepts any size).
+* ``pad_image_input``: pad the image with grey 128 to the input's aspect ratio (split evenly, the
+  extra pixel bottom/right), then resize to exactly ``input_shape``.
+* ``None``: resize to ``input_shape`` (aspect ratio not kept).
+
+Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the chosen stage are upsampled
+bicubically by ``output_upsampling_factor`` and decoded; peaks map back to the original image through
+``x_input = (x_map + 0.5) · stride / factor − 0.5`` and the inverse resize and padding. With
+``scales`` (multi-scale), the maps of every scale are brought to input resolution, resized to the
+largest scale's and averaged before decoding.
+"""
+
+import dataclasses
+import os
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from bpnet.decode import DecoderParams, decode
+from bpnet.errors import BpnetError
+from bpnet.model.io import ModelInfo
+from bpnet.results import Prediction
+
+PAD_VALUE = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """How a preprocessed image relates to the original: ``x_input = (x + pad_x + 0.5) · scale_x − 0.5``."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    input_size: Tuple[int, int]  # (width, height) of the network input
+
+    def to_original(self, points: np.ndarray) -> np.ndarray:
+        """Input-pixel ``(..., 2)`` x, y → original image pixels."""
+        out = np.array(points, dtype=np.float64, copy=True)
+        out[..., 0] = (out[..., 0] + 0.5) / self.scale_x - 0.5 - self.pad_x
+        out[..., 1] = (out[..., 1] + 0.5) / self.scale_y - 0.5 - self.pad_y
+        return out
+
+
+def preprocess(image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[str], info: ModelInfo
+               ) -> Tuple[np.ndarray, Geometry]:
+    """A BGR uint8 image → ``(H, W, 3)`` float32 network input and its :class:`Geometry`."""
+    height, width = image.shape[:2]
+    in_h, in_w = input_shape
+    pad_x = pad_y = 0
+    if mode == "adjust_network_input":
+        scale = in_h / height if width / height > in_w / in_h else in_w / width
+        size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    elif mode == "pad_image_input":
+        target_ratio = in_w / in_h
+        if width / height > target_ratio:
+            total = int(round(width / target_ratio)) - height
+            pad_y = total // 2
+            image = cv2.copyMakeBorder(image, pad_y, total - pad_y, 0, 0, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+        else:
+            total = int(round(height * target_ratio)) - width
+            pad_x = total // 2
+            image = cv2.copyMakeBorder(image, 0, 0, pad_x, total - pad_x, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+        size = (in_w, in_h)
+    elif mode is None:
+        size = (in_w, in_h)
+    else:
+        raise ValueError(f"unknown keep_aspect_ratio_mode {mode!r}")
+    padded_h, padded_w = image.shape[:2]
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+    if info.channel_order == "RGB":
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    tensor = resized.astype(np.float32) / np.asarray(info.image_scale, np.float32) - np.asarray(info.image_offset, np.float32)
+    return tensor, Geometry(size[0] / padded_w, size[1] / padded_h, pad_x, pad_y, size)
+
+
+class KerasBackend:
+    """A Keras model from ``bpnet train`` (outputs ``[heat_1..heat_S, paf_1..paf_S]``)."""
+
+    def __init__(self, model, stage: Optional[int] = None):
+        self.model = model
+        self.stages = len(model.outputs) // 2
+        if stage is not None and not 1 <= stage <= self.stages:
+            raise BpnetError(f"output_stage_to_use: {stage} is not a stage of this model (1..{self.stages})")
+        self.stage = stage or self.stages
+
+    def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        outputs = self.model(batch, training=False)
+        return np.asarray(outputs[self.stage - 1]), np.asarray(outputs[self.stages + self.stage - 1])
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorSettings:
+    """Inference-spec settings (reference §2.10) and the decoder's."""
+
+    input_shape: Tuple[int, int] = (368, 368)
+    keep_aspect_ratio_mode: Optional[str] = "adjust_network_input"
+    output_upsampling_factor: Optional[Tuple[int, int]] = None  # default: the stride
+    scales: Sequence[float] = (1.0,)
+    decoder: DecoderParams = DecoderParams()
+
+
+class Predictor:
+    """``Predictor(backend, info, settings).predict(images) -> [Prediction]`` (BGR images or paths)."""
+
+    def __init__(self, backend, info: ModelInfo, settings: PredictorSettings = PredictorSettings()):
+        self.backend = backend
+        self.info = info
+        self.settings = settings
+        factor = settings.output_upsampling_factor or (info.stride, info.stride)
+        self.factor_y, self.factor_x = factor
+
+    def _maps(self, image: np.ndarray, scale: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+        """Upsampled (heatmaps, PAFs) of one image at one scale, and its geometry."""
+        shape = tuple(max(self.info.stride, int(round(s * scale))) for s in self.settings.input_shape)
+        tensor, geometry = preprocess(image, shape, self.settings.keep_aspect_ratio_mode, self.info)
+        heat, paf = self.backend(tensor[None])
+        size = (heat.shape[2] * self.factor_x, heat.shape[1] * self.factor_y)
+        heat = cv2.resize(heat[0], size, interpolation=cv2.INTER_CUBIC)
+        paf = cv2.resize(paf[0], size, interpolation=cv2.INTER_CUBIC)
+        return heat, paf, geometry
+
+    def predict_one(self, image: np.ndarray, source: Optional[str] = None) -> Prediction:
+        scales = sorted(self.settings.scales)
+        if len(scales) == 1:
+            heat, paf, geometry = self._maps(image, scales[0])
+            stride_x, stride_y = self.info.stride / self.factor_x, self.info.stride / self.factor_y
+        else:
+            per_scale = [self._maps(image, s) for s in scales]
+            geometry = per_scale[-1][2]
+            target = geometry.input_size
+            heat = np.zeros((target[1], target[0], per_scale[0][0].shape[-1]), np.float32)
+            paf = np.zeros((target[1], target[0], per_scale[0][1].shape[-1]), np.float32)
+            for h, p, g in per_scale:  # input resolution: crop the stride padding, resize to the largest input
+                crop_w = int(round(g.input_size[0] * self.factor_x * 1.0 / self.info.stride))
+                crop_h = int(round(g.input_size[1] * self.factor_y * 1.0 / self.info.stride))
+                to_input = (g.input_size[0], g.input_size[1])
+                h = cv2.resize(cv2.resize(h[:crop_h, :crop_w], to_input, interpolation=cv2.INTER_CUBIC), target,
+                               interpolation=cv2.INTER_CUBIC)
+                p = cv2.resize(cv2.resize(p[:crop_h, :crop_w], to_input, interpolation=cv2.INTER_CUBIC), target,
+                               interpolation=cv2.INTER_CUBIC)
+                heat += h / len(per_scale)
+                paf += p / len(per_scale)
+            stride_x = stride_y = 1.0
+        people = decode(heat, paf, self.info.skeleton.limbs, self.settings.decoder)
+        keypoints = people.keypoints.copy()
+        found = keypoints[..., 2] > 0
+        points = np.stack([(keypoints[..., 0] + 0.5) * stride_x - 0.5, (keypoints[..., 1] + 0.5) * stride_y - 0.5], -1)
+        keypoints[..., :2] = np.where(found[..., None], geometry.to_original(points), 0.0)
+        return Prediction(keypoints, people.scores, self.info.skeleton, source)
+
+    def predict(self, images: Iterable[Union[np.ndarray, str]]) -> List[Prediction]:
+        """Predict every image (BGR arrays, or paths read with OpenCV)."""
+        results = []
+        for image in images:
+            source = image if isinstance(image, str) else None
+            if isinstance(image, str):
+                image = read_image(image)
+            results.append(self.predict_one(image, source))
+        return results
+
+
+def read_image(path: str) -> np.ndarray:
+    """BGR uint8 image, EXIF orientation ignored (as the annotations); a clear error if unreadable."""
+    if not os.path.isfile(path):
+        raise BpnetError(f"{path}: image not found")
+    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise BpnetError(f"{path}: cannot read image (corrupt or not an image)")
+    return image

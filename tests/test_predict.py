@@ -1,0 +1,187 @@
+"""Predictor geometry for every preprocessing mode and multi-scale, and the evaluate / inference commands."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bpnet.cli import cli
+from bpnet.data import targets
+from bpnet.model.io import ModelInfo
+from bpnet.predict import Geometry, Predictor, PredictorSettings, preprocess
+from bpnet.skeleton import Skeleton, Visibility
+
+from .conftest import REPO_ROOT, SHARED_DATA, write_train_spec
+
+BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
+INFO = ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8)
+MODES = ("adjust_network_input", "pad_image_input", None)
+
+
+def forward(point, geometry: Geometry):
+    x, y = point
+    return np.array([(x + geometry.pad_x + 0.5) * geometry.scale_x - 0.5, (y + geometry.pad_y + 0.5) * geometry.scale_y - 0.5])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("size", [(90, 160), (200, 120)])
+def test_a_lit_pixel_lands_where_the_geometry_says(mode, size):
+    image = np.zeros((*size, 3), np.uint8)
+    point = (size[1] // 3, size[0] // 2)
+    image[point[1], point[0]] = 255
+    tensor, geometry = preprocess(image, (256, 192), mode, INFO)
+    assert tensor.shape[:2] == (geometry.input_size[1], geometry.input_size[0])
+    brightness = tensor.sum(axis=-1)
+    y, x = np.unravel_index(np.argmax(brightness), brightness.shape)
+    assert np.all(np.abs(np.array([x, y]) - forward(point, geometry)) <= 1.0)
+    np.testing.assert_allclose(geometry.to_original(forward(point, geometry)), point, atol=1e-9)
+    if mode == "pad_image_input":
+        assert geometry.input_size == (192, 256)
+
+
+class PerfectBackend:
+    """Returns the training targets of known people as network outputs (for whatever input size it gets)."""
+
+    def __init__(self, image, joints, mode, input_shape, scales):
+        self.joints = joints
+        self.geometries = {}
+        for scale in scales:
+            shape = tuple(int(round(s * scale)) for s in input_shape)
+            tensor, geometry = preprocess(image, shape, mode, INFO)
+            self.geometries[tensor.shape[:2]] = geometry
+
+    def __call__(self, batch):
+        geometry = self.geometries[batch.shape[1:3]]
+        joints = self.joints.copy()
+        joints[..., :2] = np.stack(
+            [(joints[..., 0] + geometry.pad_x + 0.5) * geometry.scale_x - 0.5,
+             (joints[..., 1] + geometry.pad_y + 0.5) * geometry.scale_y - 0.5], -1)
+        shape = (-(-batch.shape[1] // 8), -(-batch.shape[2] // 8))
+        heat = targets.heatmaps(joints, shape, 8, 7.0)
+        paf = targets.pafs(joints, BODY18.limbs, shape, 8, 1.0)
+        return heat[None], paf[None]
+
+
+def standing_person(x, y, height):
+    offsets = np.array([[0, -0.45], [0, -0.35], [-0.12, -0.35], [-0.16, -0.15], [-0.18, 0.05], [0.12, -0.35],
+                        [0.16, -0.15], [0.18, 0.05], [-0.07, 0.05], [-0.08, 0.27], [-0.09, 0.5], [0.07, 0.05],
+                        [0.08, 0.27], [0.09, 0.5], [-0.03, -0.48], [0.03, -0.48], [-0.06, -0.46], [0.06, -0.46]])
+    joints = np.zeros((18, 3))
+    joints[:, :2] = np.array([x, y]) + offsets * height
+    joints[:, 2] = Visibility.VISIBLE
+    return joints
+
+
+@pytest.mark.parametrize("mode, scales", [(m, (1.0,)) for m in MODES] + [("adjust_network_input", (0.75, 1.0, 1.25))])
+def test_predictor_maps_keypoints_back_to_the_original_image(mode, scales):
+    image = np.zeros((300, 500, 3), np.uint8)
+    joints = np.stack([standing_person(150, 150, 220), standing_person(350, 160, 200)])
+    backend = PerfectBackend(image, joints, mode, (256, 256), scales)
+    predictor = Predictor(backend, INFO, PredictorSettings(input_shape=(256, 256), keep_aspect_ratio_mode=mode,
+                                                           scales=scales))
+    prediction = predictor.predict_one(image)
+    assert len(prediction) == 2
+    for truth in joints:
+        errors = [np.abs(p[:, :2] - truth[:, :2]).max() for p in prediction.keypoints]
+        assert min(errors) < 3.0, errors  # a pixel of the 256-pixel input is ~2 original pixels
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny model trained for one epoch on coco_mini (its AP is ~0: these tests check the plumbing)."""
+    from .conftest import COCO_MINI, write_dataset_spec
+
+    if not COCO_MINI.exists():
+        pytest.skip(f"real data not found at {COCO_MINI}")
+    from bpnet.data.convert import convert_dataset
+    from bpnet.train.trainer import train
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    dataset_spec = write_dataset_spec(folder, COCO_MINI / "train2017", COCO_MINI / "annotations" / "person_keypoints_train2017.json")
+    convert_dataset(str(dataset_spec), str(folder / "train"), generate_masks=True, workers=1, progress=False)
+    spec = write_train_spec(folder, folder, dataset_spec, height=64, width=64, target=8,
+                            **{"dataloader.batch_size": 8, "model.stages": 2, "model.width_multiplier": 0.125,
+                               "num_epoch": 1, "checkpoint_n_epoch": 1, "validation_every_n_epoch": 0})
+    result = train(str(spec), str(folder / "run"), progress=False)
+    infer = folder / "infer_spec.yaml"
+    infer.write_text(f"train_spec: {spec}\nmodel_path: {result.final_model}\ninput_shape: [96, 96]\n"
+                     "output_upsampling_factor: [8, 8]\nheatmap_threshold: 0.02\n")
+    return folder, infer
+
+
+def test_evaluate_writes_tlt_outputs(tiny_model, coco_val_sample, tmp_path):
+    folder, infer = tiny_model
+    dataset = json.loads((REPO_ROOT / "data_pose_config" / "coco_spec.json").read_text())
+    dataset["root_directory_path"] = str(tmp_path)
+    dataset["test_data"] = {"images_root_dir_path": str(coco_val_sample), "mask_root_dir_path": "m",
+                            "annotation_root_dir_path": str(coco_val_sample / "test_coco.json")}
+    (tmp_path / "coco.json").write_text(json.dumps(dataset))
+    result = CliRunner().invoke(cli, ["evaluate", "-i", str(infer), "-d", str(tmp_path / "coco.json"),
+                                      "--results_dir", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "AP_0.50:0.95_all" in result.stdout
+    status = json.loads((tmp_path / "eval" / "status.json").read_text().splitlines()[-1])
+    assert status["status"] == "SUCCESS" and len(status["kpi"]) == 10 and "AR_0.50:0.95_large" in status["kpi"]
+    rows = (tmp_path / "eval" / "results.csv").read_text().splitlines()
+    assert rows[0] == "metric,value" and len(rows) == 11
+    detections = json.loads((tmp_path / "eval" / "detections.json").read_text())
+    assert len(detections["images"]) == 4 and detections["categories"][0]["num_joints"] == 18
+    assert isinstance(json.loads((tmp_path / "eval" / "detections_coco_format.json").read_text()), list)
+
+
+def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, tmp_path, caplog):
+    folder, infer = tiny_model
+    media = SHARED_DATA / "media"
+    if not media.exists():
+        pytest.skip(f"media not found at {media}")
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("messi5.jpg", "astronaut.png"):
+        shutil.copy(media / name, images / name)
+    (images / "broken.jpg").write_bytes(b"not an image")
+    result = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "dir", "--input", str(images),
+                                      "--results_dir", str(tmp_path / "out"), "--dump_visualizations"])
+    assert result.exit_code == 0, result.output
+    assert "2 inputs" in result.stdout and "1 skipped" in result.stdout and "broken.jpg: cannot read image" in caplog.text
+    # sorted: astronaut.png (0), broken.jpg (1, skipped), messi5.jpg (2)
+    assert sorted(p.name for p in (tmp_path / "out" / "images_annotated").iterdir()) == ["0.png", "2.png"]
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert [entry["viz_id"] for entry in detections["images"]] == [0, 2]
+    video = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "video", "--input",
+                                     str(media / "demo.mp4"), "--results_dir", str(tmp_path / "video"),
+                                     "--dump_visualizations"])
+    assert video.exit_code == 0, video.output
+    capture = cv2.VideoCapture(str(tmp_path / "video" / "images_annotated" / "demo.mp4"))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert [e["frame"] for e in json.loads((tmp_path / "video" / "detections.json").read_text())["images"]] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input_type", "dir", "--input", "{empty}"], "no images"),
+    (["--input_type", "video", "--input", "{missing}.avi"], "cannot open the video"),
+])
+def test_inference_bad_inputs(tiny_model, tmp_path, args, message):
+    folder, infer = tiny_model
+    (tmp_path / "empty").mkdir()
+    args = [a.format(empty=tmp_path / "empty", missing=tmp_path / "missing") for a in args]
+    result = CliRunner().invoke(cli, ["inference", "-i", str(infer), *args, "--results_dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_a_model_whose_outputs_do_not_fit_the_skeleton(tiny_model, tmp_path):
+    folder, infer = tiny_model
+    from bpnet.model.io import load_model
+
+    model, _ = load_model(str(folder / "run" / "bpnet_model.keras"))
+    model.save(str(tmp_path / "no_metadata.keras"))  # a model without bpnet.json: the train spec decides
+    pose = {"pose_config_type": "five", "categories": [{"id": 1, "name": "p", "keypoints": ["a", "b", "c"], "skeleton": [[1, 2]]}]}
+    (tmp_path / "pose.json").write_text(json.dumps(pose))
+    spec = write_train_spec(tmp_path, folder, folder / "dataset_spec.json", pose_config=tmp_path / "pose.json",
+                            **{"model.heat_channels": None, "model.paf_channels": None})
+    (tmp_path / "infer.yaml").write_text(f"train_spec: {spec}\nmodel_path: {tmp_path / 'no_metadata.keras'}\n")
+    result = CliRunner().invoke(cli, ["inference", "-i", str(tmp_path / "infer.yaml"), "--input",
+                                      str(REPO_ROOT / "README.md"), "--results_dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "do not fit" not in result.stderr and "needs 4 and 2" in result.stderr
