@@ -21,7 +21,7 @@ from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError, SpecError
 from bpnet.files import atomic_path, write_png
 from bpnet.model.io import ModelInfo, load_model
-from bpnet.predict import KerasBackend, Predictor, PredictorSettings, read_image
+from bpnet.predict import KerasBackend, OnnxBackend, OutputLayout, Predictor, PredictorSettings, read_image
 from bpnet.skeleton import Skeleton
 from bpnet.specs import InferenceSpec, load_dataset_spec, load_inference_spec, load_train_spec
 from bpnet.status import StatusLogger
@@ -32,23 +32,43 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+def _network_predictor_parts(spec: InferenceSpec, model_path: str):
+    """Backend and ModelInfo of a third-party network described by the spec's ``network`` block."""
+    network = spec.network
+    skeleton = Skeleton.from_file(network.pose_config_path)
+    info = ModelInfo(skeleton, network.image_scale, network.image_offset, network.stride, channel_order=network.channel_order)
+    start, stop = network.heatmap_channels
+    if stop - start != skeleton.num_heatmap_channels or len(network.paf_channels) != skeleton.num_paf_channels:
+        raise SpecError(f"network: {stop - start} heatmap and {len(network.paf_channels)} PAF channels do not fit the "
+                        f"pose config {network.pose_config_path} ({skeleton.num_heatmap_channels} and "
+                        f"{skeleton.num_paf_channels})")
+    if not model_path.endswith(".onnx"):
+        raise BpnetError(f"{model_path}: a network described by the inference spec must be an ONNX model")
+    layout = OutputLayout(network.heatmap_output, network.heatmap_channels, network.paf_output, network.paf_channels)
+    return OnnxBackend(model_path, layout), info
+
+
 def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -> Tuple[Predictor, InferenceSpec]:
     """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings."""
     spec = load_inference_spec(inference_spec_path)
     model_path = model_path or spec.model_path
     if not model_path:
         raise SpecError(f"{inference_spec_path}: model_path: not set and no -m/--model_filename given")
-    model, info = load_model(model_path)
-    if info is None:
-        train = load_train_spec(spec.train_spec)
-        norm = train.dataloader.normalization_params
-        info = ModelInfo(Skeleton.from_file(train.dataloader.pose_config.pose_config_path), tuple(norm.image_scale),
-                         tuple(norm.image_offset), train.dataloader.stride)
-    heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
-    if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
-        raise BpnetError(f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but the "
-                         f"skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
-                         f"{info.skeleton.num_paf_channels}")
+    if spec.network is not None:
+        backend, info = _network_predictor_parts(spec, model_path)
+    else:
+        model, info = load_model(model_path)
+        if info is None:
+            train = load_train_spec(spec.train_spec)
+            norm = train.dataloader.normalization_params
+            info = ModelInfo(Skeleton.from_file(train.dataloader.pose_config.pose_config_path), tuple(norm.image_scale),
+                             tuple(norm.image_offset), train.dataloader.stride)
+        heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
+        if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
+            raise BpnetError(f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but "
+                             f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
+                             f"{info.skeleton.num_paf_channels}")
+        backend = KerasBackend(model, spec.output_stage_to_use)
     settings = PredictorSettings(
         input_shape=spec.input_shape,
         keep_aspect_ratio_mode=spec.keep_aspect_ratio_mode,
@@ -56,7 +76,7 @@ def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -
         scales=spec.scales if spec.multi_scale_inference else (1.0,),
         decoder=DecoderParams(heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold),
     )
-    return Predictor(KerasBackend(model, spec.output_stage_to_use), info, settings), spec
+    return Predictor(backend, info, settings), spec
 
 
 def _tlt_header(predictor: Predictor, spec: InferenceSpec) -> Dict:

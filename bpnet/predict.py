@@ -96,6 +96,56 @@ class KerasBackend:
 
 
 @dataclasses.dataclass(frozen=True)
+class OutputLayout:
+    """Where the heatmaps (with background) and the PAFs (x, y per limb, skeleton order) are in a network's
+    outputs; an output name of None is the network's first output."""
+
+    heatmap_output: Optional[str]
+    heatmap_channels: Tuple[int, int]  # [start, stop)
+    paf_output: Optional[str]
+    paf_channels: Tuple[int, ...]
+
+
+class OnnxBackend:
+    """An ONNX model run by ONNX Runtime on the CPU, its outputs rearranged by an :class:`OutputLayout`."""
+
+    def __init__(self, path: str, layout: Optional[OutputLayout] = None, info: Optional[ModelInfo] = None):
+        import onnxruntime
+
+        try:
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BpnetError(f"{path}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = {o.name: o.shape[-1] for o in self.session.get_outputs()}
+        layout = layout or self._layout_by_channels(path, outputs, info)
+        first = next(iter(outputs))
+        self.layout = dataclasses.replace(layout, heatmap_output=layout.heatmap_output or first,
+                                          paf_output=layout.paf_output or first)
+        for name in (self.layout.heatmap_output, self.layout.paf_output):
+            if name not in outputs:
+                raise BpnetError(f"{path}: no output named {name!r} (outputs: {', '.join(outputs)})")
+
+    @staticmethod
+    def _layout_by_channels(path: str, outputs, info: ModelInfo) -> OutputLayout:
+        heat = [n for n, c in outputs.items() if c == info.skeleton.num_heatmap_channels]
+        paf = [n for n, c in outputs.items() if c == info.skeleton.num_paf_channels]
+        if not heat or not paf:
+            raise BpnetError(f"{path}: outputs {outputs} do not match the skeleton ({info.skeleton.num_heatmap_channels} "
+                             f"heatmap and {info.skeleton.num_paf_channels} PAF channels)")
+        return OutputLayout(heat[-1], (0, info.skeleton.num_heatmap_channels), paf[-1],
+                            tuple(range(info.skeleton.num_paf_channels)))
+
+    def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        names = list(dict.fromkeys([self.layout.heatmap_output, self.layout.paf_output]))
+        values = dict(zip(names, self.session.run(names, {self.input_name: batch.astype(np.float32)})))
+        start, stop = self.layout.heatmap_channels
+        heat = values[self.layout.heatmap_output][..., start:stop]
+        paf = values[self.layout.paf_output][..., list(self.layout.paf_channels)]
+        return np.ascontiguousarray(heat), np.ascontiguousarray(paf)
+
+
+@dataclasses.dataclass(frozen=True)
 class PredictorSettings:
     """Inference-spec settings (reference §2.10) and the decoder's."""
 

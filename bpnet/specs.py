@@ -534,6 +534,33 @@ class TrainSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """A network bpnet did not train (bpnet addition), e.g. an OpenPose-style model exported to ONNX.
+
+    ``pose_config_path``: its keypoints (in its heatmap order) and limbs (in the order given by
+    ``paf_channels``). ``heatmap_channels``: ``[start, stop)`` of the keypoint heatmaps plus background
+    in ``heatmap_output``; ``paf_channels``: for each limb, its x then y channel in ``paf_output``.
+    Outputs are named, or the network's only output when null.
+    """
+
+    pose_config_path: str = path_field()
+    heatmap_channels: Tuple[int, int] = (0, 19)
+    paf_channels: Tuple[int, ...] = ()
+    heatmap_output: Optional[str] = None
+    paf_output: Optional[str] = None
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    image_scale: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    image_offset: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    stride: int = 8
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.heatmap_channels[0] < self.heatmap_channels[1], "heatmap_channels", "must be [start, stop) with start < stop")
+        _require(len(self.paf_channels) > 0 and len(self.paf_channels) % 2 == 0, "paf_channels",
+                 "must list an x and a y channel per limb")
+        _require(self.stride > 0, "stride", "must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
 class InferenceSpec:
     """The inference spec (``specs/infer_spec.yaml``)."""
 
@@ -547,6 +574,7 @@ class InferenceSpec:
     paf_threshold: float = 0.05
     multi_scale_inference: bool = False
     scales: Optional[Tuple[float, ...]] = None
+    network: Optional[NetworkSpec] = None  # bpnet addition: describes a third-party network (ONNX)
 
     def __post_init__(self) -> None:
         _require(min(self.input_shape) > 0, "input_shape", "must be positive")
