@@ -1,6 +1,7 @@
 """The decoding oracle on real annotations: GT → targets → decoder → pycocotools (bpnet.oracle).
 
-    python bench/oracle.py --annotations JSON [--images DIR] [--input_size 368] [--json]
+    python bench/oracle.py --annotations JSON [--images DIR] [--input_size 368]
+                           [--skeleton fully_connected|dataset|POSE_CONFIG] [--merge_distance D] [--json]
 
 Prints the ten COCO keypoint stats (one JSON line with --json) and the decoder settings used.
 ``--images`` is accepted for symmetry with evaluation; the oracle needs only image sizes.
@@ -15,7 +16,7 @@ import time
 
 from pycocotools.coco import COCO
 
-from bpnet.oracle import OracleSettings, dataset_skeleton, run_oracle
+from bpnet.oracle import ORACLE_DECODER, OracleSettings, dataset_skeleton, fully_connected, run_oracle
 from bpnet.skeleton import Skeleton
 from bpnet.specs import load_dataset_spec
 
@@ -25,8 +26,10 @@ def main():
     parser.add_argument("--annotations", required=True)
     parser.add_argument("--images", default=None)
     parser.add_argument("--input_size", type=int, default=368)
-    parser.add_argument("--pose_config", default=None,
-                        help="model skeleton (default: the dataset's own, e.g. COCO's 17 keypoints and 19 limbs)")
+    parser.add_argument("--skeleton", default="fully_connected",
+                        help="model skeleton: 'fully_connected' (the dataset's keypoints, a limb between every pair), "
+                             "'dataset' (its own limbs, COCO: 19) or a pose config JSON (e.g. bpnet_18joints.json)")
+    parser.add_argument("--merge_distance", type=float, default=0.0, help="decoder merge_distance (0: off)")
     parser.add_argument("--dataset_spec", default="data_pose_config/coco_spec.json")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -34,9 +37,14 @@ def main():
         coco = COCO(args.annotations)
     dataset = load_dataset_spec(args.dataset_spec)
     category = dataset.category
-    settings = OracleSettings(input_size=args.input_size)
+    settings = OracleSettings(input_size=args.input_size,
+                              decoder=dataclasses.replace(ORACLE_DECODER, merge_distance=args.merge_distance))
     start = time.perf_counter()
-    skeleton = Skeleton.from_file(args.pose_config) if args.pose_config else dataset_skeleton(category)
+    if args.skeleton in ("fully_connected", "dataset"):
+        skeleton = dataset_skeleton(category)
+        skeleton = fully_connected(skeleton) if args.skeleton == "fully_connected" else skeleton
+    else:
+        skeleton = Skeleton.from_file(args.skeleton)
     stats = run_oracle(coco, category, dataset.visibility_flags, skeleton, settings)
     seconds = time.perf_counter() - start
     if args.json:

@@ -13,7 +13,8 @@ accepted connections of one limb.
 """
 
 import dataclasses
-from typing import List, Literal, Sequence, Tuple
+import functools
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage, optimize
@@ -29,6 +30,8 @@ class DecoderParams:
     smoothing_sigma: float = 3.0  # Gaussian smoothing before NMS (0: none); scores stay unsmoothed
     smoothing_kernel: int = 5  # size of the smoothing kernel (TLT: 5 x 5, sigma 3)
     subpixel: bool = False  # quadratic refinement of peak positions
+    search_step: int = 1  # >1: search every search_step-th pixel, then refine around each coarse maximum
+    #   (exact for maps without detail finer than the step, e.g. maps upsampled by 2·search_step)
     line_integral_samples: int = 10
     min_fraction_above: float = 0.8  # a candidate needs more than this fraction of samples above paf_threshold
     limb_length_prior: bool = False  # OpenPose's penalty min(0.5·H / length − 1, 0)
@@ -51,77 +54,164 @@ class People:
         return int(self.scores.shape[0])
 
 
-def find_peaks(heatmaps: np.ndarray, params: DecoderParams) -> List[np.ndarray]:
-    """Per keypoint channel, ``(n, 3)`` peaks [x, y, score], strongest first."""
-    maps = heatmaps.astype(np.float32, copy=False)
+def find_peaks(heatmaps: np.ndarray, params: DecoderParams, channels: Optional[int] = None) -> List[np.ndarray]:
+    """Per channel of ``heatmaps (H, W, C)`` (the first ``channels`` of them, default all), ``(n, 3)``
+    peaks [x, y, score], strongest first.
+
+    A peak is a maximum of the smoothed map over an ``nms_window`` square whose unsmoothed value is
+    above ``heatmap_threshold``; its score is the unsmoothed value.
+    """
+    maps = np.ascontiguousarray(heatmaps, dtype=np.float32)
+    channels = maps.shape[-1] if channels is None else channels
+    if params.search_step > 1:
+        ys, xs, ks, offsets = _coarse_to_fine_peaks(maps, channels, params)
+    else:
+        maps = maps[..., :channels]
+        ys, xs, ks, offsets = _full_search_peaks(maps, params)
+    height, width = maps.shape[:2]
+    at_edge = np.stack([(xs == 0) | (xs == width - 1), (ys == 0) | (ys == height - 1)], axis=1)
+    offsets = np.where(at_edge, 0.0, offsets)  # no neighbour on one side: no refinement
+    scores = maps[ys, xs, ks]
+    positions = np.stack([xs, ys], axis=1).astype(np.float64) + offsets
+    peaks = []
+    for k in range(channels):
+        mine = np.flatnonzero(ks == k)
+        mine = mine[np.lexsort((ys[mine], xs[mine], -scores[mine]))]
+        peaks.append(np.column_stack([positions[mine], scores[mine]]))
+    return peaks
+
+
+def _smoothing_kernel(params: DecoderParams) -> np.ndarray:
+    """The 1-D Gaussian of the smoothing (``smoothing_kernel`` taps), normalised, as scipy's gaussian_filter."""
+    radius = params.smoothing_kernel // 2
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / params.smoothing_sigma) ** 2)
+    return (taps / taps.sum()).astype(np.float32)
+
+
+def _full_search_peaks(maps: np.ndarray, params: DecoderParams):
     smoothed = maps
     if params.smoothing_sigma > 0:
         truncate = (params.smoothing_kernel // 2) / params.smoothing_sigma
         smoothed = ndimage.gaussian_filter(maps, (params.smoothing_sigma, params.smoothing_sigma, 0), truncate=truncate)
     maxima = ndimage.maximum_filter(smoothed, size=(params.nms_window, params.nms_window, 1), mode="constant", cval=-np.inf)
-    is_peak = (smoothed == maxima) & (maps > params.heatmap_threshold)
-    ys, xs, ks = np.nonzero(is_peak)
-    scores = maps[ys, xs, ks]
-    positions = np.stack([xs, ys], axis=1).astype(np.float64)
+    ys, xs, ks = np.nonzero((smoothed == maxima) & (maps > params.heatmap_threshold))
+    offsets = np.zeros((len(xs), 2))
     if params.subpixel and len(xs):
-        positions += _quadratic_offsets(smoothed, xs, ys, ks)
-    peaks = []
-    for k in range(maps.shape[-1]):
-        mine = np.flatnonzero(ks == k)
-        mine = mine[np.argsort(-scores[mine], kind="stable")]
-        peaks.append(np.column_stack([positions[mine], scores[mine]]))
-    return peaks
+        height, width = maps.shape[:2]
+        xl, xr = np.clip(xs - 1, 0, width - 1), np.clip(xs + 1, 0, width - 1)
+        yu, yd = np.clip(ys - 1, 0, height - 1), np.clip(ys + 1, 0, height - 1)
+        offsets = _parabola_offsets(smoothed[ys, xs, ks], smoothed[ys, xl, ks], smoothed[ys, xr, ks],
+                                    smoothed[yu, xs, ks], smoothed[yd, xs, ks])
+    return ys, xs, ks, offsets
 
 
-def _quadratic_offsets(maps: np.ndarray, xs: np.ndarray, ys: np.ndarray, ks: np.ndarray) -> np.ndarray:
+def _coarse_to_fine_peaks(maps: np.ndarray, channels: int, params: DecoderParams):
+    """Maxima of every ``search_step``-th pixel, then, in a window of ± step around each, the peaks at
+    full resolution: smoothing, NMS and threshold as the full search, on ``(C, n, n)`` windows at once."""
+    step, (height, width, depth) = params.search_step, maps.shape
+    coarse = np.pad(maps[::step, ::step, :channels], ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    rows_max = np.maximum(np.maximum(coarse[:-2], coarse[1:-1]), coarse[2:])
+    coarse_max = np.maximum(np.maximum(rows_max[:, :-2], rows_max[:, 1:-1]), rows_max[:, 2:])
+    coarse = coarse[1:-1, 1:-1]
+    cy, cx, ks = np.nonzero((coarse == coarse_max) & (coarse > 0.5 * params.heatmap_threshold))
+    radius = params.smoothing_kernel // 2 if params.smoothing_sigma > 0 else 0
+    nms = params.nms_window // 2
+    half = step + nms + 1 + radius  # one extra pixel for the sub-pixel neighbours
+    offsets = np.arange(-half, half + 1)
+    rows = np.clip(cy[:, None] * step + offsets, 0, height - 1)  # (C, n)
+    cols = np.clip(cx[:, None] * step + offsets, 0, width - 1)
+    flat = (rows[:, :, None] * width + cols[:, None, :]) * depth + ks[:, None, None]
+    windows = maps.reshape(-1)[flat]  # (C, n, n)
+    smoothed = windows
+    if radius:
+        kernel = _smoothing_kernel(params)
+        inner = windows.shape[1] - 2 * radius
+        smoothed = sum(w * smoothed[:, t:t + inner] for t, w in enumerate(kernel))
+        smoothed = sum(w * smoothed[:, :, t:t + inner] for t, w in enumerate(kernel))
+        rows, cols = rows[:, radius:-radius], cols[:, radius:-radius]
+        windows = windows[:, radius:-radius, radius:-radius]
+    size = smoothed.shape[1] - 2 * nms
+    local_max = functools.reduce(np.maximum, (smoothed[:, t:t + size] for t in range(2 * nms + 1)))
+    local_max = functools.reduce(np.maximum, (local_max[:, :, t:t + size] for t in range(2 * nms + 1)))
+    inner = slice(nms, smoothed.shape[1] - nms)
+    is_peak = (smoothed[:, inner, inner] == local_max) & (windows[:, inner, inner] > params.heatmap_threshold)
+    is_peak[:, :1] = is_peak[:, -1:] = is_peak[:, :, :1] = is_peak[:, :, -1:] = False  # the sub-pixel margin
+    c, i, j = np.nonzero(is_peak)
+    ys, xs, ks = rows[c, i + nms], cols[c, j + nms], ks[c]
+    _, first = np.unique((ks * height + ys) * width + xs, return_index=True)
+    c, i, j = c[first], i[first] + nms, j[first] + nms
+    ys, xs, ks = ys[first], xs[first], ks[first]
+    offsets = np.zeros((len(xs), 2))
+    if params.subpixel and len(xs):
+        offsets = _parabola_offsets(smoothed[c, i, j], smoothed[c, i, j - 1], smoothed[c, i, j + 1],
+                                    smoothed[c, i - 1, j], smoothed[c, i + 1, j])
+    return ys, xs, ks, offsets
+
+
+def _parabola_offsets(centre, left, right, up, down) -> np.ndarray:
     """Sub-pixel (dx, dy) in [-0.5, 0.5]: a parabola through the log values of each peak and its 4 neighbours.
 
     On the log of a Gaussian the parabola is exact, so a Gaussian blob's centre is recovered exactly.
     """
-    height, width = maps.shape[:2]
-    xl, xr = np.clip(xs - 1, 0, width - 1), np.clip(xs + 1, 0, width - 1)
-    yu, yd = np.clip(ys - 1, 0, height - 1), np.clip(ys + 1, 0, height - 1)
-    maps = np.log(np.maximum(maps, 1e-12))
-    centre = maps[ys, xs, ks]
+    logs = [np.log(np.maximum(v, 1e-12)) for v in (centre, left, right, up, down)]
     offsets = []
-    for before, after in ((maps[ys, xl, ks], maps[ys, xr, ks]), (maps[yu, xs, ks], maps[yd, xs, ks])):
-        curvature = before - 2 * centre + after
+    for before, after in ((logs[1], logs[2]), (logs[3], logs[4])):
+        curvature = before - 2 * logs[0] + after
         offset = np.where(curvature < 0, 0.5 * (before - after) / np.where(curvature < 0, curvature, 1), 0.0)
         offsets.append(np.clip(offset, -0.5, 0.5))
     return np.stack(offsets, axis=1)
 
 
-def limb_candidates(starts: np.ndarray, ends: np.ndarray, paf_x: np.ndarray, paf_y: np.ndarray,
-                    params: DecoderParams, image_height: int) -> np.ndarray:
-    """``(m, 3)`` candidates [start index, end index, score] for one limb, best first.
+def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequence[Tuple[int, int]],
+                    params: DecoderParams, image_height: int) -> List[np.ndarray]:
+    """Per limb, ``(m, 3)`` candidates [start index, end index, score], best first.
 
-    Every (start, end) pair is scored at once: ``N`` points sampled on the segment (rounded to
-    pixels), the PAF projected on the segment direction; a pair needs more than
-    ``min_fraction_above · N`` samples above ``paf_threshold`` and a positive score, the mean of
-    the samples above the threshold (TLT).
+    Every (start, end) peak pair of every limb is scored at once: ``N`` points sampled on the segment
+    (rounded to pixels), the limb's PAF ``pafs[..., 2l : 2l + 2]`` projected on the segment direction;
+    a pair needs more than ``min_fraction_above · N`` samples above ``paf_threshold`` and a positive
+    score, the mean of the samples above the threshold (TLT).
     """
-    if len(starts) == 0 or len(ends) == 0:
-        return np.zeros((0, 3))
-    height, width = paf_x.shape
+    limb_ids, start_ids, end_ids, start_xy, end_xy = [np.zeros(0, np.int64)] * 3 + [np.zeros((0, 2))] * 2
+    pairs = []
+    for l, (a, b) in enumerate(limbs):
+        starts, ends = np.repeat(np.arange(len(peaks[a])), len(peaks[b])), np.tile(np.arange(len(peaks[b])), len(peaks[a]))
+        pairs.append((np.full(starts.size, l), starts, ends, peaks[a][starts, :2], peaks[b][ends, :2]))
+    if pairs:
+        limb_ids, start_ids, end_ids, start_xy, end_xy = (np.concatenate(x) for x in zip(*pairs))
     n = params.line_integral_samples
-    vector = ends[None, :, :2] - starts[:, None, :2]  # (a, b, 2)
+    vector = end_xy - start_xy  # (P, 2)
     length = np.linalg.norm(vector, axis=-1)
-    unit = vector / (length[..., None] + 1e-6)
+    unit = vector / (length[:, None] + 1e-6)
     t = np.linspace(0.0, 1.0, n)
-    points = starts[:, None, None, :2] + t[None, None, :, None] * vector[:, :, None, :]  # (a, b, n, 2)
-    px = np.clip(np.round(points[..., 0]).astype(np.int64), 0, width - 1)
-    py = np.clip(np.round(points[..., 1]).astype(np.int64), 0, height - 1)
-    samples = paf_x[py, px] * unit[..., None, 0] + paf_y[py, px] * unit[..., None, 1]  # (a, b, n)
+    needed = int(np.floor(params.min_fraction_above * n)) + 1  # samples that must be above the threshold
+    if n - needed + 1 < n // 2:  # a cheap screen: a pair with n - needed + 1 samples below it is out
+        screen = np.linspace(0, n - 1, n - needed + 3)[1:-1].round().astype(np.int64)
+        passed = (_projected_samples(pafs, limb_ids, start_xy, vector, unit, t[screen]) > params.paf_threshold).any(-1)
+        limb_ids, start_ids, end_ids, start_xy = limb_ids[passed], start_ids[passed], end_ids[passed], start_xy[passed]
+        vector, length, unit = vector[passed], length[passed], unit[passed]
+    samples = _projected_samples(pafs, limb_ids, start_xy, vector, unit, t)  # (P, n)
     above = samples > params.paf_threshold
     count = above.sum(axis=-1)
     score = (samples * above).sum(axis=-1) / (count + 1e-6)
     if params.limb_length_prior:
         score = score + np.minimum(0.5 * image_height / (length + 1e-6) - 1.0, 0.0)
-    keep = (count > params.min_fraction_above * n) & (score > 0)
-    a_idx, b_idx = np.nonzero(keep)
-    scores = score[a_idx, b_idx]
-    order = np.argsort(-scores, kind="stable")
-    return np.column_stack([a_idx[order], b_idx[order], scores[order]])
+    kept = np.flatnonzero((count >= needed) & (score > 0))
+    kept = kept[np.lexsort((-score[kept], limb_ids[kept]))]
+    bounds = np.searchsorted(limb_ids[kept], np.arange(len(limbs) + 1))
+    table = np.column_stack([start_ids[kept], end_ids[kept], score[kept]])
+    return [table[bounds[l]:bounds[l + 1]] for l in range(len(limbs))]
+
+
+def _projected_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndarray, vector: np.ndarray,
+                       unit: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``(P, len(t))`` PAF of each pair's limb at ``start + t · vector`` (rounded to pixels), projected on ``unit``."""
+    height, width, channels = pafs.shape
+    points = start_xy[:, None, :] + t[None, :, None] * vector[:, None, :]  # (P, T, 2)
+    px = np.clip(np.round(points[..., 0]).astype(np.int64), 0, width - 1)
+    py = np.clip(np.round(points[..., 1]).astype(np.int64), 0, height - 1)
+    flat = (py * width + px) * channels + 2 * limb_ids[:, None]
+    values = np.ascontiguousarray(pafs).reshape(-1)
+    return values[flat] * unit[:, :1] + values[flat + 1] * unit[:, 1:]
 
 
 def match(candidates: np.ndarray, method: str) -> np.ndarray:
@@ -152,39 +242,45 @@ def assemble(peaks: Sequence[np.ndarray], connections: Sequence[np.ndarray], lim
     """OpenPose-style assembly. Returns ``parts (N, K)`` peak indices (-1 missing) and ``(N,)`` score sums.
 
     A connection extends the person holding one of its ends; when its two ends belong to two people
-    with no keypoint in common, the two partial skeletons merge.
+    with no keypoint in common, the two partial skeletons merge. Every peak has at most one owner.
     """
-    parts = np.zeros((0, num_keypoints), dtype=np.int64)
-    totals = np.zeros(0)
-    for (a, b), conn in zip(limbs, connections):
-        for start, end, score in conn:
+    people: List[List[int]] = []
+    totals: List[float] = []
+    alive: List[bool] = []
+    owner: Dict[Tuple[int, int], int] = {}  # (keypoint, peak index) -> person
+    for (a, b), connection in zip(limbs, connections):
+        for start, end, score in connection.tolist():
             start, end = int(start), int(end)
-            owners = np.flatnonzero((parts[:, a] == start) | (parts[:, b] == end))
-            gain = score + peaks[a][start, 2] + peaks[b][end, 2]
-            if len(owners) == 0:
-                person = np.full(num_keypoints, -1, dtype=np.int64)
-                person[a], person[b] = start, end
-                parts = np.vstack([parts, person])
-                totals = np.append(totals, gain)
+            owners = sorted({owner[key] for key in ((a, start), (b, end)) if key in owner})
+            if not owners:
+                row = [-1] * num_keypoints
+                row[a], row[b] = start, end
+                owner[(a, start)] = owner[(b, end)] = len(people)
+                people.append(row)
+                totals.append(score + peaks[a][start, 2] + peaks[b][end, 2])
+                alive.append(True)
             elif len(owners) == 1:
-                p = owners[0]
-                added = 0.0
-                if parts[p, a] < 0:
-                    parts[p, a] = start
-                    added += peaks[a][start, 2]
-                if parts[p, b] < 0:
-                    parts[p, b] = end
-                    added += peaks[b][end, 2]
-                if parts[p, a] == start and parts[p, b] == end:
-                    totals[p] += score + added
+                person = owners[0]
+                row, added = people[person], 0.0
+                for keypoint, index in ((a, start), (b, end)):
+                    if row[keypoint] < 0:
+                        row[keypoint] = index
+                        owner[(keypoint, index)] = person
+                        added += peaks[keypoint][index, 2]
+                if row[a] == start and row[b] == end:
+                    totals[person] += score + added
             else:
-                first, second = owners[:2]
-                if np.all((parts[first] < 0) | (parts[second] < 0)):
-                    parts[first] = np.maximum(parts[first], parts[second])
+                first, second = owners
+                if all(x < 0 or y < 0 for x, y in zip(people[first], people[second])):
+                    for keypoint, index in enumerate(people[second]):
+                        if index >= 0:
+                            people[first][keypoint] = index
+                            owner[(keypoint, index)] = first
                     totals[first] += totals[second] + score
-                    parts = np.delete(parts, second, axis=0)
-                    totals = np.delete(totals, second)
-    return parts, totals
+                    alive[second] = False
+    kept = [i for i, is_alive in enumerate(alive) if is_alive]
+    parts = np.array([people[i] for i in kept], dtype=np.int64).reshape(len(kept), num_keypoints)
+    return parts, np.array([totals[i] for i in kept], dtype=np.float64)
 
 
 def _add_single_part_people(parts: np.ndarray, totals: np.ndarray, peaks: Sequence[np.ndarray]):
@@ -235,12 +331,9 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, in
     if pafs.shape[-1] != 2 * len(limbs) or pafs.shape[:2] != heatmaps.shape[:2]:
         raise ValueError(f"maps do not match the skeleton: heatmaps {heatmaps.shape}, pafs {pafs.shape}, "
                          f"{num_keypoints} keypoints and {len(limbs)} limbs")
-    peaks = find_peaks(heatmaps[..., :num_keypoints], params)
-    connections = [
-        match(limb_candidates(peaks[a], peaks[b], pafs[..., 2 * l], pafs[..., 2 * l + 1], params, heatmaps.shape[0]),
-              params.matching)
-        for l, (a, b) in enumerate(limbs)
-    ]
+    peaks = find_peaks(heatmaps, params, num_keypoints)
+    candidates = limb_candidates(peaks, pafs, limbs, params, heatmaps.shape[0])
+    connections = [match(c, params.matching) for c in candidates]
     parts, totals = assemble(peaks, connections, limbs, num_keypoints)
     if params.single_part_people:
         parts, totals = _add_single_part_people(parts, totals, peaks)

@@ -48,6 +48,12 @@ def _network_predictor_parts(spec: InferenceSpec, model_path: str):
     return OnnxBackend(model_path, layout), info
 
 
+def search_step(upsampling_factor: Tuple[int, int]) -> int:
+    """The decoder's coarse search step for maps upsampled by ``(factor_y, factor_x)``: half the factor
+    (bicubic upsampling adds no detail finer than that), 1 (full search) without upsampling."""
+    return max(1, min(upsampling_factor) // 2)
+
+
 def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -> Tuple[Predictor, InferenceSpec]:
     """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings."""
     spec = load_inference_spec(inference_spec_path)
@@ -74,7 +80,8 @@ def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -
         keep_aspect_ratio_mode=spec.keep_aspect_ratio_mode,
         output_upsampling_factor=spec.output_upsampling_factor,
         scales=spec.scales if spec.multi_scale_inference else (1.0,),
-        decoder=DecoderParams(heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold),
+        decoder=DecoderParams(heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold,
+                              search_step=search_step(spec.output_upsampling_factor or (info.stride, info.stride))),
     )
     return Predictor(backend, info, settings), spec
 

@@ -10,12 +10,12 @@ bicubically by the stride (as inference does), decode, map back to the image, wr
 import dataclasses
 from typing import Dict, Optional
 
-import cv2
 import numpy as np
 
 from bpnet.coco_eval import evaluate_keypoints
 from bpnet.data import targets
 from bpnet.decode import DecoderParams, decode
+from bpnet.resize import resize_maps
 from bpnet.results import Prediction
 from bpnet.skeleton import Skeleton
 from bpnet.specs import Category, VisibilityFlags
@@ -25,10 +25,17 @@ def dataset_skeleton(category: Category) -> Skeleton:
     """The dataset's own keypoints and limbs as a model skeleton (COCO: 17 keypoints, 19 limbs)."""
     return Skeleton(category.name, tuple(category.keypoints), tuple((a - 1, b - 1) for a, b in category.skeleton))
 
+
+def fully_connected(skeleton: Skeleton) -> Skeleton:
+    """The same keypoints with a limb between every pair (K·(K−1)/2 limbs): any two labeled keypoints of
+    a person are linked by a PAF, so partially labeled people stay in one piece."""
+    pairs = tuple((a, b) for a in range(skeleton.num_keypoints) for b in range(a + 1, skeleton.num_keypoints))
+    return Skeleton(f"{skeleton.name}_fully_connected", skeleton.keypoints, pairs)
+
+
 ORACLE_DECODER = DecoderParams(min_parts=1, min_mean_score=0.0, single_part_people=True, subpixel=True,
-                               matching="optimal", merge_distance=1.0)
-"""Settings that can report people with 1–3 labeled keypoints (COCO scores them too) and re-join
-people whose labeled keypoints no limb connects."""
+                               matching="optimal")
+"""Settings that can report people with 1–3 labeled keypoints (COCO scores them too)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +64,8 @@ def oracle_prediction(annotations, height: int, width: int, skeleton: Skeleton, 
     paf = targets.pafs(joints, skeleton.limbs, (out_h, out_w), settings.stride, settings.paf_half_width)
     if settings.upsampling > 1:
         size = (out_w * settings.upsampling, out_h * settings.upsampling)
-        heat = cv2.resize(heat, size, interpolation=cv2.INTER_CUBIC)
-        paf = cv2.resize(paf, size, interpolation=cv2.INTER_CUBIC)
+        heat = resize_maps(heat, size)
+        paf = resize_maps(paf, size)
     found = decode(heat, paf, skeleton.limbs, settings.decoder)
     keypoints = found.keypoints.copy()
     keypoints[..., :2] = ((keypoints[..., :2] + 0.5) * settings.stride / settings.upsampling - 0.5) / scale

@@ -17,7 +17,7 @@ largest scale's and averaged before decoding.
 
 import dataclasses
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from bpnet.decode import DecoderParams, decode
 from bpnet.errors import BpnetError
 from bpnet.model.io import ModelInfo
+from bpnet.resize import resize_maps
 from bpnet.results import Prediction
 
 PAD_VALUE = 128
@@ -172,11 +173,13 @@ class Predictor:
         tensor, geometry = preprocess(image, shape, self.settings.keep_aspect_ratio_mode, self.info)
         heat, paf = self.backend(tensor[None])
         size = (heat.shape[2] * self.factor_x, heat.shape[1] * self.factor_y)
-        heat = cv2.resize(heat[0], size, interpolation=cv2.INTER_CUBIC)
-        paf = cv2.resize(paf[0], size, interpolation=cv2.INTER_CUBIC)
+        heat = resize_maps(heat[0], size)
+        paf = resize_maps(paf[0], size)
         return heat, paf, geometry
 
-    def predict_one(self, image: np.ndarray, source: Optional[str] = None) -> Prediction:
+    def upsampled_maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """The maps the decoder searches for one BGR image: ``heatmaps (H', W', K + 1)`` and ``PAFs (H', W', 2L)``
+        (scales averaged), and a function mapping ``(..., 2)`` x, y on them to original image pixels."""
         scales = sorted(self.settings.scales)
         if len(scales) == 1:
             heat, paf, geometry = self._maps(image, scales[0])
@@ -191,18 +194,25 @@ class Predictor:
                 crop_w = int(round(g.input_size[0] * self.factor_x * 1.0 / self.info.stride))
                 crop_h = int(round(g.input_size[1] * self.factor_y * 1.0 / self.info.stride))
                 to_input = (g.input_size[0], g.input_size[1])
-                h = cv2.resize(cv2.resize(h[:crop_h, :crop_w], to_input, interpolation=cv2.INTER_CUBIC), target,
-                               interpolation=cv2.INTER_CUBIC)
-                p = cv2.resize(cv2.resize(p[:crop_h, :crop_w], to_input, interpolation=cv2.INTER_CUBIC), target,
-                               interpolation=cv2.INTER_CUBIC)
+                h = resize_maps(resize_maps(h[:crop_h, :crop_w], to_input), target)
+                p = resize_maps(resize_maps(p[:crop_h, :crop_w], to_input), target)
                 heat += h / len(per_scale)
                 paf += p / len(per_scale)
             stride_x = stride_y = 1.0
+
+        def to_original(points: np.ndarray) -> np.ndarray:
+            on_input = np.stack([(points[..., 0] + 0.5) * stride_x - 0.5, (points[..., 1] + 0.5) * stride_y - 0.5], -1)
+            return geometry.to_original(on_input)
+
+        return heat, paf, to_original
+
+    def predict_one(self, image: np.ndarray, source: Optional[str] = None) -> Prediction:
+        """Decoded people of one BGR image, keypoints in its pixels."""
+        heat, paf, to_original = self.upsampled_maps(image)
         people = decode(heat, paf, self.info.skeleton.limbs, self.settings.decoder)
         keypoints = people.keypoints.copy()
         found = keypoints[..., 2] > 0
-        points = np.stack([(keypoints[..., 0] + 0.5) * stride_x - 0.5, (keypoints[..., 1] + 0.5) * stride_y - 0.5], -1)
-        keypoints[..., :2] = np.where(found[..., None], geometry.to_original(points), 0.0)
+        keypoints[..., :2] = np.where(found[..., None], to_original(keypoints[..., :2]), 0.0)
         return Prediction(keypoints, people.scores, self.info.skeleton, source)
 
     def predict(self, images: Iterable[Union[np.ndarray, str]]) -> List[Prediction]:
