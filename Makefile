@@ -1,10 +1,10 @@
-# Two entry points: `make test` (CI) and, from a later issue on, `make quickstart`.
+# Two entry points: `make quickstart` (the whole workflow on synthetic data, on this CPU) and `make test` (CI).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow install clean
+.PHONY: quickstart test test-slow install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/bpnet quickstart -r results/quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

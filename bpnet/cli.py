@@ -183,6 +183,48 @@ def inference(inference_spec: str, model_filename: Optional[str], input_type: st
                f"results in {os.path.abspath(results_dir)}")
 
 
+@cli.command("synthesize")
+@click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
+@click.option("--num_images", default=100, show_default=True, type=click.IntRange(min=1), help="Images to draw.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same files.")
+@click.option("--split", default="train", show_default=True,
+              help="Writes <split>2017/ and annotations/person_keypoints_<split>2017.json.")
+@log_level_option
+def synthesize(output_dir: str, num_images: int, seed: int, split: str) -> None:
+    """Draw a COCO-format person-keypoint dataset of articulated figures (bpnet addition)."""
+    from tqdm import tqdm
+
+    from bpnet.synthesize import synthesize as run_synthesis
+
+    with tqdm(total=num_images, desc="synthesize", unit="img") as bar:
+        summary = run_synthesis(output_dir, num_images, seed, split, progress=bar.update)
+    click.echo(f"synthesize: {summary.line()}")
+
+
+@cli.command("quickstart")
+@click.option("-r", "--results_dir", default="results/quickstart", show_default=True, type=click.Path(file_okay=False),
+              help="Where the data, model, evaluation and renderings go; rerun to resume.")
+@click.option("--train_images", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--val_images", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="[default: the quickstart spec's num_epoch]")
+@log_level_option
+def quickstart(results_dir: str, train_images: int, val_images: int, epochs: Optional[int]) -> None:
+    """Synthetic data → dataset_convert → train → evaluate → inference on this machine (bpnet addition)."""
+    from bpnet.quickstart import QuickstartSettings
+    from bpnet.quickstart import quickstart as run_quickstart
+
+    settings = QuickstartSettings(train_images=train_images, val_images=val_images, epochs=epochs)
+    result = run_quickstart(results_dir, settings, say=click.echo)
+    click.echo("validation keypoint AP (pycocotools):")
+    for name, value in result.stats.items():
+        click.echo(f"  {name:<22} {value:.4f}")
+    click.echo(f"quickstart: everything is in {result.results_dir}")
+    click.echo(f"  model             {result.model}")
+    click.echo(f"  evaluation        {result.evaluation_dir} (detections, results.csv, status.json)")
+    click.echo(f"  rendered images   {result.rendered_dir}")
+    click.echo(f"  specs             {os.path.join(result.results_dir, 'specs')} (train.yaml, infer.yaml)")
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="bpnet")
