@@ -59,12 +59,13 @@ def _rotate(angle: float) -> np.ndarray:
 
 
 def pose(rng: np.random.Generator, height: float, foot: Tuple[float, float]) -> np.ndarray:
-    """``(17, 2)`` keypoints of a frontal figure ``height`` pixels tall standing around ``foot`` (x, y)."""
-    mirror = 1.0 if rng.random() < 0.7 else -1.0  # facing the camera (its left on image right) or away
+    """``(17, 2)`` keypoints of a figure ``height`` pixels tall standing around ``foot`` (x, y), facing the
+    camera: its left side is on the image's right. (The figures are left-right symmetric, so a figure
+    seen from behind would be indistinguishable from one seen from the front with its labels swapped.)"""
     lean = rng.uniform(-0.25, 0.25)
     hip_centre = np.array(foot, dtype=np.float64) - [0.0, 0.5 * height]
     up = -_rotate(lean)
-    across = mirror * np.array([-up[1], up[0]])  # towards the figure's left, in the image
+    across = np.array([-up[1], up[0]])  # towards the figure's left, in the image
     shoulder_centre = hip_centre + up * 0.30 * height
     points = np.zeros((17, 2))
     points[_K["left_shoulder"]] = shoulder_centre + across * 0.11 * height
@@ -75,11 +76,11 @@ def pose(rng: np.random.Generator, height: float, foot: Tuple[float, float]) -> 
     nose = shoulder_centre - _rotate(head_tilt) * 0.13 * height
     points[_K["nose"]] = nose
     head_up = -_rotate(head_tilt)
-    head_across = mirror * np.array([-head_up[1], head_up[0]])
+    head_across = np.array([-head_up[1], head_up[0]])
     for side, sign in (("left", 1.0), ("right", -1.0)):
         points[_K[f"{side}_eye"]] = nose + head_up * 0.025 * height + head_across * sign * 0.025 * height
         points[_K[f"{side}_ear"]] = nose + head_up * 0.01 * height + head_across * sign * 0.055 * height
-        outward = sign * mirror  # +1: the limb swings towards image +x
+        outward = sign  # +1: the limb swings towards image +x
         shoulder_angle = lean + outward * rng.uniform(-0.4, 2.6)
         elbow_angle = shoulder_angle + outward * rng.uniform(-0.2, 2.0)
         elbow = points[_K[f"{side}_shoulder"]] + _rotate(shoulder_angle) * 0.17 * height
