@@ -35,13 +35,13 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tlt_decoder import tlt_decode  # noqa: E402
 
-from bpnet.data import targets  # noqa: E402
 from bpnet.decode import DecoderParams, decode  # noqa: E402
-from bpnet.resize import resize_maps  # noqa: E402
+from bpnet.oracle import OracleSettings, perfect_maps  # noqa: E402
 from bpnet.skeleton import Skeleton, Visibility  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-INPUT, STRIDE, SIGMA = 368, 8, 7.0
+INPUT, STRIDE = 368, 8
+MAPS = OracleSettings(input_size=INPUT, stride=STRIDE, sigma=7.0, paf_half_width=1.0, upsampling=STRIDE)
 # A standing person, 18-joint order of bpnet_18joints.json, in units of body height (x right, y down).
 TEMPLATE = {
     "nose": (0.0, 0.06), "neck": (0.0, 0.17), "right_shoulder": (-0.11, 0.18), "right_elbow": (-0.14, 0.33),
@@ -62,10 +62,8 @@ def synthetic_maps(skeleton: Skeleton, people: int, rng: np.random.Generator):
         origin = rng.uniform([0, 0], [INPUT - 0.3 * height, INPUT - height]) + [0.15 * height, 0]
         joints[p, :, :2] = origin + template * height + rng.normal(0, 0.02 * height, template.shape)
         joints[p, :, 2] = Visibility.VISIBLE
-    out = INPUT // STRIDE
-    heat = targets.heatmaps(joints, (out, out), STRIDE, SIGMA)
-    paf = targets.pafs(joints, skeleton.limbs, (out, out), STRIDE, 1.0)
-    return resize_maps(heat, (INPUT, INPUT)), resize_maps(paf, (INPUT, INPUT)), joints
+    heat, paf = perfect_maps(joints, skeleton.limbs, (INPUT // STRIDE, INPUT // STRIDE), MAPS)
+    return heat, paf, joints
 
 
 def timed(function, maps_list, limbs):

@@ -171,13 +171,13 @@ def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequen
     a pair needs more than ``min_fraction_above · N`` samples above ``paf_threshold`` and a positive
     score, the mean of the samples above the threshold (TLT).
     """
-    limb_ids, start_ids, end_ids, start_xy, end_xy = [np.zeros(0, np.int64)] * 3 + [np.zeros((0, 2))] * 2
+    if not limbs:
+        return []
     pairs = []
     for l, (a, b) in enumerate(limbs):
         starts, ends = np.repeat(np.arange(len(peaks[a])), len(peaks[b])), np.tile(np.arange(len(peaks[b])), len(peaks[a]))
         pairs.append((np.full(starts.size, l), starts, ends, peaks[a][starts, :2], peaks[b][ends, :2]))
-    if pairs:
-        limb_ids, start_ids, end_ids, start_xy, end_xy = (np.concatenate(x) for x in zip(*pairs))
+    limb_ids, start_ids, end_ids, start_xy, end_xy = (np.concatenate(x) for x in zip(*pairs))
     n = params.line_integral_samples
     vector = end_xy - start_xy  # (P, 2)
     length = np.linalg.norm(vector, axis=-1)

@@ -8,7 +8,7 @@ bicubically by the stride (as inference does), decode, map back to the image, wr
 """
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -48,6 +48,19 @@ class OracleSettings:
     decoder: DecoderParams = ORACLE_DECODER
 
 
+def perfect_maps(joints: np.ndarray, limbs, target_shape: Tuple[int, int], settings: OracleSettings
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """The training targets of ``joints (P, K, 3)`` (network-input pixels) on a ``target_shape`` (h, w) grid,
+    bicubically upsampled by ``settings.upsampling`` as inference does: ``(heatmaps, PAFs)``."""
+    out_h, out_w = target_shape
+    heat = targets.heatmaps(joints, target_shape, settings.stride, settings.sigma)
+    paf = targets.pafs(joints, limbs, target_shape, settings.stride, settings.paf_half_width)
+    if settings.upsampling > 1:
+        size = (out_w * settings.upsampling, out_h * settings.upsampling)
+        heat, paf = resize_maps(heat, size), resize_maps(paf, size)
+    return heat, paf
+
+
 def oracle_prediction(annotations, height: int, width: int, skeleton: Skeleton, mapping, settings: OracleSettings) -> Prediction:
     """Decode the perfect maps of one image's annotations (COCO dicts with keypoints)."""
     scale = settings.input_size / min(height, width)
@@ -60,12 +73,7 @@ def oracle_prediction(annotations, height: int, width: int, skeleton: Skeleton, 
         joints[..., :2] *= scale
     else:
         joints = np.zeros((0, skeleton.num_keypoints, 3))
-    heat = targets.heatmaps(joints, (out_h, out_w), settings.stride, settings.sigma)
-    paf = targets.pafs(joints, skeleton.limbs, (out_h, out_w), settings.stride, settings.paf_half_width)
-    if settings.upsampling > 1:
-        size = (out_w * settings.upsampling, out_h * settings.upsampling)
-        heat = resize_maps(heat, size)
-        paf = resize_maps(paf, size)
+    heat, paf = perfect_maps(joints, skeleton.limbs, (out_h, out_w), settings)
     found = decode(heat, paf, skeleton.limbs, settings.decoder)
     keypoints = found.keypoints.copy()
     keypoints[..., :2] = ((keypoints[..., :2] + 0.5) * settings.stride / settings.upsampling - 0.5) / scale

@@ -67,9 +67,10 @@ def _synthesize_split(data_dir: Path, split: str, count: int, seed: int, say: Ca
 def _convert_split(data_dir: Path, mode: str, say: Callable[[str], None]) -> None:
     from bpnet.data.convert import convert_dataset
 
-    prefix = data_dir / ("train" if mode == "train" else "val")
+    split = "train" if mode == "train" else "val"
+    prefix = data_dir / split
     done = data_dir / f"converted_{mode}.json"
-    synthesis = data_dir / f"synthesis_{'train' if mode == 'train' else 'val'}.json"
+    synthesis = data_dir / f"synthesis_{split}.json"
     if done.is_file() and done.read_text() == synthesis.read_text():
         say(f"dataset_convert {mode}: kept")
         return

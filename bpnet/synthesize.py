@@ -138,6 +138,11 @@ def figure_silhouette(points: np.ndarray, height: float, shape: Tuple[int, int])
     return parts
 
 
+def _union(parts: Dict[str, np.ndarray]) -> np.ndarray:
+    """``(H, W)`` bool: every pixel of a figure's parts."""
+    return np.any(np.stack(list(parts.values())), axis=0)
+
+
 def _texture(rng: np.random.Generator, shape: Tuple[int, int], colour: np.ndarray) -> np.ndarray:
     """A colour with stripes or noise: ``(H, W, 3)`` uint8."""
     height, width = shape
@@ -201,7 +206,7 @@ def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 
             foot = (rng.uniform(0, width), band_top + small)
             parts = figure_silhouette(pose(rng, small, foot), small, (height, width))
             _paint(image, rng, parts)
-            crowd |= np.any(np.stack(list(parts.values())), axis=0)
+            crowd |= _union(parts)
     figures = []
     count = int(rng.integers(1, max_people + 1))
     for _ in range(count):
@@ -211,7 +216,7 @@ def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 
         points = pose(rng, size, foot)
         parts = figure_silhouette(points, size, (height, width))
         _paint(image, rng, parts)
-        silhouette = np.any(np.stack(list(parts.values())), axis=0)
+        silhouette = _union(parts)
         for earlier in figures:
             earlier.visible[silhouette] = False  # now covered
         crowd[silhouette] = False
