@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import click
 
@@ -46,8 +46,34 @@ def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+NARGS_STAR_OPTIONS = ("-el", "--excluded_layers")
+"""TLT's argparse options taking any number of values (``-el a b c``); click takes one value per flag."""
+
+
+def expand_multi_value_options(args: List[str]) -> List[str]:
+    """``[-el, a, b, -pth, 0.2]`` → ``[-el, a, -el, b, -pth, 0.2]``: TLT's ``nargs='*'`` spelling."""
+    expanded: List[str] = []
+    current = None
+    for arg in args:
+        if arg in NARGS_STAR_OPTIONS:
+            current = arg
+            expanded.append(arg)
+            continue
+        if current is not None and not arg.startswith("-"):
+            if expanded[-1] != current:
+                expanded.append(current)
+            expanded.append(arg)
+            continue
+        current = None
+        expanded.append(arg)
+    return expanded
+
+
 class _Group(click.Group):
-    """Turns user errors into one line and exit code 2."""
+    """Turns user errors into one line and exit code 2; accepts TLT's multi-value ``-el a b``."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        return super().parse_args(ctx, expand_multi_value_options(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -181,6 +207,42 @@ def inference(inference_spec: str, model_filename: Optional[str], input_type: st
                             dump_visualizations)
     click.echo(f"inference: {summary['inputs']} inputs, {summary['people']} people, {summary['skipped']} skipped; "
                f"results in {os.path.abspath(results_dir)}")
+
+
+@cli.command("prune")
+@click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="Model to prune (.keras/.h5/.hdf5).")
+@click.option("-o", "--output_file", required=True, type=click.Path(dir_okay=False),
+              help="Pruned model; .keras is appended without a .keras/.h5/.hdf5 suffix.")
+@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@click.option("-n", "--normalizer", default="max", show_default=True, type=click.Choice(["max", "L2"]),
+              help="Layer-wise normalisation of the filter norms.")
+@click.option("-eq", "--equalization_criterion", default="union", show_default=True,
+              type=click.Choice(["union", "intersection", "arithmetic_mean", "geometric_mean"]),
+              help="How filter norms of layers meeting in element-wise operations are merged.")
+@click.option("-pg", "--pruning_granularity", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Kept filter counts are rounded up to a multiple of this.")
+@click.option("-pth", "--pruning_threshold", default=0.1, show_default=True, type=click.FloatRange(min=0.0),
+              help="Filters whose normalised norm is at most this are removed.")
+@click.option("-nf", "--min_num_filters", default=16, show_default=True, type=click.IntRange(min=0),
+              help="Filters kept per layer at least.")
+@click.option("-el", "--excluded_layers", multiple=True,
+              help="Layer not to prune (repeat, or give several after one -el); model outputs never are.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each layer's kept filter count.")
+@click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False), help="Where status.json goes.")
+@log_level_option
+def prune(model: str, output_file: str, key: str, normalizer: str, equalization_criterion: str, pruning_granularity: int,
+          pruning_threshold: float, min_num_filters: int, excluded_layers: Tuple[str, ...], verbose: bool,
+          results_dir: Optional[str]) -> None:
+    """Remove low-norm convolution filters; retrain the result with load_graph: True."""
+    from bpnet.prune import PruneSettings, output_model_path, prune_file
+
+    if verbose:
+        logging.getLogger("bpnet.prune").setLevel(logging.DEBUG)
+    settings = PruneSettings(pruning_threshold, normalizer, equalization_criterion, pruning_granularity,
+                             min_num_filters, excluded_layers)
+    output = output_model_path(output_file)
+    result = prune_file(model, output, settings, results_dir)
+    click.echo(f"prune: {result.line()}; saved {os.path.abspath(output)}")
 
 
 @cli.command("synthesize")
