@@ -158,3 +158,12 @@ def test_momentum_follows_tf1():
     optimizer = WeightedMomentumOptimizer(0.1, momentum=0.5, nesterov=True)
     optimizer.apply_gradients([(grad, nesterov)])
     np.testing.assert_allclose(float(nesterov.numpy()[0]), 1 - 0.1 * (1 + 0.5 * 1), rtol=1e-6)
+
+
+def test_random_normal_heads_do_not_start_as_copies_of_each_other():
+    spec = specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2,
+                                    width_multiplier=0.125, kernel_initializer="random_normal")
+    model = build_model(spec, Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json")))
+    paf, cmap = model.get_layer("stage2_paf_conv6").kernel.numpy(), model.get_layer("stage2_cmap_conv6").kernel.numpy()
+    assert paf.shape == cmap.shape and not np.array_equal(paf, cmap)
+    assert abs(float(paf.std()) - 0.01) < 0.002

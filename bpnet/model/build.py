@@ -44,9 +44,12 @@ class _ConvFactory:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.width_multiplier = spec.width_multiplier
-        self.kernel_initializer = (
-            "glorot_uniform" if spec.kernel_initializer == "xavier" else keras.initializers.RandomNormal(stddev=0.01)
-        )
+        self.xavier = spec.kernel_initializer == "xavier"
+
+    def kernel_initializer(self):
+        """A new initializer per layer: one unseeded Keras 3 initializer reused gives every same-shaped
+        kernel identical values (the PAF and heatmap branches would start as copies)."""
+        return "glorot_uniform" if self.xavier else keras.initializers.RandomNormal(stddev=0.01)
 
     def filters(self, count: int) -> int:
         return max(1, int(round(count * self.width_multiplier)))
@@ -58,7 +61,7 @@ class _ConvFactory:
             self.filters(filters) if scale else filters, kernel, strides=strides, padding="same", name=name,
             activation=None if backbone else activation,
             use_bias=spec.backbone_attributes.use_bias if backbone else spec.use_bias,
-            kernel_initializer="glorot_uniform" if backbone else self.kernel_initializer,
+            kernel_initializer="glorot_uniform" if backbone else self.kernel_initializer(),
             bias_initializer="zeros",
             kernel_regularizer=_regularizer(spec.regularization_type, spec.kernel_regularization_factor),
             bias_regularizer=_regularizer(spec.regularization_type, spec.bias_regularization_factor),
