@@ -245,6 +245,82 @@ def prune(model: str, output_file: str, key: str, normalizer: str, equalization_
     click.echo(f"prune: {result.line()}; saved {os.path.abspath(output)}")
 
 
+@cli.command("export")
+@click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="Model to export (.keras/.h5/.hdf5).")
+@click.option("-o", "--output_file", default=None, type=click.Path(dir_okay=False),
+              help="ONNX file (.onnx forced)  [default: the model's name with .onnx]")
+@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@click.option("-e", "--experiment_spec", default=None, type=click.Path(dir_okay=False),
+              help="Train spec; only needed for models without bpnet metadata (normalisation, skeleton).")
+@click.option("-t", "--backend", default="onnx", type=click.Choice(["onnx", "tfonnx", "uff"]),
+              help="Accepted for TLT compatibility: onnx and tfonnx both write ONNX through tf2onnx; uff is obsolete.")
+@click.option("--target", default=None, type=click.Choice(["tensorrt", "onnxruntime"]),
+              help="What to build from the ONNX file (bpnet addition)  [default: tensorrt with --engine_file, else onnxruntime]")
+@click.option("--data_type", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
+@click.option("--engine_file", default=None, type=click.Path(dir_okay=False), help="Where the TensorRT engine is saved.")
+@click.option("-d", "--input_dims", default="256,256,3", show_default=True,
+              help="H,W,C or C,H,W: the TensorRT profile and calibration size.")
+@click.option("-i", "--data_format", default="channels_last", show_default=True,
+              type=click.Choice(["channels_last", "channels_first"]))
+@click.option("--cal_image_dir", default=None, type=click.Path(file_okay=False), help="Calibration images (INT8).")
+@click.option("--cal_data_file", default=None, type=click.Path(dir_okay=False),
+              help="Calibration tensors (.npy): written from --cal_image_dir if missing, else reused.")
+@click.option("--cal_cache_file", default="./cal.bin", show_default=True, type=click.Path(dir_okay=False),
+              help="TensorRT calibration cache: written, and reused if it exists.")
+@click.option("--batches", default=10, show_default=True, type=click.IntRange(min=1), help="Calibration batches.")
+@click.option("--batch_size", default=1, show_default=True, type=click.IntRange(min=1), help="Calibration batch size.")
+@click.option("--max_batch_size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--opt_batch_size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--static_batch_size", default=-1, show_default=True, type=int, help="≤ 0: dynamic batch.")
+@click.option("--max_workspace_size", default=2 * (1 << 30), show_default=True, type=click.IntRange(min=1),
+              help="TensorRT workspace in bytes.")
+@click.option("-s", "--strict_type_constraints", is_flag=True, help="TensorRT obeys the precision constraints.")
+@click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
+@click.option("--sdk_compatible_model", is_flag=True, help="Add TLT's PAF upsampling for DeepStream (deployment only).")
+@click.option("-u", "--upsample_ratio", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("-v", "--verbose", is_flag=True, help="DEBUG logging.")
+@click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False), help="Where status.json goes.")
+@log_level_option
+def export(model: str, output_file: Optional[str], key: str, experiment_spec: Optional[str], backend: str,
+           target: Optional[str], data_type: str, engine_file: Optional[str], input_dims: str, data_format: str,
+           cal_image_dir: Optional[str], cal_data_file: Optional[str], cal_cache_file: str, batches: int,
+           batch_size: int, max_batch_size: int, opt_batch_size: int, static_batch_size: int,
+           max_workspace_size: int, strict_type_constraints: bool, force_ptq: bool, sdk_compatible_model: bool,
+           upsample_ratio: int, verbose: bool, results_dir: Optional[str]) -> None:
+    """Write ONNX; build a TensorRT engine (GPU) or an INT8 ONNX model (CPU)."""
+    from bpnet.export.pipeline import ExportRequest, export as run_export, summary_lines
+
+    if backend == "uff":
+        raise BpnetError("-t uff: UFF is obsolete (removed from TensorRT 10); bpnet exports ONNX (-t onnx)")
+    if verbose:
+        configure_logging("DEBUG")
+    request = ExportRequest(model, output_file, experiment_spec, data_type, target, engine_file, input_dims,
+                            data_format, cal_image_dir, cal_data_file, cal_cache_file, batches, batch_size,
+                            max_batch_size, opt_batch_size, static_batch_size, max_workspace_size,
+                            strict_type_constraints, sdk_compatible_model, upsample_ratio, results_dir)
+    for kind, path in summary_lines(run_export(request)).items():
+        click.echo(f"export: {kind:<18} {path}")
+
+
+@cli.command("sample_calibration_images")
+@click.option("-a", "--annotation_file", required=True, type=click.Path(dir_okay=False), help="COCO keypoint annotations.")
+@click.option("-i", "--image_dir", required=True, type=click.Path(file_okay=False), help="The annotations' images.")
+@click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Where the sample is copied.")
+@click.option("-n", "--num_images", default=500, show_default=True, type=click.IntRange(min=1))
+@click.option("-pth", "--min_people", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Labeled, non-crowd people an image needs at least.")
+@click.option("--randomize", is_flag=True, help="Shuffle before picking (else the first by image id).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@log_level_option
+def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: str, num_images: int, min_people: int,
+                              randomize: bool, seed: int) -> None:
+    """Pick INT8 calibration images with people from a COCO annotation file (TLT notebook helper)."""
+    from bpnet.export.calibration import sample_calibration_images as run_sampling
+
+    chosen = run_sampling(annotation_file, image_dir, output_dir, num_images, min_people, randomize, seed)
+    click.echo(f"sample_calibration_images: {len(chosen)} images copied to {os.path.abspath(output_dir)}")
+
+
 @cli.command("synthesize")
 @click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
 @click.option("--num_images", default=100, show_default=True, type=click.IntRange(min=1), help="Images to draw.")

@@ -48,6 +48,34 @@ def _network_predictor_parts(spec: InferenceSpec, model_path: str):
     return OnnxBackend(model_path, layout), info
 
 
+def _exported_predictor_parts(model_path: str):
+    """Backend and ModelInfo of a model written by ``bpnet export`` (an ONNX file or a TensorRT engine)."""
+    from bpnet.export.onnx_export import read_onnx_metadata
+    from bpnet.export.tensorrt import TensorRTBackend, engine_info_path
+
+    if not os.path.isfile(model_path):
+        raise BpnetError(f"{model_path}: model file not found")
+    if model_path.endswith(".onnx"):
+        metadata = read_onnx_metadata(model_path)
+        where = "no bpnet metadata (export it with bpnet export, or describe it in the inference spec's network block)"
+    else:
+        info_path = engine_info_path(model_path)
+        metadata = json.loads(open(info_path, encoding="utf-8").read()) if os.path.isfile(info_path) else None
+        where = f"{info_path} (written by bpnet export beside the engine) not found"
+    if metadata is None:
+        raise BpnetError(f"{model_path}: {where}")
+    if metadata.get("sdk_compatible"):
+        raise BpnetError(f"{model_path}: an --sdk_compatible_model export is for DeepStream only; export without it "
+                         "for bpnet evaluate/inference")
+    info = ModelInfo.from_dict(metadata)
+    heatmap, paf = metadata["outputs"]["heatmap"]["name"], metadata["outputs"]["paf"]["name"]
+    if not model_path.endswith(".onnx"):
+        return TensorRTBackend(model_path, heatmap, paf), info
+    layout = OutputLayout(heatmap, (0, info.skeleton.num_heatmap_channels), paf,
+                          tuple(range(info.skeleton.num_paf_channels)))
+    return OnnxBackend(model_path, layout), info
+
+
 def search_step(upsampling_factor: Tuple[int, int]) -> int:
     """The decoder's coarse search step for maps upsampled by ``(factor_y, factor_x)``: half the factor
     (bicubic upsampling adds no detail finer than that), 1 (full search) without upsampling."""
@@ -62,6 +90,8 @@ def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -
         raise SpecError(f"{inference_spec_path}: model_path: not set and no -m/--model_filename given")
     if spec.network is not None:
         backend, info = _network_predictor_parts(spec, model_path)
+    elif model_path.endswith((".onnx", ".engine", ".trt", ".plan")):
+        backend, info = _exported_predictor_parts(model_path)
     else:
         model, info = load_model(model_path)
         if info is None:
