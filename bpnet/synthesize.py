@@ -119,8 +119,9 @@ def _disc(canvas: np.ndarray, centre: np.ndarray, radius: float, value) -> None:
 
 
 def figure_silhouette(points: np.ndarray, height: float, shape: Tuple[int, int]) -> Dict[str, np.ndarray]:
-    """Masks (uint8 0/1) of a figure's parts: ``legs``, ``arms``, ``torso``, ``head``."""
-    parts = {name: np.zeros(shape, np.uint8) for name in ("legs", "arms", "torso", "head")}
+    """Masks (uint8 0/1) of a figure's parts: ``legs``, ``arms``, ``torso``, ``head``, ``ears``, ``face`` (eyes
+    and nose as dots, so the face keypoints can be seen, not just guessed from the head)."""
+    parts = {name: np.zeros(shape, np.uint8) for name in ("legs", "arms", "torso", "head", "ears", "face")}
     for start, end, r0, r1 in _BODY_PARTS:
         target = parts["legs" if "hip" in start or "knee" in start else "arms"]
         a, b = points[_K[start]], points[_K[end]]
@@ -135,6 +136,10 @@ def figure_silhouette(points: np.ndarray, height: float, shape: Tuple[int, int])
     neck = (points[_K["left_shoulder"]] + points[_K["right_shoulder"]]) / 2
     _fill(parts["torso"], _tapered(neck, head_centre, 0.035 * height, 0.03 * height), 1)
     _disc(parts["head"], head_centre, 0.075 * height, 1)
+    for side in ("left", "right"):
+        _disc(parts["ears"], points[_K[f"{side}_ear"]], 0.022 * height, 1)
+        _disc(parts["face"], points[_K[f"{side}_eye"]], 0.011 * height, 1)
+    _disc(parts["face"], points[_K["nose"]], 0.012 * height, 1)
     return parts
 
 
@@ -181,10 +186,10 @@ def _background(rng: np.random.Generator, shape: Tuple[int, int]) -> np.ndarray:
 def _paint(image: np.ndarray, rng: np.random.Generator, parts: Dict[str, np.ndarray]) -> None:
     skin = np.array([rng.uniform(60, 200), rng.uniform(90, 210), rng.uniform(140, 240)])
     colours = {"head": skin, "arms": rng.uniform(0, 255, 3), "torso": rng.uniform(0, 255, 3),
-               "legs": rng.uniform(0, 255, 3)}
+               "legs": rng.uniform(0, 255, 3), "ears": skin * 0.75, "face": skin * 0.3}
     if rng.random() < 0.5:
         colours["arms"] = colours["torso"]
-    for name in ("legs", "torso", "arms", "head"):
+    for name in ("legs", "torso", "arms", "head", "ears", "face"):
         mask = parts[name].astype(bool)
         if mask.any():
             ys, xs = np.nonzero(mask)
@@ -210,7 +215,7 @@ def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 
     figures = []
     count = int(rng.integers(1, max_people + 1))
     for _ in range(count):
-        size = rng.uniform(0.3, 0.85) * height
+        size = rng.uniform(0.4, 0.9) * height
         foot = (rng.uniform(0.1, 0.9) * width, rng.uniform(0.85, 1.1) * height if size > 0.6 * height
                 else rng.uniform(size, 1.05 * height))
         points = pose(rng, size, foot)
