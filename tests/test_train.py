@@ -284,3 +284,22 @@ def test_mixed_precision_trains_and_counts_every_step(tmp_path, tiny_spec, coco_
     assert f"train: 1 epochs, {steps} steps" in out.stdout
     model, _ = load_model(str(tmp_path / "amp" / "bpnet_model.keras"))
     assert model.get_layer("stage2_conv1").dtype_policy.name == "mixed_float16"
+
+
+def test_adam_optimizer_spec_trains_and_refuses_gradient_weights(tmp_path, tiny_spec):
+    spec = tiny_spec(**{"num_epoch": 1, "use_stagewise_lr_multipliers": False,
+                        "optimizer": {"__class_name__": "AdamOptimizer", "learning_rate_schedule": {
+                            "__class_name__": "SoftstartAnnealingLearningRateSchedule", "base_learning_rate": 1e-3,
+                            "min_learning_rate": 1e-6}}})
+    result = train(str(spec), str(tmp_path / "adam"), progress=False)
+    assert np.isfinite(result.epoch_losses[0])
+    checkpoint = keras.saving.load_model(str(tmp_path / "adam" / "bpnet_model.keras"), compile=False)
+    assert checkpoint.count_params() > 0
+    bad = tiny_spec(**{"use_stagewise_lr_multipliers": True,
+                       "optimizer": {"__class_name__": "AdamOptimizer", "learning_rate_schedule": {
+                           "__class_name__": "SoftstartAnnealingLearningRateSchedule", "base_learning_rate": 1e-3,
+                           "min_learning_rate": 1e-6}}})
+    from bpnet.errors import BpnetError
+
+    with pytest.raises(BpnetError, match="use_stagewise_lr_multipliers"):
+        specs.load_train_spec(bad)

@@ -33,7 +33,7 @@ from bpnet.model.build import build_model, stage_outputs
 from bpnet.model.io import ModelInfo, keras_variable_path, save_model
 from bpnet.skeleton import Skeleton
 from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
-from bpnet.specs import TrainSpec, load_train_spec
+from bpnet.specs import AdamOptimizerSpec, TrainSpec, load_train_spec
 from bpnet.status import StatusLogger
 from bpnet.train import distribution
 from bpnet.train.losses import stage_losses
@@ -151,6 +151,11 @@ class Trainer:
 
     def build_optimizer(self, model):
         spec = self.spec.optimizer
+        if isinstance(spec, AdamOptimizerSpec):
+            import keras
+
+            optimizer = keras.optimizers.Adam(self.learning_rate_schedule(), spec.beta_1, spec.beta_2, spec.epsilon)
+            return keras.optimizers.LossScaleOptimizer(optimizer) if self.use_amp else optimizer
         weights = stagewise_lr_multipliers(model) if self.spec.use_stagewise_lr_multipliers else {}
         weights.update({keras_variable_path(k): v for k, v in (spec.grad_weights_dict or {}).items()})
         optimizer = WeightedMomentumOptimizer(self.learning_rate_schedule(), spec.momentum, spec.use_nesterov,
