@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_TRAIN_SPEC = REPO_ROOT / "specs" / "quickstart_train.yaml"
+QUICKSTART_RETRAIN_SPEC = REPO_ROOT / "specs" / "quickstart_retrain.yaml"
 QUICKSTART_INFER_SPEC = REPO_ROOT / "specs" / "quickstart_infer.yaml"
 COCO_DATASET_SPEC = REPO_ROOT / "data_pose_config" / "coco_spec.json"
 
@@ -80,30 +81,41 @@ def _convert_split(data_dir: Path, mode: str, say: Callable[[str], None]) -> Non
     say(f"dataset_convert {mode}: {summary.line()}")
 
 
+def _pointed_at(source: Path, results_dir: Path, checkpoint_dir: Path, epochs: Optional[int]) -> Dict:
+    """A quickstart train (or retrain) spec with its paths pointing into ``results_dir``."""
+    data_dir, spec_dir = results_dir / "data", results_dir / "specs"
+    train = yaml.safe_load(source.read_text())
+    train["checkpoint_dir"] = str(checkpoint_dir)
+    train["inference_spec"] = str(spec_dir / "infer.yaml")
+    if epochs is not None:
+        train["num_epoch"] = epochs
+    loader = train["dataloader"]
+    loader["pose_config"]["pose_config_path"] = str((source.parent / loader["pose_config"]["pose_config_path"]).resolve())
+    records = loader["dataset_config"]
+    records["root_data_path"] = records["train_records_folder_path"] = records["val_records_folder_path"] = str(data_dir)
+    records["dataset_specs"] = {"coco": str(data_dir / "dataset_spec.json")}
+    return train
+
+
 def write_specs(results_dir: Path, epochs: Optional[int]) -> Dict[str, Path]:
-    """The dataset, train and inference specs of a quickstart run, pointing at its folders."""
-    for source in (QUICKSTART_TRAIN_SPEC, QUICKSTART_INFER_SPEC, COCO_DATASET_SPEC):
+    """The dataset, train, retrain and inference specs of a quickstart run, pointing at its folders."""
+    for source in (QUICKSTART_TRAIN_SPEC, QUICKSTART_RETRAIN_SPEC, QUICKSTART_INFER_SPEC, COCO_DATASET_SPEC):
         if not source.is_file():
             raise BpnetError(f"{source}: not found; the quickstart needs the specs of the bpnet source tree")
     data_dir, spec_dir = results_dir / "data", results_dir / "specs"
     dataset = json.loads(COCO_DATASET_SPEC.read_text())
     dataset["root_directory_path"] = str(data_dir)
-    train = yaml.safe_load(QUICKSTART_TRAIN_SPEC.read_text())
-    train["checkpoint_dir"] = str(results_dir / "model")
-    train["inference_spec"] = str(spec_dir / "infer.yaml")
-    if epochs is not None:
-        train["num_epoch"] = epochs
-    loader = train["dataloader"]
-    loader["pose_config"]["pose_config_path"] = str((QUICKSTART_TRAIN_SPEC.parent / loader["pose_config"]["pose_config_path"]).resolve())
-    records = loader["dataset_config"]
-    records["root_data_path"] = records["train_records_folder_path"] = records["val_records_folder_path"] = str(data_dir)
-    records["dataset_specs"] = {"coco": str(data_dir / "dataset_spec.json")}
+    train = _pointed_at(QUICKSTART_TRAIN_SPEC, results_dir, results_dir / "model", epochs)
+    retrain = _pointed_at(QUICKSTART_RETRAIN_SPEC, results_dir, results_dir / "retrain", None)
+    retrain["pretrained_weights"] = str(results_dir / "pruned" / "bpnet_model.pruned.keras")
     infer = yaml.safe_load(QUICKSTART_INFER_SPEC.read_text())
     infer["model_path"] = str(results_dir / "model" / "bpnet_model.keras")
     infer["train_spec"] = str(spec_dir / "train.yaml")
-    paths = {"dataset": data_dir / "dataset_spec.json", "train": spec_dir / "train.yaml", "infer": spec_dir / "infer.yaml"}
+    paths = {"dataset": data_dir / "dataset_spec.json", "train": spec_dir / "train.yaml",
+             "retrain": spec_dir / "retrain.yaml", "infer": spec_dir / "infer.yaml"}
     _write_text(paths["dataset"], json.dumps(dataset, indent=2))
     _write_text(paths["train"], yaml.safe_dump(train, sort_keys=False))
+    _write_text(paths["retrain"], yaml.safe_dump(retrain, sort_keys=False))
     _write_text(paths["infer"], yaml.safe_dump(infer, sort_keys=False))
     return paths
 

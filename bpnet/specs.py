@@ -388,7 +388,7 @@ RegularizationType = Literal["l1", "l2", "l1_l2"]
 @dataclasses.dataclass(frozen=True)
 class _ModelSpecBase:
     backbone_attributes: BackboneAttributes
-    stages: int = 6
+    stages: int = 6  # bpnet allows 1 (the initial stage only; TLT's smallest model has 2)
     heat_channels: Optional[int] = None  # derived from the pose config; if set it must agree
     paf_channels: Optional[int] = None  # derived from the pose config; if set it must agree
     use_self_attention: bool = False
@@ -401,7 +401,7 @@ class _ModelSpecBase:
     width_multiplier: float = 1.0  # bpnet addition: scales every hidden layer's filters (1.0 = TLT's model)
 
     def __post_init__(self) -> None:
-        _require(self.stages >= 2, "stages", f"must be >= 2, got {self.stages}")
+        _require(self.stages >= 1, "stages", f"must be >= 1, got {self.stages}")
         _require(self.width_multiplier > 0, "width_multiplier", "must be positive")
         _require(self.kernel_regularization_factor >= 0, "kernel_regularization_factor", "must be >= 0")
         _require(self.bias_regularization_factor >= 0, "bias_regularization_factor", "must be >= 0")
