@@ -105,7 +105,8 @@ def main():
                      "gflops": conv_flops(result.model, height, width) / 1e9,
                      "latency_ms": latency_ms(result.model, height, width, args.repeats),
                      "ap_pruned": val_ap(infer_spec, dataset_spec, pruned_path, os.path.join(folder, "eval")),
-                     "ap_retrained": val_ap(infer_spec, dataset_spec, retrained, os.path.join(folder, "eval_retrained"))})
+                     "ap_retrained": val_ap(infer_spec, dataset_spec, retrained, os.path.join(folder, "eval_retrained")),
+                     "retrained_model": retrained})
     base = rows[0]
     for row in rows:
         row["params_ratio"] = row["params"] / base["params"]
