@@ -92,7 +92,7 @@ def _import_tensorrt():
     try:
         import tensorrt
     except ImportError:
-        raise BpnetError("TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU); "
+        raise BpnetError("TensorRT is not installed (pip install 'bpnet[trt]' on a machine with an NVIDIA GPU); "
                          "for CPUs use --target onnxruntime") from None
     return tensorrt
 
