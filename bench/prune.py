@@ -26,7 +26,7 @@ import yaml
 
 from bpnet.inference import evaluate
 from bpnet.model.io import load_model, save_model
-from bpnet.prune import PruneSettings, count_params, prune_model
+from bpnet.prune import PruneSettings, prune_model
 from bpnet.specs import load_inference_spec
 from bpnet.train.trainer import train
 
@@ -90,7 +90,7 @@ def main():
     height, width = load_inference_spec(infer_spec).input_shape
     model, info = load_model(args.model)
     work = tempfile.mkdtemp(prefix="bench_prune_")
-    rows = [{"threshold": 0.0, "params": count_params(model), "gflops": conv_flops(model, height, width) / 1e9,
+    rows = [{"threshold": 0.0, "params": model.count_params(), "gflops": conv_flops(model, height, width) / 1e9,
              "latency_ms": latency_ms(model, height, width, args.repeats),
              "ap_pruned": val_ap(infer_spec, dataset_spec, args.model, os.path.join(work, "eval_unpruned")),
              "ap_retrained": None}]

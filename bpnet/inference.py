@@ -20,7 +20,7 @@ from bpnet.coco_eval import KPI_NAMES, evaluate_keypoints
 from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError, SpecError
 from bpnet.files import atomic_path, write_png
-from bpnet.model.io import ModelInfo, load_model
+from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.predict import KerasBackend, OnnxBackend, OutputLayout, Predictor, PredictorSettings, read_image
 from bpnet.skeleton import Skeleton
 from bpnet.specs import InferenceSpec, load_dataset_spec, load_inference_spec, load_train_spec
@@ -60,7 +60,10 @@ def _exported_predictor_parts(model_path: str):
         where = "no bpnet metadata (export it with bpnet export, or describe it in the inference spec's network block)"
     else:
         info_path = engine_info_path(model_path)
-        metadata = json.loads(open(info_path, encoding="utf-8").read()) if os.path.isfile(info_path) else None
+        metadata = None
+        if os.path.isfile(info_path):
+            with open(info_path, encoding="utf-8") as handle:
+                metadata = json.load(handle)
         where = f"{info_path} (written by bpnet export beside the engine) not found"
     if metadata is None:
         raise BpnetError(f"{model_path}: {where}")
@@ -95,10 +98,7 @@ def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -
     else:
         model, info = load_model(model_path)
         if info is None:
-            train = load_train_spec(spec.train_spec)
-            norm = train.dataloader.normalization_params
-            info = ModelInfo(Skeleton.from_file(train.dataloader.pose_config.pose_config_path), tuple(norm.image_scale),
-                             tuple(norm.image_offset), train.dataloader.stride)
+            info = train_spec_info(load_train_spec(spec.train_spec))
         heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
         if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
             raise BpnetError(f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but "

@@ -260,11 +260,6 @@ def _pruned_weights(graph: _Graph, name: str, channels: Dict[str, np.ndarray]) -
     return [w[channels[name]] for w in weights]
 
 
-def count_params(model) -> int:
-    """All parameters (trainable and not), as Keras's summary counts them."""
-    return int(sum(np.prod(w.shape) for w in model.weights))
-
-
 def prune_model(model, settings: PruneSettings = PruneSettings()) -> PruneResult:
     """The pruned copy of a functional Keras ``model`` (see the module docstring)."""
     import keras
@@ -283,7 +278,7 @@ def prune_model(model, settings: PruneSettings = PruneSettings()) -> PruneResult
             pruned.get_layer(name).set_weights(_pruned_weights(graph, name, channels))
     for name, kept in kept_filters.items():
         logger.debug("%s: %d of %d filters kept", name, len(kept), graph.channels[name])
-    return PruneResult(pruned, count_params(model), count_params(pruned), kept_filters)
+    return PruneResult(pruned, model.count_params(), pruned.count_params(), kept_filters)
 
 
 def prune_file(model_path: str, output_path: str, settings: PruneSettings, results_dir: Optional[str] = None) -> PruneResult:

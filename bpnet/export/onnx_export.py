@@ -95,14 +95,15 @@ def to_onnx(model, info: ModelInfo, settings: OnnxSettings = OnnxSettings()):
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=signature, opset=settings.opset)
     graph = proto.graph
     _rename(graph, graph.input[0].name, INPUT_NAME)
-    names = metadata(info, settings)["outputs"]
+    exported_metadata = metadata(info, settings)
+    names = exported_metadata["outputs"]
     _rename(graph, "paf", names["paf"]["name"])
     _rename(graph, "heatmap", names["heatmap"]["name"])
     ordered = sorted(graph.output, key=lambda value: value.name != names["paf"]["name"])
     del graph.output[:]
     graph.output.extend(ordered)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata(info, settings))
+    entry.key, entry.value = METADATA_KEY, json.dumps(exported_metadata)
     proto.producer_name = "bpnet"
     return proto
 

@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple
 
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
-from bpnet.model.io import ModelInfo, load_model
+from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.status import StatusLogger
 
 logger = logging.getLogger(__name__)
@@ -86,13 +86,9 @@ def _model_info(request: ExportRequest, info: Optional[ModelInfo]) -> ModelInfo:
         return info
     if not request.experiment_spec:
         raise BpnetError(f"{request.model}: no bpnet metadata in the model; give the train spec with -e")
-    from bpnet.skeleton import Skeleton
     from bpnet.specs import load_train_spec
 
-    train = load_train_spec(request.experiment_spec)
-    norm = train.dataloader.normalization_params
-    return ModelInfo(Skeleton.from_file(train.dataloader.pose_config.pose_config_path), tuple(norm.image_scale),
-                     tuple(norm.image_offset), train.dataloader.stride)
+    return train_spec_info(load_train_spec(request.experiment_spec))
 
 
 def _check(request: ExportRequest) -> str:

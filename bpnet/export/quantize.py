@@ -67,7 +67,8 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray) -> Li
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    input_name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
+    source = onnx.load(fp32_path, load_external_data=False)
+    input_name = source.graph.input[0].name
     with tempfile.TemporaryDirectory() as work:
         prepared = os.path.join(work, "prepared.onnx")
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
@@ -78,7 +79,7 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray) -> Li
                             calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float,
                             extra_options={"CalibPercentile": PERCENTILE})
             quantized = onnx.load(tmp)
-            quantized.metadata_props.extend(onnx.load(fp32_path, load_external_data=False).metadata_props)
+            quantized.metadata_props.extend(source.metadata_props)
             onnx.save(quantized, tmp)
     logger.debug("ONNX Runtime quantisation: %s", chatter.getvalue().strip())
     return keep_float

@@ -9,13 +9,16 @@ import dataclasses
 import json
 import os
 import zipfile
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
 from bpnet.skeleton import Skeleton
+
+if TYPE_CHECKING:
+    from bpnet.specs import TrainSpec
 
 INFO_MEMBER = "bpnet.json"
 
@@ -40,6 +43,14 @@ class ModelInfo:
     def from_dict(cls, data: Dict[str, object]) -> "ModelInfo":
         return cls(Skeleton.from_dict(data["skeleton"]), tuple(data["image_scale"]), tuple(data["image_offset"]),
                    int(data["stride"]), str(data.get("input_layout", "NHWC")), str(data.get("channel_order", "RGB")))
+
+
+def train_spec_info(spec: "TrainSpec", skeleton: Optional[Skeleton] = None) -> ModelInfo:
+    """The :class:`ModelInfo` of a model trained with ``spec`` (its skeleton is read from the spec's pose
+    config unless given): what models saved without bpnet metadata are assumed to have."""
+    skeleton = skeleton or Skeleton.from_file(spec.dataloader.pose_config.pose_config_path)
+    norm = spec.dataloader.normalization_params
+    return ModelInfo(skeleton, tuple(norm.image_scale), tuple(norm.image_offset), spec.dataloader.stride)
 
 
 def save_model(model, path: str, info: ModelInfo) -> None:

@@ -30,7 +30,7 @@ from bpnet.data.pipeline import build_dataset
 from bpnet.data.records import count_records
 from bpnet.errors import BpnetError
 from bpnet.model.build import build_model, stage_outputs
-from bpnet.model.io import ModelInfo, keras_variable_path, save_model
+from bpnet.model.io import keras_variable_path, save_model, train_spec_info
 from bpnet.skeleton import Skeleton
 from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
 from bpnet.specs import AdamOptimizerSpec, TrainSpec, load_train_spec
@@ -55,11 +55,6 @@ class TrainResult:
     epoch_losses: List[float]
     val_losses: List[float]
     resumed_from_epoch: int
-
-
-def model_info(spec: TrainSpec, skeleton: Skeleton) -> ModelInfo:
-    norm = spec.dataloader.normalization_params
-    return ModelInfo(skeleton, tuple(norm.image_scale), tuple(norm.image_offset), spec.dataloader.stride)
 
 
 def latest_checkpoint_epoch(checkpoint_root: str) -> int:
@@ -114,7 +109,7 @@ class Trainer:
         self.progress = progress
         self.replicas = strategy.num_replicas_in_sync
         self.skeleton = Skeleton.from_file(spec.dataloader.pose_config.pose_config_path)
-        self.info = model_info(spec, self.skeleton)
+        self.info = train_spec_info(spec, self.skeleton)
         self.global_batch = spec.dataloader.batch_size * self.replicas
         train_files = spec.dataloader.dataset_config.train_record_files
         for path in train_files:
