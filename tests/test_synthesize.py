@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from bpnet.cli import cli
-from bpnet.synthesize import COCO_KEYPOINTS, annotate, render_scene, synthesize
+from bpnet.synthesize import COCO_KEYPOINTS, MAX_HIDDEN_KEYPOINTS, annotate, render_scene, synthesize
 
 
 def _digests(folder):
@@ -70,3 +70,18 @@ def test_the_dataset_loads_in_pycocotools_with_crowds_and_unlabeled_people(tmp_p
     per_image = [len(coco.getAnnIds(imgIds=i, iscrowd=False)) for i in coco.getImgIds()]
     assert min(per_image) >= 1 and max(per_image) <= 6
     assert json.loads((tmp_path / "annotations" / "person_keypoints_train2017.json").read_text())["images"]
+
+
+def test_figures_occlude_each_other_but_each_keeps_three_quarters_of_its_keypoints_in_view():
+    hidden, people_per_image = [], []
+    for index in range(40):
+        scene = render_scene(np.random.default_rng([11, index]))
+        people = [a for a in annotate(scene) if not a["iscrowd"]]
+        people_per_image.append(len(people))
+        for annotation in people:
+            flags = np.array(annotation["keypoints"][2::3])
+            if (flags > 0).any():
+                hidden.append(float(np.mean(flags[flags > 0] == 1)))
+    assert max(hidden) <= MAX_HIDDEN_KEYPOINTS
+    assert np.mean(np.array(hidden) > 0) > 0.2, "occlusion is common"
+    assert max(people_per_image) >= 5, "crowded images still happen"
