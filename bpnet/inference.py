@@ -111,7 +111,9 @@ def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -
         output_upsampling_factor=spec.output_upsampling_factor,
         scales=spec.scales if spec.multi_scale_inference else (1.0,),
         decoder=DecoderParams(heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold,
+                              subpixel=spec.subpixel_refinement,
                               search_step=search_step(spec.output_upsampling_factor or (info.stride, info.stride))),
+        flip_test=spec.flip_test,
     )
     return Predictor(backend, info, settings), spec
 

@@ -27,6 +27,7 @@ from bpnet.errors import BpnetError
 from bpnet.model.io import ModelInfo
 from bpnet.resize import resize_maps
 from bpnet.results import Prediction
+from bpnet.skeleton import Skeleton
 
 PAD_VALUE = 128
 
@@ -146,6 +147,34 @@ class OnnxBackend:
         return np.ascontiguousarray(heat), np.ascontiguousarray(paf)
 
 
+class FlipTest:
+    """Test-time flip: average the network's outputs for an input and for its mirror image, unmirrored
+    (heatmap channels of left and right keypoints swapped, PAF channels moved to the mirrored limbs and
+    their signs corrected; see :attr:`Skeleton.paf_flip`)."""
+
+    def __init__(self, skeleton: Skeleton, stride: int):
+        self.stride = stride
+        self.heat_permutation = skeleton.heatmap_flip_permutation
+        self.paf_permutation, self.paf_sign = skeleton.paf_flip
+
+    def __call__(self, backend, tensor: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``tensor (H, W, 3)`` → averaged ``(1, h, w, K + 1)`` heatmaps and ``(1, h, w, 2L)`` PAFs.
+
+        The mirror is taken about a width padded (zeros on the right) to a multiple of the stride, so that
+        output cell ``i`` of the mirror image lies exactly on cell ``w − 1 − i`` of the original.
+        """
+        heat, paf = backend(tensor[None])
+        padded_width = -(-tensor.shape[1] // self.stride) * self.stride
+        padded = np.pad(tensor, ((0, 0), (0, padded_width - tensor.shape[1]), (0, 0)))
+        mirror_heat, mirror_paf = backend(np.ascontiguousarray(padded[None, :, ::-1]))
+        mirror_heat = mirror_heat[:, :, ::-1][..., self.heat_permutation]
+        mirror_paf = mirror_paf[:, :, ::-1][..., self.paf_permutation] * self.paf_sign
+        if mirror_heat.shape != heat.shape or mirror_paf.shape != paf.shape:
+            raise BpnetError(f"flip_test: the mirrored input gave outputs of shape {mirror_heat.shape[1:3]}, "
+                             f"not {heat.shape[1:3]}; the network's stride is not {self.stride}")
+        return (heat + mirror_heat) / 2.0, (paf + mirror_paf) / 2.0
+
+
 @dataclasses.dataclass(frozen=True)
 class PredictorSettings:
     """Inference-spec settings (reference §2.10) and the decoder's."""
@@ -155,6 +184,7 @@ class PredictorSettings:
     output_upsampling_factor: Optional[Tuple[int, int]] = None  # default: the stride
     scales: Sequence[float] = (1.0,)
     decoder: DecoderParams = DecoderParams()
+    flip_test: bool = False  # average with the unmirrored outputs of the mirror image (2 network runs)
 
 
 class Predictor:
@@ -166,12 +196,16 @@ class Predictor:
         self.settings = settings
         factor = settings.output_upsampling_factor or (info.stride, info.stride)
         self.factor_y, self.factor_x = factor
+        try:
+            self.flip_test = FlipTest(info.skeleton, info.stride) if settings.flip_test else None
+        except ValueError as exc:
+            raise BpnetError(f"flip_test: {exc}") from None
 
     def _maps(self, image: np.ndarray, scale: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
         """Upsampled (heatmaps, PAFs) of one image at one scale, and its geometry."""
         shape = tuple(max(self.info.stride, int(round(s * scale))) for s in self.settings.input_shape)
         tensor, geometry = preprocess(image, shape, self.settings.keep_aspect_ratio_mode, self.info)
-        heat, paf = self.backend(tensor[None])
+        heat, paf = self.flip_test(self.backend, tensor) if self.flip_test else self.backend(tensor[None])
         size = (heat.shape[2] * self.factor_x, heat.shape[1] * self.factor_y)
         heat = resize_maps(heat[0], size)
         paf = resize_maps(paf[0], size)

@@ -155,6 +155,33 @@ class Skeleton:
             perm[left], perm[right] = right, left
         return perm
 
+    @property
+    def heatmap_flip_permutation(self) -> np.ndarray:
+        """``(K + 1,)``: after a horizontal flip, heatmap channel ``c`` is channel ``perm[c]`` (background last,
+        unmoved)."""
+        return np.append(self.flip_permutation, self.num_keypoints)
+
+    @property
+    def paf_flip(self) -> Tuple[np.ndarray, np.ndarray]:
+        """``(perm, sign)``, each ``(2L,)``: a horizontal flip turns PAF channel ``c`` into ``sign[c] · channel
+        perm[c]`` of the mirrored maps. Limb ``a → b`` becomes the skeleton's limb between the mirrored
+        keypoints: stored the same way round, only its x component changes sign; stored ``b' → a'``, its y.
+        A :class:`ValueError` names a limb whose mirror image is not in the skeleton."""
+        mirror = self.flip_permutation
+        index = {limb: k for k, limb in enumerate(self.limbs)}
+        perm, sign = np.zeros(2 * self.num_limbs, int), np.zeros(2 * self.num_limbs, np.float32)
+        for k, (a, b) in enumerate(self.limbs):
+            if (mirror[a], mirror[b]) in index:
+                target, signs = index[(mirror[a], mirror[b])], (-1.0, 1.0)
+            elif (mirror[b], mirror[a]) in index:
+                target, signs = index[(mirror[b], mirror[a])], (1.0, -1.0)
+            else:
+                raise ValueError(f"skeleton '{self.name}': limb {self.keypoints[a]} → {self.keypoints[b]} has no "
+                                 f"mirror image ({self.keypoints[mirror[a]]} → {self.keypoints[mirror[b]]})")
+            perm[2 * k:2 * k + 2] = 2 * target, 2 * target + 1
+            sign[2 * k:2 * k + 2] = signs
+        return perm, sign
+
     def mapping_from(self, category: Category, visibility_flags: VisibilityFlags) -> KeypointMapping:
         """The mapping from a dataset's keypoints (by name) to this skeleton's, with keypoint synthesis."""
         dataset_names: Sequence[str] = category.keypoints

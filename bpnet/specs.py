@@ -596,6 +596,8 @@ class InferenceSpec:
     multi_scale_inference: bool = False
     scales: Optional[Tuple[float, ...]] = None
     network: Optional[NetworkSpec] = None  # bpnet addition: describes a third-party network (ONNX)
+    flip_test: bool = False  # bpnet addition: average with the mirror image's outputs (2 network runs)
+    subpixel_refinement: bool = False  # bpnet addition: quadratic sub-pixel refinement of the heatmap peaks
 
     def __post_init__(self) -> None:
         _require(min(self.input_shape) > 0, "input_shape", "must be positive")

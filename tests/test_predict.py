@@ -185,3 +185,19 @@ def test_a_model_whose_outputs_do_not_fit_the_skeleton(tiny_model, tmp_path):
     result = CliRunner().invoke(cli, ["inference", "-i", str(tmp_path / "infer.yaml"), "--input",
                                       str(REPO_ROOT / "README.md"), "--results_dir", str(tmp_path / "out")])
     assert result.exit_code == 2 and "do not fit" not in result.stderr and "needs 4 and 2" in result.stderr
+
+
+def test_flip_test_and_subpixel_refinement_reach_the_predictor(tiny_model, tmp_path):
+    from bpnet.inference import load_predictor
+
+    folder, infer = tiny_model
+    extra = tmp_path / "infer_flip.yaml"
+    extra.write_text(infer.read_text() + "flip_test: True\nsubpixel_refinement: True\n")
+    plain, _ = load_predictor(str(infer))
+    flipped, _ = load_predictor(str(extra))
+    assert flipped.settings.flip_test and flipped.settings.decoder.subpixel
+    assert not plain.settings.flip_test and not plain.settings.decoder.subpixel
+    image = cv2.imread(str(next((SHARED_DATA / "coco_mini" / "train2017").glob("*.jpg"))))
+    plain_heat = plain.upsampled_maps(image)[0]
+    flipped_heat = flipped.upsampled_maps(image)[0]
+    assert plain_heat.shape == flipped_heat.shape and not np.allclose(plain_heat, flipped_heat, atol=1e-6)
