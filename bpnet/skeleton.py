@@ -178,8 +178,9 @@ class Skeleton:
             else:
                 raise ValueError(f"skeleton '{self.name}': limb {self.keypoints[a]} → {self.keypoints[b]} has no "
                                  f"mirror image ({self.keypoints[mirror[a]]} → {self.keypoints[mirror[b]]})")
-            perm[2 * k:2 * k + 2] = 2 * target, 2 * target + 1
-            sign[2 * k:2 * k + 2] = signs
+            channels = list(self.paf_channel_pairs[k])
+            perm[channels] = self.paf_channel_pairs[target]
+            sign[channels] = signs
         return perm, sign
 
     def mapping_from(self, category: Category, visibility_flags: VisibilityFlags) -> KeypointMapping:

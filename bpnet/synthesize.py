@@ -2,9 +2,9 @@
 
 Each image: a textured background with distractor shapes, then 1–6 figures drawn back to front, each
 placed where it hides at most a quarter of any earlier figure's keypoints (a figure that finds no such
-place in 20 tries is left out). A
-figure is a 17-keypoint COCO skeleton posed with joint-angle limits and plausible proportions, drawn
-as tapered limbs, a torso and a head, in its own colours and stripes. Annotations are exact:
+place in 20 tries is left out). A figure is a 17-keypoint COCO skeleton posed with joint-angle limits
+and plausible proportions, drawn as tapered limbs, a torso and a head, in its own colours and stripes.
+Annotations are exact:
 
 * keypoints in image pixels (x right, y down), visibility 2 where the figure's own pixels are on top,
   1 where a figure in front covers it, 0 (and x = y = 0) outside the image;
@@ -224,9 +224,8 @@ def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 
         placed = _place_figure(rng, figures, (height, width))
         if placed is None:
             continue  # no room left that keeps the earlier figures visible enough
-        points, parts = placed
+        points, parts, silhouette = placed
         _paint(image, rng, parts)
-        silhouette = _union(parts)
         for earlier in figures:
             earlier.visible[silhouette] = False  # now covered
         crowd[silhouette] = False
@@ -245,9 +244,10 @@ def hidden_fraction(figure: Figure, cover: np.ndarray) -> float:
 
 
 def _place_figure(rng: np.random.Generator, figures: List[Figure], shape: Tuple[int, int]
-                  ) -> Optional[Tuple[np.ndarray, Dict[str, np.ndarray]]]:
-    """A posed figure's ``(keypoints (17, 2), part masks)`` at a random size and place where it hides at most
-    :data:`MAX_HIDDEN_KEYPOINTS` of each earlier figure's keypoints; None after :data:`PLACEMENT_TRIES` misses."""
+                  ) -> Optional[Tuple[np.ndarray, Dict[str, np.ndarray], np.ndarray]]:
+    """A posed figure's ``(keypoints (17, 2), part masks, silhouette (H, W) bool)`` at a random size and place
+    where it hides at most :data:`MAX_HIDDEN_KEYPOINTS` of each earlier figure's keypoints; None after
+    :data:`PLACEMENT_TRIES` misses."""
     height, width = shape
     for _ in range(PLACEMENT_TRIES):
         size = rng.uniform(0.4, 0.9) * height
@@ -257,7 +257,7 @@ def _place_figure(rng: np.random.Generator, figures: List[Figure], shape: Tuple[
         parts = figure_silhouette(points, size, shape)
         silhouette = _union(parts)
         if all(hidden_fraction(earlier, silhouette) <= MAX_HIDDEN_KEYPOINTS for earlier in figures):
-            return points, parts
+            return points, parts, silhouette
     return None
 
 
