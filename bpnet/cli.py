@@ -1,8 +1,9 @@
 """The ``bpnet`` command: a click group whose subcommands each call one library function.
 
-Subcommand names and flags follow TLT bpnet. Logging is configured here and nowhere else. A
-:class:`~bpnet.errors.BpnetError` becomes one ``Error: ...`` line on stderr and exit code 2; with
-``-ll DEBUG`` the traceback is shown as well.
+Subcommand names and flags follow TLT bpnet. Logging is configured here and nowhere else. Every
+expected failure (:func:`bpnet.errors.describe_failure`: bad input, a file-system error such as a
+full disk or a read-only folder, memory) becomes one ``Error: ...`` line on stderr and exit code 2;
+with ``-ll DEBUG`` the traceback is shown as well. Anything else is a bug and keeps its traceback.
 """
 
 import logging
@@ -14,7 +15,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import click
 
 from bpnet import __version__
-from bpnet.errors import BpnetError
+from bpnet.errors import BpnetError, describe_failure
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 USER_ERROR_EXIT_CODE = 2
@@ -78,10 +79,15 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BpnetError as exc:
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            message = describe_failure(exc)
+            if message is None:
+                raise
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {' '.join(message.split())}", err=True)
             ctx.exit(USER_ERROR_EXIT_CODE)
         except KeyboardInterrupt:
             click.echo("Interrupted; finished outputs are kept, unfinished ones were not written.", err=True)

@@ -6,11 +6,12 @@ for a model without them (for example a TLT ``.hdf5``) they come from the infere
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -19,12 +20,12 @@ from tqdm import tqdm
 from bpnet.coco_eval import KPI_NAMES, evaluate_keypoints
 from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError, SpecError
-from bpnet.files import atomic_path, write_png
+from bpnet.files import atomic_path, contained_path, remove_stale_temporaries, write_png
 from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.predict import KerasBackend, OnnxBackend, OutputLayout, Predictor, PredictorSettings, read_image
 from bpnet.skeleton import Skeleton
-from bpnet.specs import InferenceSpec, load_dataset_spec, load_inference_spec, load_train_spec
-from bpnet.status import StatusLogger
+from bpnet.specs import DatasetSpec, InferenceSpec, load_dataset_spec, load_inference_spec, load_train_spec
+from bpnet.status import task_status
 from bpnet import spec_loader
 
 logger = logging.getLogger(__name__)
@@ -62,16 +63,22 @@ def _exported_predictor_parts(model_path: str):
         info_path = engine_info_path(model_path)
         metadata = None
         if os.path.isfile(info_path):
-            with open(info_path, encoding="utf-8") as handle:
-                metadata = json.load(handle)
+            try:
+                with open(info_path, encoding="utf-8") as handle:
+                    metadata = json.load(handle)
+            except ValueError as exc:
+                raise BpnetError(f"{info_path}: not valid JSON ({exc})") from None
         where = f"{info_path} (written by bpnet export beside the engine) not found"
     if metadata is None:
         raise BpnetError(f"{model_path}: {where}")
     if metadata.get("sdk_compatible"):
         raise BpnetError(f"{model_path}: an --sdk_compatible_model export is for DeepStream only; export without it "
                          "for bpnet evaluate/inference")
-    info = ModelInfo.from_dict(metadata)
-    heatmap, paf = metadata["outputs"]["heatmap"]["name"], metadata["outputs"]["paf"]["name"]
+    info = ModelInfo.parse(metadata, f"{model_path}: bpnet metadata")
+    try:
+        heatmap, paf = metadata["outputs"]["heatmap"]["name"], metadata["outputs"]["paf"]["name"]
+    except (KeyError, TypeError):
+        raise BpnetError(f"{model_path}: bpnet metadata: outputs: missing the heatmap and paf output names") from None
     if not model_path.endswith(".onnx"):
         return TensorRTBackend(model_path, heatmap, paf), info
     layout = OutputLayout(heatmap, (0, info.skeleton.num_heatmap_channels), paf,
@@ -133,46 +140,63 @@ def _write_json(path: str, data) -> None:
         json.dump(data, handle)
 
 
-def _prepare(results_dir: str) -> StatusLogger:
+def _prepare(results_dir: str) -> None:
     try:
         os.makedirs(results_dir, exist_ok=True)
     except OSError as exc:
         raise BpnetError(f"{results_dir}: cannot create results folder: {exc.strerror or exc}") from None
-    return StatusLogger(os.path.join(results_dir, "status.json"))
+    remove_stale_temporaries(results_dir)
 
 
-def evaluate(inference_spec_path: str, dataset_spec_path: str, results_dir: str, model_path: Optional[str] = None,
-             progress: bool = True) -> Dict[str, float]:
-    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files."""
-    from pycocotools.coco import COCO
-
-    status = _prepare(results_dir)
-    status.write("STARTED", "Starting bpnet evaluate.")
-    predictor, spec = load_predictor(inference_spec_path, model_path)
+def _evaluation_inputs(dataset_spec_path: str) -> Tuple[DatasetSpec, str, str]:
+    """The dataset spec, its test annotation file and image folder, checked before anything is written."""
     dataset = load_dataset_spec(dataset_spec_path)
     if dataset.test_data is None:
         raise SpecError(f"{dataset_spec_path}: test_data: not set (evaluate uses it)")
     annotation_file = dataset.resolve(dataset.test_data.annotation_root_dir_path)
     if not os.path.isfile(annotation_file):
         raise BpnetError(f"{annotation_file}: annotation file not found (test_data.annotation_root_dir_path)")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(annotation_file)
-    images_dir = dataset.resolve(dataset.test_data.images_root_dir_path)
-    image_ids = sorted(coco.getImgIds())
-    coco_results, raw = [], []
-    for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
-        path = os.path.join(images_dir, coco.loadImgs(image_id)[0]["file_name"])
-        prediction = predictor.predict_one(read_image(path), path)
-        coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
-        raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
-    stats = evaluate_keypoints(coco, coco_results, image_ids, verbose=progress)
-    _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": raw})
-    _write_json(os.path.join(results_dir, "detections_coco_format.json"), coco_results)
-    with atomic_path(os.path.join(results_dir, "results.csv")) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["metric", "value"])
-        writer.writerows((name, f"{stats[name]:.6f}") for name in KPI_NAMES)
-    status.write("SUCCESS", "Evaluation finished successfully.", kpi=stats)
+    return dataset, annotation_file, dataset.resolve(dataset.test_data.images_root_dir_path)
+
+
+def _load_coco(annotation_file: str):
+    from pycocotools.coco import COCO
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(annotation_file)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BpnetError(f"{annotation_file}: not a COCO annotation file ({type(exc).__name__}: {exc}) "
+                         "(test_data.annotation_root_dir_path)") from None
+
+
+def evaluate(inference_spec_path: str, dataset_spec_path: str, results_dir: str, model_path: Optional[str] = None,
+             progress: bool = True) -> Dict[str, float]:
+    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files."""
+    dataset, annotation_file, images_dir = _evaluation_inputs(dataset_spec_path)
+    _prepare(results_dir)
+    with task_status(results_dir, "Starting bpnet evaluate.") as status:
+        predictor, spec = load_predictor(inference_spec_path, model_path)
+        coco = _load_coco(annotation_file)
+        image_ids = sorted(coco.getImgIds())
+        coco_results, raw = [], []
+        for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
+            file_name = coco.loadImgs(image_id)[0].get("file_name")
+            path = contained_path(images_dir, file_name) if isinstance(file_name, str) else None
+            if path is None:
+                raise BpnetError(f"{annotation_file}: image {image_id}: file_name {file_name!r} is not a path inside "
+                                 f"the image folder {images_dir}")
+            prediction = predictor.predict_one(read_image(path), path)
+            coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
+            raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
+        stats = evaluate_keypoints(coco, coco_results, image_ids, verbose=progress)
+        _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": raw})
+        _write_json(os.path.join(results_dir, "detections_coco_format.json"), coco_results)
+        with atomic_path(os.path.join(results_dir, "results.csv")) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["metric", "value"])
+            writer.writerows((name, f"{stats[name]:.6f}") for name in KPI_NAMES)
+        status.write("SUCCESS", "Evaluation finished successfully.", kpi=stats)
     return stats
 
 
@@ -189,9 +213,10 @@ def _inputs(input_type: str, source: str, image_root_path: str) -> List[str]:
     try:
         with open(source, encoding="utf-8") as handle:
             data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise BpnetError(f"{source}: cannot read the input JSON: {exc}") from None
-    entries = data if isinstance(data, list) else [e.get("full_image_path") for e in data.get("images", [])]
+    entries = data if isinstance(data, list) else [e.get("full_image_path") if isinstance(e, dict) else None
+                                                   for e in (data.get("images", []) if isinstance(data, dict) else [])]
     if not entries or not all(isinstance(e, str) for e in entries):
         raise BpnetError(f"{source}: expected a list of image paths or {{images: [{{full_image_path: ...}}]}}")
     return [os.path.join(image_root_path, e) for e in entries]
@@ -216,49 +241,151 @@ def _video_frames(source: str) -> Tuple[Iterator[np.ndarray], float, str]:
     return frames(), fps, f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
 
 
-def inference(inference_spec_path: str, input_type: str, source: str, results_dir: str,
-              model_path: Optional[str] = None, image_root_path: str = "", dump_visualizations: bool = False,
-              progress: bool = True) -> Dict[str, int]:
-    """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders."""
-    status = _prepare(results_dir)
-    status.write("STARTED", "Starting bpnet inference.")
-    predictor, spec = load_predictor(inference_spec_path, model_path)
-    annotated = os.path.join(results_dir, "images_annotated")
-    entries, skipped = [], 0
-    if input_type == "video":
-        frames, fps, name = _video_frames(source)
+def _video_inference(predictor: Predictor, source: str, annotated: str, dump_visualizations: bool,
+                     progress: bool) -> List[Dict]:
+    """Per-frame entries of a video; the rendered video is written under a temporary name and renamed when
+    complete, so an interrupted run never leaves a truncated ``.mp4`` under the final name."""
+    frames, fps, name = _video_frames(source)
+    entries: List[Dict] = []
+    video_path = os.path.join(annotated, f"{name}.mp4")
+    with contextlib.ExitStack() as stack:
         writer = None
-        video_path = os.path.join(annotated, f"{name}.mp4")
-        try:
-            for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", disable=not progress)):
-                prediction = predictor.predict_one(frame, f"{source}#{index}")
-                entries.append({"frame": index, **prediction.to_json()})
-                if dump_visualizations:
-                    if writer is None:
-                        os.makedirs(annotated, exist_ok=True)
-                        writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
-                    writer.write(prediction.draw(frame))
-        finally:
-            if writer is not None:
-                writer.release()
-        if not entries:
-            raise BpnetError(f"{source}: the video has no readable frame")
-    else:
-        for index, path in enumerate(tqdm(_inputs(input_type, source, image_root_path), desc="inference",
-                                          unit="img", disable=not progress)):
+        for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", disable=not progress)):
+            prediction = predictor.predict_one(frame, f"{source}#{index}")
+            entries.append({"frame": index, **prediction.to_json()})
+            if not dump_visualizations:
+                continue
+            if writer is None:
+                os.makedirs(annotated, exist_ok=True)
+                temporary = stack.enter_context(atomic_path(video_path))
+                writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                if not writer.isOpened():
+                    raise BpnetError(f"{video_path}: cannot write the video")
+                stack.callback(writer.release)
+            writer.write(prediction.draw(frame))
+        if writer is not None:
+            writer.release()
+    if not entries:
+        raise BpnetError(f"{source}: the video has no readable frame")
+    return entries
+
+
+JOURNAL_NAME = "detections.partial.jsonl"
+"""Per-image results of an unfinished ``inference`` run, appended as each image is done; a rerun with the
+same inputs, model and spec resumes from it, a different one starts afresh. Removed when
+``detections.json`` is complete."""
+
+
+def _run_fingerprint(paths: Sequence[str], model_path: str, spec: InferenceSpec, dump_visualizations: bool) -> str:
+    model = os.path.abspath(model_path)
+    stat = os.stat(model) if os.path.isfile(model) else None
+    identity = {"inputs": list(paths), "model": model, "model_size": stat.st_size if stat else None,
+                "model_mtime_ns": stat.st_mtime_ns if stat else None, "spec": spec_loader.to_dict(spec),
+                "dump_visualizations": dump_visualizations}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Journal:
+    """``detections.partial.jsonl``: a fingerprint line, then one ``{"index", "entry" | "skipped"}`` line per image."""
+
+    def __init__(self, path: str, fingerprint: str):
+        self.path = path
+        self.done: Dict[int, Optional[Dict]] = {}
+        self._read(fingerprint)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        self.handle = os.fdopen(os.open(path, flags, 0o644), "a", encoding="utf-8")
+        if not self.done and self.handle.tell() == 0:
+            self._append({"fingerprint": fingerprint})
+
+    def _read(self, fingerprint: str) -> None:
+        if not os.path.isfile(self.path) or os.path.islink(self.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            return
+        with open(self.path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+        good = 0
+        for number, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+                if number == 0 and record["fingerprint"] != fingerprint:
+                    break
+                if number > 0:
+                    self.done[int(record["index"])] = record.get("entry")
+            except (ValueError, KeyError, TypeError):
+                break  # the last line of a killed run may be cut short
+            good += len(line) + 1
+        if good == 0:
+            self.done.clear()
+            os.remove(self.path)
+            return
+        with open(self.path, "r+", encoding="utf-8") as handle:
+            handle.truncate(good)
+
+    def _append(self, record: Dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def add(self, index: int, entry: Optional[Dict]) -> None:
+        self._append({"index": index, "entry": entry} if entry is not None else {"index": index, "skipped": True})
+        self.done[index] = entry
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _image_inference(predictor: Predictor, paths: Sequence[str], results_dir: str, annotated: str,
+                     dump_visualizations: bool, fingerprint: str, progress: bool) -> Tuple[List[Dict], int]:
+    """Per-image entries (and the count skipped), resuming from and appending to the journal."""
+    journal = _Journal(os.path.join(results_dir, JOURNAL_NAME), fingerprint)
+    try:
+        if journal.done:
+            logger.info("Resuming: %d of %d images were done by an interrupted run", len(journal.done), len(paths))
+        for index, path in enumerate(tqdm(paths, desc="inference", unit="img", disable=not progress,
+                                          initial=len(journal.done))):
+            if index in journal.done:
+                continue
             try:
                 image = read_image(path)
             except BpnetError as exc:
                 logger.warning("skipped: %s", exc)
-                skipped += 1
+                journal.add(index, None)
                 continue
             prediction = predictor.predict_one(image, path)
-            entries.append({"full_image_path": path, "viz_id": index, **prediction.to_json()})
             if dump_visualizations:
                 write_png(os.path.join(annotated, f"{index}.png"), prediction.draw(image))
-        if not entries:
-            raise BpnetError(f"{source}: no readable image")
-    _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": entries})
-    summary = {"inputs": len(entries), "skipped": skipped, "people": sum(len(e["scores"]) for e in entries)}
-    status.write("SUCCESS", "Inference finished successfully.", kpi=summary)
+            journal.add(index, {"full_image_path": path, "viz_id": index, **prediction.to_json()})
+    finally:
+        journal.close()
+    entries = [journal.done[i] for i in range(len(paths)) if journal.done.get(i) is not None]
+    return entries, len(paths) - len(entries)
+
+
+def inference(inference_spec_path: str, input_type: str, source: str, results_dir: str,
+              model_path: Optional[str] = None, image_root_path: str = "", dump_visualizations: bool = False,
+              progress: bool = True) -> Dict[str, int]:
+    """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders.
+
+    Image inputs are journaled per image (:data:`JOURNAL_NAME`): an interrupted run, rerun, resumes.
+    A video is processed again from its first frame.
+    """
+    _prepare(results_dir)
+    with task_status(results_dir, "Starting bpnet inference.") as status:
+        predictor, spec = load_predictor(inference_spec_path, model_path)
+        annotated = os.path.join(results_dir, "images_annotated")
+        remove_stale_temporaries(annotated)
+        if input_type == "video":
+            entries, skipped = _video_inference(predictor, source, annotated, dump_visualizations, progress), 0
+        else:
+            paths = _inputs(input_type, source, image_root_path)
+            fingerprint = _run_fingerprint(paths, model_path or spec.model_path or "", spec, dump_visualizations)
+            entries, skipped = _image_inference(predictor, paths, results_dir, annotated, dump_visualizations,
+                                                fingerprint, progress)
+            if not entries:
+                raise BpnetError(f"{source}: no readable image")
+        _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": entries})
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(results_dir, JOURNAL_NAME))
+        summary = {"inputs": len(entries), "skipped": skipped, "people": sum(len(e["scores"]) for e in entries)}
+        status.write("SUCCESS", "Inference finished successfully.", kpi=summary)
     return summary

@@ -17,7 +17,7 @@ largest scale's and averaged before decoding.
 
 import dataclasses
 import os
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -127,6 +127,18 @@ class OnnxBackend:
         for name in (self.layout.heatmap_output, self.layout.paf_output):
             if name not in outputs:
                 raise BpnetError(f"{path}: no output named {name!r} (outputs: {', '.join(outputs)})")
+        self.path = path
+        self._check_channels({name: c for name, c in outputs.items() if isinstance(c, int)})
+
+    def _check_channels(self, channels: Dict[str, int]) -> None:
+        """Refuse a layout that asks for channels an output does not have (``channels``: output → count)."""
+        start, stop = self.layout.heatmap_channels
+        needs = ((self.layout.heatmap_output, stop, "heatmap"), (self.layout.paf_output, max(self.layout.paf_channels) + 1,
+                                                                 "PAF"))
+        for name, needed, kind in needs:
+            if name in channels and channels[name] < needed:
+                raise BpnetError(f"{self.path}: output {name!r} has {channels[name]} channels, but the model's metadata "
+                                 f"needs {needed} for its {kind} maps")
 
     @staticmethod
     def _layout_by_channels(path: str, outputs, info: ModelInfo) -> OutputLayout:
@@ -141,6 +153,7 @@ class OnnxBackend:
     def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         names = list(dict.fromkeys([self.layout.heatmap_output, self.layout.paf_output]))
         values = dict(zip(names, self.session.run(names, {self.input_name: batch.astype(np.float32)})))
+        self._check_channels({name: value.shape[-1] for name, value in values.items()})
         start, stop = self.layout.heatmap_channels
         heat = values[self.layout.heatmap_output][..., start:stop]
         paf = values[self.layout.paf_output][..., list(self.layout.paf_channels)]

@@ -3,8 +3,9 @@
 Every prunable ``Conv2D`` ranks its output filters by the L2 norm of the kernel (``‖W[..., f]‖₂`` over
 rows, columns and input channels; biases do not count), normalised per layer (``max``: ``s / max s``;
 ``L2``: ``s / ‖s‖₂ · len(s)``). A layer keeps the filters whose statistic exceeds the threshold, at least
-``min(min_filters, filters)`` of them, the count rounded up to a multiple of ``granularity`` (at most
-all), choosing the largest statistics. Convolutions whose outputs meet in an element-wise layer (the
+``min(min_filters, filters)`` of them and never none (a layer without filters would cut the graph; TLT
+crashed there), the count rounded up to a multiple of ``granularity`` (at most all), choosing the
+largest statistics. Convolutions whose outputs meet in an element-wise layer (the
 attention ``Multiply``) form one group whose statistics are merged first (``union`` max,
 ``intersection`` min, ``arithmetic_mean``, ``geometric_mean``), so they keep the same channels.
 
@@ -106,7 +107,7 @@ def equalize(stats: Sequence[np.ndarray], criterion: str) -> np.ndarray:
 def retained_filters(stats: np.ndarray, threshold: float, granularity: int, min_filters: int) -> np.ndarray:
     """Sorted indices of the filters kept (reference §4.1 ``_get_retained_idx``)."""
     total = len(stats)
-    count = max(int(np.sum(stats > threshold)), min(min_filters, total))
+    count = max(int(np.sum(stats > threshold)), min(min_filters, total), 1)
     count = min(total, -(-count // granularity) * granularity)
     strongest = np.argsort(-stats, kind="stable")[:count]
     return np.sort(strongest)
@@ -285,20 +286,18 @@ def prune_file(model_path: str, output_path: str, settings: PruneSettings, resul
     """Prune a saved model and save the result with the original's skeleton and normalisation; with
     ``results_dir``, TAO-style ``status.json`` lines go there."""
     from bpnet.model.io import load_model, save_model
-    from bpnet.status import StatusLogger
+    from bpnet.status import task_status
 
-    status = StatusLogger(os.path.join(results_dir, "status.json")) if results_dir else None
-    if status:
-        status.write("STARTED", f"Pruning {model_path}")
-    model, info = load_model(model_path)
-    if info is None:
-        raise BpnetError(f"{model_path}: no bpnet metadata (skeleton, normalisation); prune a model saved by bpnet")
-    result = prune_model(model, settings)
-    save_model(result.model, output_path, info)
-    if status:
-        status.write("SUCCESS", f"Pruned model saved to {output_path}",
-                     kpi={"params_before": result.params_before, "params_after": result.params_after,
-                          "ratio": result.ratio})
+    with task_status(results_dir, f"Pruning {model_path}") as status:
+        model, info = load_model(model_path)
+        if info is None:
+            raise BpnetError(f"{model_path}: no bpnet metadata (skeleton, normalisation); prune a model saved by bpnet")
+        result = prune_model(model, settings)
+        save_model(result.model, output_path, info)
+        if status:
+            status.write("SUCCESS", f"Pruned model saved to {output_path}",
+                         kpi={"params_before": result.params_before, "params_after": result.params_after,
+                              "ratio": result.ratio})
     return result
 
 

@@ -11,11 +11,16 @@ schema once, as ordinary annotated fields. Rules:
   the spec file; absolute ones (TLT's ``/workspace/...``) are kept as written.
 * ``__post_init__`` validation raises :class:`FieldError` (or ``ValueError``) and the loader adds the
   path of the object to the message.
+* Every number must be finite (``.inf`` and ``.nan`` are refused wherever a number is expected).
+* Spec files are hostile input: a key given twice in one mapping is an error (YAML and JSON), and YAML
+  anchors/aliases are refused (an alias "bomb" of a few hundred bytes would otherwise expand to
+  gigabytes when the spec is written back into ``detections.json``), as are YAML tags (safe loading).
 """
 
 import dataclasses
 import difflib
 import json
+import math
 import os
 import typing
 from typing import Any, Dict, Literal, Type, TypeVar, Union
@@ -103,13 +108,18 @@ def _convert_scalar(tp: Any, value: Any, where: str, ctx: _Context) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:  # PyYAML reads "1e-5" (no dot) as a string
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):
+            return number
+        if number is not None:
+            raise ctx.error(where, f"expected a finite number, got {_describe(value)}")
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -244,6 +254,41 @@ def build(cls: Type[T], data: Any, where: str, ctx: _Context) -> T:
         raise ctx.error(where, str(exc)) from None
 
 
+class _StrictYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses anchors/aliases and duplicate keys (see the module docstring)."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in spec files", event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"YAML anchors (&{event.anchor}) are not allowed in spec files", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _json_object_without_duplicates(pairs: list) -> Dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"key {duplicates[0]!r} is given twice in one object")
+    return dict(pairs)
+
+
 def read_mapping(path: str) -> Dict[str, Any]:
     """Parse a YAML or JSON file into a mapping, with one-line errors naming the file."""
     if not os.path.isfile(path):
@@ -251,11 +296,15 @@ def read_mapping(path: str) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             if path.lower().endswith(".json"):
-                data = json.load(handle)
+                data = json.load(handle, object_pairs_hook=_json_object_without_duplicates)
             else:
-                data = yaml.safe_load(handle)
+                data = yaml.load(handle, Loader=_StrictYamlLoader)  # noqa: S506 (a SafeLoader subclass)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply") from None
+    except ValueError as exc:
+        raise SpecError(f"{path}: invalid JSON: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""

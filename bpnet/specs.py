@@ -381,6 +381,14 @@ class BackboneAttributes:
     def __post_init__(self) -> None:
         _require(self.nlayers == 19, "nlayers", f"the vgg backbone has 19 layers, got {self.nlayers}")
 
+    @property
+    def stride(self) -> int:
+        """Input pixels per output cell, fixed by the architecture: VGG19 to conv4_2 halves the size 3 times."""
+        return VGG_OUTPUT_STRIDE
+
+
+VGG_OUTPUT_STRIDE = 8
+"""The output stride of the VGG backbone (three stride-2 convolutions); :mod:`bpnet.model.build` builds it."""
 
 RegularizationType = Literal["l1", "l2", "l1_l2"]
 
@@ -455,6 +463,9 @@ class ExponentialDecaySchedule:
     decay_steps: Optional[int] = None  # set by the trainer from decay_epochs × steps per epoch
 
     def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate", f"must be positive, got {self.learning_rate}")
+        _require(0 <= self.min_learning_rate <= self.learning_rate, "min_learning_rate",
+                 f"must be >= 0 and <= learning_rate, got {self.min_learning_rate}")
         _require(self.decay_epochs > 0, "decay_epochs", "must be positive")
         _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
 
@@ -541,6 +552,16 @@ class TrainSpec:
 
     def __post_init__(self) -> None:
         _require(self.num_epoch > 0, "num_epoch", "must be positive")
+        _require(self.summary_every_n_steps >= 1, "summary_every_n_steps", f"must be >= 1, got {self.summary_every_n_steps}")
+        _require(self.infrequent_summary_every_n_steps >= 0, "infrequent_summary_every_n_steps", "must be >= 0")
+        _require(self.validation_every_n_epoch >= 0, "validation_every_n_epoch", "must be >= 0 (0: never)")
+        _require(self.max_ckpt_to_keep >= 1, "max_ckpt_to_keep", f"must be >= 1, got {self.max_ckpt_to_keep}")
+        _require(self.log_every_n_secs >= 0, "log_every_n_secs", "must be >= 0")
+        _require(0 <= self.random_seed < 2**32, "random_seed", f"must be in [0, 2^32), got {self.random_seed}")
+        _require(self.dataloader.stride == self.model.backbone_attributes.stride, "dataloader.pose_config.target_shape",
+                 f"{list(self.dataloader.pose_config.target_shape)} implies an output stride of {self.dataloader.stride} "
+                 f"for image_dims, but the model's is {self.model.backbone_attributes.stride} (target_shape must be "
+                 f"image_dims / {self.model.backbone_attributes.stride})")
         _require(
             0 < self.checkpoint_n_epoch <= self.num_epoch and self.num_epoch % self.checkpoint_n_epoch == 0,
             "checkpoint_n_epoch",
@@ -608,6 +629,8 @@ class InferenceSpec:
             _require(self.output_stage_to_use >= 1, "output_stage_to_use", "must be >= 1 (stages count from 1)")
         if self.output_upsampling_factor is not None:
             _require(min(self.output_upsampling_factor) >= 1, "output_upsampling_factor", "must be >= 1")
+        _require(0 <= self.heatmap_threshold <= 1, "heatmap_threshold", f"must be in [0, 1], got {self.heatmap_threshold}")
+        _require(0 <= self.paf_threshold <= 1, "paf_threshold", f"must be in [0, 1], got {self.paf_threshold}")
 
 
 # --------------------------------------------------------------------------- loading

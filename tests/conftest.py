@@ -87,3 +87,25 @@ def coco_mini_records(tmp_path_factory) -> Path:
     spec = write_dataset_spec(folder, COCO_MINI / "train2017", COCO_MINI / "annotations" / "person_keypoints_train2017.json")
     convert_dataset(str(spec), str(folder / "train"), generate_masks=True, workers=1, progress=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny model trained for one epoch on coco_mini, and an inference spec for it: ``(folder, spec path)``.
+    Its AP is ~0: the tests that use it check the plumbing."""
+    if not COCO_MINI.exists():
+        pytest.skip(f"real data not found at {COCO_MINI}")
+    from bpnet.data.convert import convert_dataset
+    from bpnet.train.trainer import train
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    dataset_spec = write_dataset_spec(folder, COCO_MINI / "train2017", COCO_MINI / "annotations" / "person_keypoints_train2017.json")
+    convert_dataset(str(dataset_spec), str(folder / "train"), generate_masks=True, workers=1, progress=False)
+    spec = write_train_spec(folder, folder, dataset_spec, height=64, width=64, target=8,
+                            **{"dataloader.batch_size": 8, "model.stages": 2, "model.width_multiplier": 0.125,
+                               "num_epoch": 1, "checkpoint_n_epoch": 1, "validation_every_n_epoch": 0})
+    result = train(str(spec), str(folder / "run"), progress=False)
+    infer = folder / "infer_spec.yaml"
+    infer.write_text(f"train_spec: {spec}\nmodel_path: {result.final_model}\ninput_shape: [96, 96]\n"
+                     "output_upsampling_factor: [8, 8]\nheatmap_threshold: 0.02\n")
+    return folder, infer

@@ -89,29 +89,6 @@ def test_predictor_maps_keypoints_back_to_the_original_image(mode, scales):
         assert min(errors) < 3.0, errors  # a pixel of the 256-pixel input is ~2 original pixels
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny model trained for one epoch on coco_mini (its AP is ~0: these tests check the plumbing)."""
-    from .conftest import COCO_MINI, write_dataset_spec
-
-    if not COCO_MINI.exists():
-        pytest.skip(f"real data not found at {COCO_MINI}")
-    from bpnet.data.convert import convert_dataset
-    from bpnet.train.trainer import train
-
-    folder = tmp_path_factory.mktemp("tiny_model")
-    dataset_spec = write_dataset_spec(folder, COCO_MINI / "train2017", COCO_MINI / "annotations" / "person_keypoints_train2017.json")
-    convert_dataset(str(dataset_spec), str(folder / "train"), generate_masks=True, workers=1, progress=False)
-    spec = write_train_spec(folder, folder, dataset_spec, height=64, width=64, target=8,
-                            **{"dataloader.batch_size": 8, "model.stages": 2, "model.width_multiplier": 0.125,
-                               "num_epoch": 1, "checkpoint_n_epoch": 1, "validation_every_n_epoch": 0})
-    result = train(str(spec), str(folder / "run"), progress=False)
-    infer = folder / "infer_spec.yaml"
-    infer.write_text(f"train_spec: {spec}\nmodel_path: {result.final_model}\ninput_shape: [96, 96]\n"
-                     "output_upsampling_factor: [8, 8]\nheatmap_threshold: 0.02\n")
-    return folder, infer
-
-
 def test_evaluate_writes_tlt_outputs(tiny_model, coco_val_sample, tmp_path):
     folder, infer = tiny_model
     dataset = json.loads((REPO_ROOT / "data_pose_config" / "coco_spec.json").read_text())

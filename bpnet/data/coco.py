@@ -1,8 +1,16 @@
 """Reading a COCO-format keypoint annotation file into validated per-image person lists.
 
-Bad annotations (wrong ``keypoints`` length, unknown visibility values, negative or malformed bbox,
-malformed segmentation, unknown image id) are skipped and counted by reason; a file that is missing,
-is not JSON, or lacks ``images``/``annotations`` raises :class:`~bpnet.errors.BpnetError`.
+Every value is treated as hostile. Bad annotations (wrong ``keypoints`` length, unknown visibility
+values, negative, empty or malformed bbox, malformed polygons or RLE, an ``iscrowd`` other than 0/1,
+unknown image id) are skipped and counted by reason; so are bad image entries (missing fields, a
+declared size over :data:`MAX_IMAGE_PIXELS`, an id used by two entries: both are dropped, since
+either could own the annotations). A file that is missing, is not JSON, or lacks
+``images``/``annotations`` raises :class:`~bpnet.errors.BpnetError`.
+
+Segmentations are checked before pycocotools sees them (it crashes or reads out of bounds on some
+malformed input): polygon coordinates must lie within one image size of the image, and RLE counts
+(compressed or not) must be non-negative and add up to the declared ``size``, which must be the
+image's ``[height, width]``.
 """
 
 import collections
@@ -78,33 +86,93 @@ def _load_json(path: str, field: str) -> Dict[str, Any]:
     return data
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _finite_numbers(values: Any, count: Optional[int] = None) -> bool:
     if not isinstance(values, list) or (count is not None and len(values) != count):
         return False
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
-def _segmentation_problem(segmentation: Any) -> Optional[str]:
+MAX_IMAGE_PIXELS = 1 << 26
+"""Largest declared image (height × width, about 67 megapixels, e.g. 8192 × 8192) an annotation may
+describe: a loss mask is built in memory at the image's size, so a crafted entry must not be able to ask
+for gigabytes. COCO's largest image is 640 × 640."""
+
+
+def decode_compressed_counts(text: str) -> Optional[List[int]]:
+    """The run lengths of a COCO compressed RLE string, or None when the string is malformed.
+
+    The format (pycocotools' ``rleFrString``): each count is a little-endian sequence of 5-bit groups,
+    one character each (``chr(48 + group | continuation << 5)``), sign-extended from the last group;
+    from the third count on, each is stored as the difference to the count two places before.
+    """
+    counts: List[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                return None
+            code = ord(text[position]) - 48
+            if not 0 <= code < 64:
+                return None
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def _rle_problem(segmentation: Dict[str, Any], height: int, width: int) -> Optional[str]:
+    if not _finite_numbers(segmentation.get("size"), 2) or list(segmentation["size"]) != [height, width]:
+        return "segmentation RLE size is not the image's [height, width]"
+    counts = segmentation.get("counts")
+    if isinstance(counts, str):
+        counts = decode_compressed_counts(counts)
+    elif isinstance(counts, list) and not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        counts = None
+    if not isinstance(counts, list) or min(counts, default=0) < 0 or sum(counts) != height * width:
+        return "segmentation RLE counts are malformed or do not cover the image"
+    return None
+
+
+def _segmentation_problem(segmentation: Any, height: int, width: int) -> Optional[str]:
     if segmentation is None:
         return None
     if isinstance(segmentation, list):
         for polygon in segmentation:
             if not _finite_numbers(polygon) or len(polygon) < 6 or len(polygon) % 2:
                 return "segmentation polygon is not a list of >= 3 (x, y) points"
+            xs, ys = polygon[0::2], polygon[1::2]
+            if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height:
+                return "segmentation polygon lies far outside the image"
         return None
-    if isinstance(segmentation, dict) and "counts" in segmentation and _finite_numbers(segmentation.get("size"), 2):
-        return None
+    if isinstance(segmentation, dict) and "counts" in segmentation:
+        return _rle_problem(segmentation, height, width)
     return "segmentation is neither polygons nor RLE"
 
 
 def _parse_person(ann: Dict[str, Any], index: int, num_keypoints: int, flag_values: Sequence[int],
-                  unlabeled_value: Optional[int]) -> Tuple[Optional[Person], Optional[str]]:
-    """Validate one annotation; returns (person, None) or (None, reason)."""
+                  unlabeled_value: Optional[int], height: int, width: int) -> Tuple[Optional[Person], Optional[str]]:
+    """Validate one annotation of an image of ``height × width``; returns (person, None) or (None, reason)."""
     bbox = ann.get("bbox")
     if not _finite_numbers(bbox, 4):
         return None, "bbox is not 4 numbers"
     if min(bbox) < 0:
         return None, "bbox is negative"
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        return None, "bbox has zero width or height"
+    iscrowd = ann.get("iscrowd", 0)
+    if iscrowd not in (0, 1) or isinstance(iscrowd, float):
+        return None, "iscrowd is not 0 or 1"
     keypoints = ann.get("keypoints")
     if keypoints is None:
         joints = np.zeros((num_keypoints, 3), dtype=np.float64)
@@ -116,7 +184,7 @@ def _parse_person(ann: Dict[str, Any], index: int, num_keypoints: int, flag_valu
         joints = np.asarray(keypoints, dtype=np.float64).reshape(num_keypoints, 3)
         if not np.all(np.isin(joints[:, 2], flag_values)):
             return None, "keypoints has an unknown visibility value"
-    problem = _segmentation_problem(ann.get("segmentation"))
+    problem = _segmentation_problem(ann.get("segmentation"), height, width)
     if problem:
         return None, problem
     area = ann.get("area")
@@ -129,7 +197,7 @@ def _parse_person(ann: Dict[str, Any], index: int, num_keypoints: int, flag_valu
             joints=joints,
             bbox=tuple(float(v) for v in bbox),
             area=float(area),
-            iscrowd=bool(ann.get("iscrowd", 0)),
+            iscrowd=bool(iscrowd),
             num_keypoints=int(np.count_nonzero(labeled)),
             segmentation=ann.get("segmentation"),
         ),
@@ -148,28 +216,43 @@ def read_coco_persons(path: str, field: str, category_id: int, num_keypoints: in
     bad_annotations: Counter[str] = collections.Counter()
     bad_images: Counter[str] = collections.Counter()
     images: Dict[int, Dict[str, Any]] = {}
+    duplicated: Counter[int] = collections.Counter()
     for entry in data["images"]:
-        ok = isinstance(entry, dict) and isinstance(entry.get("id"), int) and isinstance(entry.get("file_name"), str)
-        ok = ok and all(isinstance(entry.get(k), int) and entry[k] > 0 for k in ("height", "width"))
+        ok = isinstance(entry, dict) and _is_int(entry.get("id")) and isinstance(entry.get("file_name"), str)
+        ok = ok and all(_is_int(entry.get(k)) and entry[k] > 0 for k in ("height", "width"))
         if not ok:
             bad_images["image entry lacks id, file_name, height or width"] += 1
-            continue
-        images[entry["id"]] = entry
+        elif entry["height"] * entry["width"] > MAX_IMAGE_PIXELS:
+            bad_images[f"declared image size over {MAX_IMAGE_PIXELS} pixels"] += 1
+        elif entry["id"] in images or entry["id"] in duplicated:
+            duplicated[entry["id"]] += 1
+            images.pop(entry["id"], None)
+        else:
+            images[entry["id"]] = entry
+    for count in duplicated.values():
+        bad_images["image id used by several image entries"] += count + 1
+    for image_id in duplicated:
+        images[image_id] = {}
     per_image: Dict[int, List[Dict[str, Any]]] = collections.defaultdict(list)
     for ann in data["annotations"]:
         if not isinstance(ann, dict):
             bad_annotations["annotation is not a mapping"] += 1
         elif ann.get("category_id") != category_id:
             continue
-        elif ann.get("image_id") not in images:
+        elif not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
             bad_annotations["image_id names no image"] += 1
         else:
             per_image[ann["image_id"]].append(ann)
     entries = []
     for image_id, entry in images.items():
+        if not entry:
+            if per_image.get(image_id):
+                bad_annotations["image_id names several images"] += len(per_image[image_id])
+            continue
         persons = []
         for index, ann in enumerate(per_image.get(image_id, [])):
-            person, reason = _parse_person(ann, index, num_keypoints, flag_values, unlabeled_value)
+            person, reason = _parse_person(ann, index, num_keypoints, flag_values, unlabeled_value, entry["height"],
+                                           entry["width"])
             if reason:
                 bad_annotations[reason] += 1
             else:

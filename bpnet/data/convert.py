@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 from bpnet.data.coco import ImageEntry, Person, read_coco_persons
 from bpnet.data.masks import loss_mask
-from bpnet.files import write_png
+from bpnet.files import contained_path, is_gray_png, remove_stale_temporaries, resolves_inside, write_png
 from bpnet.data.records import PoseRecord, write_records
 from bpnet.errors import BpnetError, SpecError
 from bpnet.spec_loader import FieldError
 from bpnet.specs import DataFilteringParams, DatasetSpec, load_dataset_spec
-from bpnet.status import StatusLogger
+from bpnet.status import task_status
+from bpnet.workers import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,11 @@ def _process_image(task: _ImageTask) -> Optional[str]:
             return problem
     if task.generate_mask:
         try:
-            write_png(task.mask_file, loss_mask(task.people, task.height, task.width))
+            mask = loss_mask(task.people, task.height, task.width)
+        except (ValueError, OverflowError, MemoryError) as exc:
+            return f"{task.image_file}: cannot rasterise its segmentations: {exc}"
+        try:
+            write_png(task.mask_file, mask)
         except OSError as exc:
             return f"{task.mask_file}: cannot write mask: {exc.strerror or exc}"
     elif task.check_files and not os.path.isfile(task.mask_file):
@@ -187,7 +192,8 @@ def _run_tasks(tasks: Sequence[_ImageTask], workers: int, progress: bool) -> Non
             results = map(_process_image, tasks)
             executor = None
         else:
-            executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                              initializer=die_with_parent)
             results = executor.map(_process_image, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
         try:
             for problem in results:
@@ -201,13 +207,31 @@ def _run_tasks(tasks: Sequence[_ImageTask], workers: int, progress: bool) -> Non
         bar.close()
 
 
-def _mask_relative_path(mask_root: str, file_name: str, spec: DatasetSpec) -> str:
-    """``<mask_root>/<image stem>.png``, or an existing TLT JPEG mask named like the image."""
+def _mask_relative_path(mask_root: str, file_name: str, spec: DatasetSpec, generate_masks: bool) -> str:
+    """``<mask_root>/<image stem>.png``; when reading masks (not generating them), an existing TLT JPEG
+    mask named like the image is used instead. Generated masks are always PNGs under the PNG name."""
     png = os.path.join(mask_root, os.path.splitext(file_name)[0] + ".png")
     tlt = os.path.join(mask_root, file_name)
-    if not os.path.isfile(spec.resolve(png)) and os.path.isfile(spec.resolve(tlt)):
+    if not generate_masks and not os.path.isfile(spec.resolve(png)) and os.path.isfile(spec.resolve(tlt)):
         return tlt
     return png
+
+
+def _path_problem(image: ImageEntry, split: Any, spec: DatasetSpec, generate_masks: bool) -> Optional[str]:
+    """Why the image's file_name cannot be used safely, or None: it must stay inside the image folder,
+    and a generated mask may replace only a mask bpnet wrote (an 8-bit gray PNG of the image's size)."""
+    if contained_path(spec.resolve(split.images_root_dir_path), image.file_name) is None:
+        return "file_name leaves the image folder"
+    mask_root = spec.resolve(split.mask_root_dir_path)
+    mask_file = contained_path(mask_root, os.path.splitext(image.file_name)[0] + ".png")
+    if mask_file is None:
+        return "file_name leaves the mask folder"
+    if generate_masks:
+        if os.path.lexists(mask_file) and not is_gray_png(mask_file, image.height, image.width):
+            return "its mask path names an existing file that is not a bpnet mask"
+        if os.path.isdir(mask_root) and not resolves_inside(mask_root, mask_file):
+            return "its mask path leaves the mask folder through a symlink"
+    return None
 
 
 def _prepare_output_dir(folder: str, what: str) -> None:
@@ -248,15 +272,10 @@ def convert_dataset(
     _prepare_output_dir(os.path.dirname(output_filename), "output folder")
     results_dir = os.path.abspath(results_dir) if results_dir else os.path.dirname(output_filename)
     _prepare_output_dir(results_dir, "results folder")
-    status = StatusLogger(os.path.join(results_dir, "status.json"))
-    status.write("STARTED", "Starting bpnet dataset_convert.")
-    try:
+    with task_status(results_dir, "Starting bpnet dataset_convert.") as status:
         summary = _convert(spec, os.path.abspath(dataset_spec_path), split, mode, output_filename, num_partitions,
                            num_shards, generate_masks, check_files, workers or os.cpu_count() or 1, progress)
-    except BaseException as exc:
-        status.write("FAILURE", f"dataset_convert failed: {exc}")
-        raise
-    status.write("SUCCESS", "Dataset convert finished successfully.", kpi=summary.kpi())
+        status.write("SUCCESS", "Dataset convert finished successfully.", kpi=summary.kpi())
     return summary
 
 
@@ -291,8 +310,12 @@ def _convert(spec: DatasetSpec, spec_path: str, split: Any, mode: str, output_fi
             continue
         if not spec.duplicate_data_with_each_person_as_center:
             main_persons = main_persons[:1]
+        problem = _path_problem(image, split, spec, generate_masks)
+        if problem:
+            skipped[problem] += 1
+            continue
         image_path = os.path.join(split.images_root_dir_path, image.file_name)
-        mask_path = _mask_relative_path(split.mask_root_dir_path, image.file_name, spec)
+        mask_path = _mask_relative_path(split.mask_root_dir_path, image.file_name, spec, generate_masks)
         records.extend(build_records(image, main_persons, spec.dataset, image_path, mask_path))
         people = tuple((p.segmentation, p.iscrowd, p.num_keypoints) for p in image.persons) if generate_masks else ()
         tasks.append(
@@ -301,6 +324,8 @@ def _convert(spec: DatasetSpec, spec_path: str, split: Any, mode: str, output_fi
         )
     if generate_masks:
         _prepare_output_dir(spec.resolve(split.mask_root_dir_path), "mask folder")
+        remove_stale_temporaries(spec.resolve(split.mask_root_dir_path))
+    remove_stale_temporaries(os.path.dirname(output_filename))
     _run_tasks(tasks, min(workers, max(1, len(tasks))), progress)
     outputs = partition_records(records, record_file_names(output_filename, num_partitions, num_shards))
     for path, part in outputs.items():

@@ -10,21 +10,29 @@ missing; bpnet keeps the aspect ratio and refuses to calibrate on nothing.
 first run, reused afterwards if its shape fits (TLT wrote its own TensorFile format).
 """
 
+import collections
 import json
+import logging
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from bpnet.errors import BpnetError
-from bpnet.files import atomic_path
+from bpnet.files import atomic_path, contained_path
 from bpnet.model.io import ModelInfo
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CALIBRATION_MODE = "pad_image_input"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def sample_images(image_dir: str, count: int, seed: int = 0) -> List[str]:
@@ -59,7 +67,13 @@ def calibration_data(input_hw: Tuple[int, int], info: ModelInfo, batches: int, b
     (and then saved to ``data_file`` if given)."""
     shape = (batches, batch_size, input_hw[0], input_hw[1], 3)
     if data_file and os.path.isfile(data_file):
-        data = np.load(data_file, mmap_mode="r")
+        try:
+            data = np.load(data_file, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise BpnetError(f"{data_file}: not a plain .npy array of calibration data ({exc}) (--cal_data_file; "
+                             "delete it to recalibrate)") from None
+        if not isinstance(data, np.ndarray) or data.dtype.kind != "f":
+            raise BpnetError(f"{data_file}: not a float .npy array (--cal_data_file; delete it to recalibrate)")
         if tuple(data.shape) != shape:
             raise BpnetError(f"{data_file}: holds calibration data of shape {tuple(data.shape)}, not {shape} "
                              "(--cal_data_file; delete it to recalibrate)")
@@ -78,7 +92,10 @@ def calibration_data(input_hw: Tuple[int, int], info: ModelInfo, batches: int, b
 def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: str, count: int,
                               min_people: int = 1, randomize: bool = False, seed: int = 0) -> List[str]:
     """Copy ``count`` images with at least ``min_people`` labeled, non-crowd people from a COCO keypoint
-    annotation file into ``output_dir`` (TLT notebook's ``sample_calibration_images.py``); returns the names."""
+    annotation file into ``output_dir`` (TLT notebook's ``sample_calibration_images.py``); returns the names.
+
+    The file is hostile input: annotations without an integer ``image_id``, and image entries whose
+    ``file_name`` is not a path inside ``image_dir``, are skipped and counted in the log."""
     try:
         with open(annotation_file, encoding="utf-8") as handle:
             coco = json.load(handle)
@@ -88,11 +105,27 @@ def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: 
         raise BpnetError(f"{annotation_file}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(coco, dict) or "images" not in coco or "annotations" not in coco:
         raise BpnetError(f"{annotation_file}: not a COCO annotation file (needs 'images' and 'annotations')")
-    people = {}
+    if not isinstance(coco["images"], list) or not isinstance(coco["annotations"], list):
+        raise BpnetError(f"{annotation_file}: images and annotations must be lists")
+    skipped: collections.Counter = collections.Counter()
+    people: Dict[int, int] = collections.Counter()
     for annotation in coco["annotations"]:
-        if not annotation.get("iscrowd", 0) and annotation.get("num_keypoints", 0) > 0:
-            people[annotation["image_id"]] = people.get(annotation["image_id"], 0) + 1
-    names = [image["file_name"] for image in sorted(coco["images"], key=lambda i: i["id"])
+        if not isinstance(annotation, dict) or not _is_int(annotation.get("image_id")):
+            skipped["annotation without an integer image_id"] += 1
+        elif annotation.get("iscrowd", 0) in (0, False) and _is_int(annotation.get("num_keypoints")) \
+                and annotation["num_keypoints"] > 0:
+            people[annotation["image_id"]] += 1
+    images = []
+    for image in coco["images"]:
+        if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
+            skipped["image entry without an integer id and a file_name"] += 1
+        elif contained_path(image_dir, image["file_name"]) is None:
+            skipped["file_name outside the image folder"] += 1
+        else:
+            images.append(image)
+    for reason, number in skipped.items():
+        logger.warning("%s: %d skipped: %s", annotation_file, number, reason)
+    names = [image["file_name"] for image in sorted(images, key=lambda i: i["id"])
              if people.get(image["id"], 0) >= min_people]
     if randomize:
         random.Random(seed).shuffle(names)
@@ -102,7 +135,7 @@ def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: 
     chosen = names[:count]
     os.makedirs(output_dir, exist_ok=True)
     for name in chosen:
-        source = os.path.join(image_dir, name)
+        source = contained_path(image_dir, name) or ""
         if not os.path.isfile(source):
             raise BpnetError(f"{source}: image named in {annotation_file} not found (-i)")
         shutil.copyfile(source, os.path.join(output_dir, os.path.basename(name)))

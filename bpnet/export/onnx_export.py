@@ -118,5 +118,11 @@ def read_onnx_metadata(path: str) -> Optional[Dict[str, object]]:
         raise BpnetError(f"{path}: cannot read the ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     for entry in proto.metadata_props:
         if entry.key == METADATA_KEY:
-            return json.loads(entry.value)
+            try:
+                metadata = json.loads(entry.value)
+            except ValueError as exc:
+                raise BpnetError(f"{path}: metadata {METADATA_KEY}: not valid JSON ({exc})") from None
+            if not isinstance(metadata, dict):
+                raise BpnetError(f"{path}: metadata {METADATA_KEY}: expected a mapping")
+            return metadata
     return None

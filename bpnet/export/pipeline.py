@@ -17,7 +17,7 @@ from typing import Dict, Optional, Tuple
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
 from bpnet.model.io import ModelInfo, load_model, train_spec_info
-from bpnet.status import StatusLogger
+from bpnet.status import task_status
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +118,19 @@ def _write_onnx(proto, path: str) -> None:
 
 def export(request: ExportRequest) -> ExportResult:
     """Run the export (see the module docstring); returns the files written."""
+    target = _check(request)
+    input_hw = parse_input_dims(request.input_dims)
+    with task_status(request.results_dir, f"Exporting {request.model}") as status:
+        result = _export(request, target, input_hw)
+        if status:
+            status.write("SUCCESS", "Export finished", kpi={k: v for k, v in dataclasses.asdict(result).items() if v})
+    return result
+
+
+def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> ExportResult:
     from bpnet.export import calibration
     from bpnet.export.onnx_export import OnnxSettings, metadata, to_onnx
 
-    target = _check(request)
-    input_hw = parse_input_dims(request.input_dims)
-    status = StatusLogger(os.path.join(request.results_dir, "status.json")) if request.results_dir else None
-    if status:
-        status.write("STARTED", f"Exporting {request.model}")
     model, info = load_model(request.model)
     info = _model_info(request, info)
     onnx_path = default_onnx_path(request.model, request.output_file)
@@ -161,8 +166,6 @@ def export(request: ExportRequest) -> ExportResult:
             tensorrt.save_engine(engine, request.engine_file, metadata(info, settings))
         result = dataclasses.replace(result, engine_file=request.engine_file,
                                      calibration_cache=request.cal_cache_file if feeder else None)
-    if status:
-        status.write("SUCCESS", "Export finished", kpi={k: v for k, v in dataclasses.asdict(result).items() if v})
     return result
 
 

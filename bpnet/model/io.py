@@ -34,6 +34,20 @@ class ModelInfo:
     input_layout: str = "NHWC"
     channel_order: str = "RGB"
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.stride, int) and self.stride >= 1):
+            raise ValueError(f"stride: must be a positive integer, got {self.stride!r}")
+        for name in ("image_scale", "image_offset"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
+                raise ValueError(f"{name}: must be 3 finite numbers, got {list(values)!r}")
+        if 0 in self.image_scale:
+            raise ValueError("image_scale: must not contain 0")
+        if self.input_layout != "NHWC":
+            raise ValueError(f"input_layout: must be NHWC, got {self.input_layout!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order: must be RGB or BGR, got {self.channel_order!r}")
+
     def to_dict(self) -> Dict[str, object]:
         return {"skeleton": self.skeleton.to_dict(), "image_scale": list(self.image_scale),
                 "image_offset": list(self.image_offset), "stride": self.stride,
@@ -41,8 +55,31 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: Dict[str, object]) -> "ModelInfo":
-        return cls(Skeleton.from_dict(data["skeleton"]), tuple(data["image_scale"]), tuple(data["image_offset"]),
-                   int(data["stride"]), str(data.get("input_layout", "NHWC")), str(data.get("channel_order", "RGB")))
+        """Parse metadata; raises ValueError naming the field for anything missing or malformed."""
+        if not isinstance(data, dict):
+            raise ValueError("expected a mapping")
+        missing = [key for key in ("skeleton", "image_scale", "image_offset", "stride") if key not in data]
+        if missing:
+            raise ValueError(f"{missing[0]}: missing")
+        try:
+            skeleton = Skeleton.from_dict(data["skeleton"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"skeleton: malformed ({exc})") from None
+        try:
+            scale, offset = tuple(data["image_scale"]), tuple(data["image_offset"])
+        except TypeError:
+            raise ValueError("image_scale/image_offset: must be lists of 3 numbers") from None
+        stride = data["stride"]
+        return cls(skeleton, scale, offset, stride if isinstance(stride, int) and not isinstance(stride, bool) else -1,
+                   str(data.get("input_layout", "NHWC")), str(data.get("channel_order", "RGB")))
+
+    @classmethod
+    def parse(cls, data: object, source: str) -> "ModelInfo":
+        """:meth:`from_dict` with a one-line :class:`BpnetError` naming ``source`` (the file and member)."""
+        try:
+            return cls.from_dict(data)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise BpnetError(f"{source}: {exc}") from None
 
 
 def train_spec_info(spec: "TrainSpec", skeleton: Optional[Skeleton] = None) -> ModelInfo:
@@ -71,15 +108,30 @@ def save_model(model, path: str, info: ModelInfo) -> None:
 def read_info(path: str) -> Optional[ModelInfo]:
     """The :class:`ModelInfo` stored in a model file, or None (for example a TLT model)."""
     if path.endswith(".keras"):
-        with zipfile.ZipFile(path) as archive:
-            if INFO_MEMBER not in archive.namelist():
-                return None
-            return ModelInfo.from_dict(json.loads(archive.read(INFO_MEMBER)))
-    import h5py
+        source = f"{path}: {INFO_MEMBER}"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if INFO_MEMBER not in archive.namelist():
+                    return None
+                payload = archive.read(INFO_MEMBER)
+        except zipfile.BadZipFile as exc:
+            raise BpnetError(f"{path}: not a .keras archive ({exc})") from None
+    else:
+        import h5py
 
-    with h5py.File(path, "r") as handle:
-        payload = handle.attrs.get("bpnet")
-    return ModelInfo.from_dict(json.loads(payload)) if payload is not None else None
+        source = f"{path}: HDF5 attribute bpnet"
+        try:
+            with h5py.File(path, "r") as handle:
+                payload = handle.attrs.get("bpnet")
+        except OSError as exc:
+            raise BpnetError(f"{path}: cannot read the HDF5 model: {exc}") from None
+        if payload is None:
+            return None
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BpnetError(f"{source}: not valid JSON ({exc})") from None
+    return ModelInfo.parse(data, source)
 
 
 def load_model(path: str):

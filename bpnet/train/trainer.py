@@ -5,7 +5,8 @@ Results directory (``-r`` or the spec's ``checkpoint_dir``)::
     experiment_spec.yaml            the resolved train spec
     status.json                     TAO-style status lines (STARTED, RUNNING per epoch, SUCCESS/FAILURE)
     checkpoints/epoch-0005/         model + optimizer state (tf.train.Checkpoint), renamed into place when complete
-    model.epoch-0005.keras          the model at each checkpoint, with its skeleton and normalisation
+    model.epoch-0005.keras          the model at each checkpoint, with its skeleton and normalisation (re-created
+                                    from the checkpoint on resume if a kill interrupted its saving)
     events/                         TensorBoard: total_loss, learning_rate, cmap_loss_stage{i}, paf_loss_stage{i}, val_loss
     bpnet_model.keras               the final model (``final_model_name``)
 
@@ -19,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import time
 from typing import List, Optional
 
@@ -29,12 +31,13 @@ from bpnet import spec_loader
 from bpnet.data.pipeline import build_dataset
 from bpnet.data.records import count_records
 from bpnet.errors import BpnetError
+from bpnet.files import remove_stale_temporaries, temporary_prefix
 from bpnet.model.build import build_model, stage_outputs
 from bpnet.model.io import keras_variable_path, save_model, train_spec_info
-from bpnet.skeleton import Skeleton
+from bpnet.skeleton import Skeleton, check_channel_counts
 from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
 from bpnet.specs import AdamOptimizerSpec, TrainSpec, load_train_spec
-from bpnet.status import StatusLogger
+from bpnet.status import StatusLogger, task_status
 from bpnet.train import distribution
 from bpnet.train.losses import stage_losses
 from bpnet.train.optim import (ExponentialDecaySchedule, SoftstartAnnealingSchedule, WeightedMomentumOptimizer,
@@ -98,7 +101,8 @@ def make_train_step(model, optimizer, strategy, global_batch: int, focal=None, u
 class Trainer:
     """Builds everything from a resolved train spec and runs (or resumes) training."""
 
-    def __init__(self, spec: TrainSpec, results_dir: str, strategy, use_amp: bool = False, progress: bool = True):
+    def __init__(self, spec: TrainSpec, results_dir: str, strategy, use_amp: bool = False, progress: bool = True,
+                 spec_source: str = "train spec"):
         import tensorflow as tf
 
         self.tf = tf
@@ -109,6 +113,10 @@ class Trainer:
         self.progress = progress
         self.replicas = strategy.num_replicas_in_sync
         self.skeleton = Skeleton.from_file(spec.dataloader.pose_config.pose_config_path)
+        try:
+            check_channel_counts(self.skeleton, spec.model.heat_channels, spec.model.paf_channels)
+        except ValueError as exc:
+            raise BpnetError(f"{spec_source}: model.{exc}") from None
         self.info = train_spec_info(spec, self.skeleton)
         self.global_batch = spec.dataloader.batch_size * self.replicas
         train_files = spec.dataloader.dataset_config.train_record_files
@@ -173,7 +181,9 @@ class Trainer:
         if not files:
             return None
         total, images = 0.0, 0
-        for batch_images, labels in build_dataset(self.spec, files, training=False):
+        batches = iter(build_dataset(self.spec, files, training=False))
+        while (batch := next_batch(batches, default=None)) is not None:
+            batch_images, labels = batch
             heats, pafs = stage_outputs(model(batch_images, training=False))
             heat_losses, paf_losses = stage_losses(heats, pafs, labels, self.spec.loss.focal_loss_params)
             total += float(sum(heat_losses) + sum(paf_losses))
@@ -182,14 +192,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def epoch_model_path(self, epoch: int) -> str:
+        return os.path.join(self.results_dir, f"model.epoch-{epoch:04d}.keras")
+
     def save_checkpoint(self, checkpoint, model, epoch: int) -> None:
         final = os.path.join(self.checkpoint_root, f"epoch-{epoch:04d}")
-        tmp = os.path.join(self.checkpoint_root, f".epoch-{epoch:04d}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        checkpoint.write(os.path.join(tmp, "ckpt"))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        save_model(model, os.path.join(self.results_dir, f"model.epoch-{epoch:04d}.keras"), self.info)
+        tmp = tempfile.mkdtemp(prefix=temporary_prefix(f"epoch-{epoch:04d}"), dir=self.checkpoint_root)
+        try:
+            checkpoint.write(os.path.join(tmp, "ckpt"))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        save_model(model, self.epoch_model_path(epoch), self.info)
         kept = sorted(int(m.group(1)) for m in map(CHECKPOINT_PATTERN.match, os.listdir(self.checkpoint_root)) if m)
         for old in kept[: -self.spec.max_ckpt_to_keep]:
             shutil.rmtree(os.path.join(self.checkpoint_root, f"epoch-{old:04d}"), ignore_errors=True)
@@ -197,12 +212,19 @@ class Trainer:
     # ------------------------------------------------------------------ run
 
     def run(self) -> TrainResult:
+        """Train from the newest checkpoint (writing ``STARTED``, and ``FAILURE`` if anything escapes)."""
+        start_epoch = latest_checkpoint_epoch(self.checkpoint_root)
+        started = f"Starting bpnet train ({'resuming after epoch %d' % start_epoch if start_epoch else 'new run'})."
+        with task_status(self.results_dir, started):
+            return self._run(start_epoch)
+
+    def _run(self, start_epoch: int) -> TrainResult:
         tf, spec = self.tf, self.spec
         os.makedirs(self.checkpoint_root, exist_ok=True)
+        for folder in (self.results_dir, self.checkpoint_root):
+            remove_stale_temporaries(folder)
         resolved = dataclasses.replace(spec, checkpoint_dir=self.results_dir)
         spec_loader.dump_yaml(resolved, os.path.join(self.results_dir, "experiment_spec.yaml"))
-        start_epoch = latest_checkpoint_epoch(self.checkpoint_root)
-        self.status.write("STARTED", f"Starting bpnet train ({'resuming after epoch %d' % start_epoch if start_epoch else 'new run'}).")
         with self.strategy.scope():
             model = self.build_model()
             optimizer = self.build_optimizer(model)
@@ -213,6 +235,9 @@ class Trainer:
         if start_epoch:
             checkpoint.read(os.path.join(self.checkpoint_root, f"epoch-{start_epoch:04d}", "ckpt")).expect_partial()
             logger.info("Resumed from epoch %d (step %d)", start_epoch, int(self.step_counter.numpy()))
+            if not os.path.isfile(self.epoch_model_path(start_epoch)):
+                save_model(model, self.epoch_model_path(start_epoch), self.info)
+                logger.info("Re-created %s from its checkpoint", self.epoch_model_path(start_epoch))
         else:
             self._initial_weights(model, checkpoint)
         step = start_epoch * self.steps_per_epoch
@@ -267,7 +292,7 @@ class Trainer:
         losses, started, last_log = [], time.perf_counter(), time.perf_counter()
         try:
             for _ in range(self.steps_per_epoch):
-                images, labels = next(iterator)
+                images, labels = next_batch(iterator)
                 lr = float(optimizer.learning_rate.numpy()) if hasattr(optimizer.learning_rate, "numpy") else None
                 loss, heat, paf = (v.numpy() for v in train_step(images, labels))
                 step = int(self.step_counter.assign_add(1).numpy())
@@ -276,7 +301,6 @@ class Trainer:
                     message = (f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped. The last good "
                                f"checkpoint is epoch {last} in {self.checkpoint_root}" if last else
                                f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped before any checkpoint")
-                    self.status.write("FAILURE", message, verbosity="ERROR")
                     raise BpnetError(message + "; try a lower learning rate")
                 losses.append(float(loss))
                 if step % spec.summary_every_n_steps == 0:
@@ -298,6 +322,27 @@ class Trainer:
         return float(np.mean(losses))
 
 
+_PIPELINE_INPUT_ERROR = re.compile(r"(?:FileNotFoundError|KeyError|ValueError): (.+?)(?:\n|$)")
+
+
+def next_batch(iterator, default=StopIteration):
+    """``next(iterator)`` of an input pipeline, with a record's unreadable image or mask (raised inside
+    ``tf.numpy_function``) turned into a :class:`BpnetError` naming the file; ``default`` at the end."""
+    import tensorflow as tf
+
+    try:
+        return next(iterator)
+    except StopIteration:
+        if default is StopIteration:
+            raise
+        return default
+    except tf.errors.OpError as exc:
+        match = _PIPELINE_INPUT_ERROR.search(exc.message or "")
+        if match is None:
+            raise
+        raise BpnetError(match.group(1).strip().strip("'\"")) from None
+
+
 def train(spec_path: str, results_dir: Optional[str] = None, gpus: Optional[int] = None, use_amp: bool = False,
           logical_cpus: int = 0, progress: bool = True, deterministic: bool = False) -> TrainResult:
     """Train (or resume) from a train spec; ``results_dir`` overrides the spec's ``checkpoint_dir``."""
@@ -310,17 +355,12 @@ def train(spec_path: str, results_dir: Optional[str] = None, gpus: Optional[int]
         os.makedirs(results_dir, exist_ok=True)
     except OSError as exc:
         raise BpnetError(f"{results_dir}: cannot create results folder: {exc.strerror or exc}") from None
-    strategy = distribution.make_strategy(gpus, logical_cpus)
-    if use_amp:
-        import keras
+    with task_status(results_dir, None):
+        strategy = distribution.make_strategy(gpus, logical_cpus)
+        if use_amp:
+            import keras
 
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    distribution.seed_everything(spec.random_seed, deterministic)
-    trainer = Trainer(spec, results_dir, strategy, use_amp, progress)
-    try:
-        return trainer.run()
-    except BpnetError:
-        raise
-    except BaseException as exc:
-        trainer.status.write("FAILURE", f"Training failed: {type(exc).__name__}: {exc}", verbosity="ERROR")
-        raise
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        distribution.seed_everything(spec.random_seed, deterministic)
+        trainer = Trainer(spec, results_dir, strategy, use_amp, progress, spec_source=spec_path)
+    return trainer.run()
