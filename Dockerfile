@@ -1,6 +1,7 @@
 # bpnet for GPU workstations: TensorFlow's official GPU image + bpnet with the TensorRT extra.
 #   docker build -t bpnet .
-#   docker run --gpus all -it -v $PWD/data:/workspace/data bpnet dataset_convert -d ... -o ...
+#   docker run --gpus all -it -v $PWD/data:/opt/bpnet/data -v $PWD/results:/opt/bpnet/results bpnet \
+#       dataset_convert -m train -o data/train -r results/ --generate_masks -d data_pose_config/coco_spec.json
 FROM tensorflow/tensorflow:2.17.0-gpu
 
 # The `trt` extra installs TensorRT and cuda-python from wheels (bpnet export --target tensorrt and
@@ -13,6 +14,6 @@ COPY data_pose_config ./data_pose_config
 COPY model_pose_config ./model_pose_config
 RUN pip install --no-cache-dir ".[trt]"
 
-WORKDIR /workspace
+# The shipped specs name ../data and ../results relative to their folders: mount those two here.
 ENTRYPOINT ["bpnet"]
 CMD ["--help"]

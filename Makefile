@@ -1,10 +1,11 @@
 # Two entry points: `make quickstart` (the whole workflow on synthetic data, on this CPU) and `make test` (CI).
+# `make test-fast` skips the integration tests (training, conversion, export, subprocesses) for the edit-run loop.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-slow install clean
+.PHONY: quickstart test test-fast test-slow install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -6,6 +6,7 @@ full disk or a read-only folder, memory) becomes one ``Error: ...`` line on stde
 with ``-ll DEBUG`` the traceback is shown as well. Anything else is a bug and keeps its traceback.
 """
 
+import functools
 import logging
 import os
 import sys
@@ -21,15 +22,85 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 USER_ERROR_EXIT_CODE = 2
 
 
+class _ProgressBarSafeHandler(logging.StreamHandler):
+    """Writes log lines through tqdm, so they appear above a running progress bar instead of breaking it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 (logging must never raise)
+            self.handleError(record)
+
+
+NOISY_LOGGERS = ("tensorflow", "tf2onnx", "absl", "h5py", "onnxruntime")
+"""Third-party loggers kept at WARNING (ERROR for tf2onnx) unless ``-ll DEBUG``: their INFO lines are chatter."""
+
+
 def configure_logging(level: str) -> None:
-    """Set the root logger's format and level (called by the group and by a subcommand's ``-ll``)."""
-    logging.basicConfig(
-        format="%(asctime)s [bpnet] %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger().setLevel(level)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if level == "DEBUG" else "2")
+    """Set the root logger's format and level (called by the group and by a subcommand's ``-ll``), and keep
+    TensorFlow's C++ start-up lines (CUDA probing, CPU features) off the terminal unless ``DEBUG``."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _ProgressBarSafeHandler) for h in root.handlers):
+        handler = _ProgressBarSafeHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [bpnet] %(levelname)s %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    debug = level == "DEBUG"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if debug else "3"
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR if name == "tf2onnx" else
+                                         logging.WARNING)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr (file descriptor 2) silenced, unless logging at DEBUG.
+
+    TensorFlow's CUDA stubs print their lines before its logging is set up, so ``TF_CPP_MIN_LOG_LEVEL``
+    cannot hide them. What the import printed is shown if the import fails.
+    """
+    if "tensorflow" in sys.modules or logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def uses_tensorflow(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A subcommand that needs TensorFlow imports it quietly first (see :func:`import_tensorflow_quietly`)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import_tensorflow_quietly()
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def set_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--set key.path=value`` (repeatable): change a spec value without editing the file (bpnet addition)."""
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+        help="Override a spec value (repeatable), typed and validated like the file, e.g. --set num_epoch=3.",
+    )(func)
 
 
 def _set_log_level(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -120,15 +191,18 @@ def cli(log_level: str) -> None:
               help="Folder for status.json (default: the output folder).")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="Worker processes for masks and file checks  [default: all cores]")
+@set_option
 @log_level_option
+@uses_tensorflow
 def dataset_convert(dataset_spec: str, output_filename: str, mode: str, num_partitions: int, num_shards: int,
                     generate_masks: bool, check_files: bool, results_dir: Optional[str],
-                    workers: Optional[int]) -> None:
+                    workers: Optional[int], overrides: Tuple[str, ...]) -> None:
     """Convert a COCO-format keypoint dataset into TFRecords and loss masks."""
     from bpnet.data.convert import convert_dataset
 
-    summary = convert_dataset(dataset_spec, output_filename, mode.lower(), num_partitions, num_shards,
-                              generate_masks, check_files, results_dir, workers)
+    summary = convert_dataset(dataset_spec, output_filename, mode=mode.lower(), num_partitions=num_partitions,
+                              num_shards=num_shards, generate_masks=generate_masks, check_files=check_files,
+                              results_dir=results_dir, workers=workers, overrides=overrides)
     click.echo(f"dataset_convert: {summary.line()}")
     for path in summary.output_files:
         click.echo(f"  {path}")
@@ -141,12 +215,15 @@ def dataset_convert(dataset_spec: str, output_filename: str, mode: str, num_part
               help="Number of augmented samples to write.")
 @click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
 @click.option("--seed", default=None, type=int, help="Random seed  [default: the spec's random_seed]")
+@set_option
 @log_level_option
-def dataset_inspect(experiment_spec_file: str, num_samples: int, output_dir: str, seed: Optional[int]) -> None:
+@uses_tensorflow
+def dataset_inspect(experiment_spec_file: str, num_samples: int, output_dir: str, seed: Optional[int],
+                    overrides: Tuple[str, ...]) -> None:
     """Render augmented training samples with their keypoints, targets and loss mask (bpnet addition)."""
     from bpnet.data.inspect import inspect_dataset
 
-    written = inspect_dataset(experiment_spec_file, num_samples, output_dir, seed)
+    written = inspect_dataset(experiment_spec_file, num_samples, output_dir, seed=seed, overrides=overrides)
     click.echo(f"dataset_inspect: wrote {len(written)} samples to {os.path.abspath(output_dir)}")
 
 
@@ -156,46 +233,58 @@ def dataset_inspect(experiment_spec_file: str, num_samples: int, output_dir: str
               help="Results folder (overrides the spec's checkpoint_dir). Rerun to resume.")
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused (models are not encrypted).")
 @click.option("--gpus", default=None, type=click.IntRange(min=1),
-              help="GPUs to train on with MirroredStrategy  [default: TensorFlow's default device]")
+              help="GPUs to train on (MirroredStrategy when several); --gpus 1 without a GPU trains on the CPU  "
+                   "[default: every visible GPU, else the CPU]")
 @click.option("--use_amp", is_flag=True, help="Mixed precision (float16 compute, float32 weights).")
 @click.option("--logical_cpus", default=0, type=click.IntRange(min=0),
               help="Split the CPU into N devices under MirroredStrategy (testing the distributed path).")
 @click.option("--deterministic", is_flag=True, help="TensorFlow op determinism (bit-exact reruns; slower on GPU).")
+@set_option
 @log_level_option
+@uses_tensorflow
 def train(experiment_spec_file: str, results_dir: Optional[str], key: str, gpus: Optional[int], use_amp: bool,
-          logical_cpus: int, deterministic: bool) -> None:
+          logical_cpus: int, deterministic: bool, overrides: Tuple[str, ...]) -> None:
     """Train a model; rerunning the same command resumes from the last checkpoint."""
     from bpnet.train.trainer import train as run_training
 
-    result = run_training(experiment_spec_file, results_dir, gpus, use_amp, logical_cpus, deterministic=deterministic)
+    result = run_training(experiment_spec_file, results_dir, gpus=gpus, use_amp=use_amp, logical_cpus=logical_cpus,
+                          deterministic=deterministic, overrides=overrides)
+    if result.nothing_to_do:
+        click.echo(f"train: already trained to epoch {result.epochs}; nothing to do (raise num_epoch, e.g. "
+                   f"--set num_epoch={result.epochs + 5}, to train further); final model {result.final_model}")
+        return
     click.echo(f"train: {result.epochs} epochs, {result.steps} steps; final model {result.final_model}")
 
 
 @cli.command("evaluate")
-@click.option("-i", "--inference_spec", required=True, type=click.Path(dir_okay=False), help="Inference spec (YAML).")
+@click.option("-i", "--inference_spec", default=None, type=click.Path(dir_okay=False),
+              help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]")
 @click.option("-m", "--model_filename", default=None, type=click.Path(dir_okay=False),
-              help="Model (.keras/.h5/.hdf5)  [default: the spec's model_path]")
+              help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]")
 @click.option("--dataset", default="coco", type=click.Choice(["coco"]), show_default=True, help="Dataset format.")
 @click.option("-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False),
               help="Dataset spec; its test_data is evaluated.")
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
 @click.option("--results_dir", default="results/evaluate", show_default=True, type=click.Path(file_okay=False))
+@set_option
 @log_level_option
-def evaluate(inference_spec: str, model_filename: Optional[str], dataset: str, dataset_spec: str, key: str,
-             results_dir: str) -> None:
+@uses_tensorflow
+def evaluate(inference_spec: Optional[str], model_filename: Optional[str], dataset: str, dataset_spec: str, key: str,
+             results_dir: str, overrides: Tuple[str, ...]) -> None:
     """COCO keypoint AP of a model on the dataset spec's test_data (pycocotools)."""
     from bpnet.inference import evaluate as run_evaluation
 
-    stats = run_evaluation(inference_spec, dataset_spec, results_dir, model_filename)
+    stats = run_evaluation(inference_spec, dataset_spec, results_dir, model_path=model_filename, overrides=overrides)
     for name, value in stats.items():
         click.echo(f"{name:<22} {value:.4f}")
     click.echo(f"evaluate: results in {os.path.abspath(results_dir)}")
 
 
 @cli.command("inference")
-@click.option("-i", "--inference_spec", required=True, type=click.Path(dir_okay=False), help="Inference spec (YAML).")
+@click.option("-i", "--inference_spec", default=None, type=click.Path(dir_okay=False),
+              help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]")
 @click.option("-m", "--model_filename", default=None, type=click.Path(dir_okay=False),
-              help="Model (.keras/.h5/.hdf5)  [default: the spec's model_path]")
+              help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]")
 @click.option("--input_type", default="image", show_default=True, type=click.Choice(["image", "dir", "json", "video"]),
               help="video: a video file or a camera index (bpnet addition).")
 @click.option("--input", "source", required=True, help="Image, folder, JSON list, video file or camera index.")
@@ -203,14 +292,22 @@ def evaluate(inference_spec: str, model_filename: Optional[str], dataset: str, d
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
 @click.option("--results_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--dump_visualizations", is_flag=True, help="Render skeletons to images_annotated/ (a video for video input).")
+@click.option("--numbered_outputs", is_flag=True,
+              help="Name renderings 0.png, 1.png... in input order, as TLT did  [default: the input's own name]")
+@click.option("--max_frames", default=None, type=click.IntRange(min=1),
+              help="Video input: stop after this many frames (bpnet addition).")
+@set_option
 @log_level_option
-def inference(inference_spec: str, model_filename: Optional[str], input_type: str, source: str, image_root_path: str,
-              key: str, results_dir: str, dump_visualizations: bool) -> None:
+@uses_tensorflow
+def inference(inference_spec: Optional[str], model_filename: Optional[str], input_type: str, source: str,
+              image_root_path: str, key: str, results_dir: str, dump_visualizations: bool, numbered_outputs: bool,
+              max_frames: Optional[int], overrides: Tuple[str, ...]) -> None:
     """Detect people in images or a video; write detections.json and optional renderings."""
     from bpnet.inference import inference as run_inference
 
-    summary = run_inference(inference_spec, input_type, source, results_dir, model_filename, image_root_path,
-                            dump_visualizations)
+    summary = run_inference(inference_spec, input_type, source, results_dir, model_path=model_filename,
+                            image_root_path=image_root_path, dump_visualizations=dump_visualizations,
+                            numbered_outputs=numbered_outputs, max_frames=max_frames, overrides=overrides)
     click.echo(f"inference: {summary['inputs']} inputs, {summary['people']} people, {summary['skipped']} skipped; "
                f"results in {os.path.abspath(results_dir)}")
 
@@ -236,6 +333,7 @@ def inference(inference_spec: str, model_filename: Optional[str], input_type: st
 @click.option("-v", "--verbose", is_flag=True, help="Log each layer's kept filter count.")
 @click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False), help="Where status.json goes.")
 @log_level_option
+@uses_tensorflow
 def prune(model: str, output_file: str, key: str, normalizer: str, equalization_criterion: str, pruning_granularity: int,
           pruning_threshold: float, min_num_filters: int, excluded_layers: Tuple[str, ...], verbose: bool,
           results_dir: Optional[str]) -> None:
@@ -244,8 +342,9 @@ def prune(model: str, output_file: str, key: str, normalizer: str, equalization_
 
     if verbose:
         logging.getLogger("bpnet.prune").setLevel(logging.DEBUG)
-    settings = PruneSettings(pruning_threshold, normalizer, equalization_criterion, pruning_granularity,
-                             min_num_filters, excluded_layers)
+    settings = PruneSettings(threshold=pruning_threshold, normalizer=normalizer,
+                             equalization_criterion=equalization_criterion, granularity=pruning_granularity,
+                             min_filters=min_num_filters, excluded_layers=excluded_layers)
     output = output_model_path(output_file)
     result = prune_file(model, output, settings, results_dir)
     click.echo(f"prune: {result.line()}; saved {os.path.abspath(output)}")
@@ -271,8 +370,8 @@ def prune(model: str, output_file: str, key: str, normalizer: str, equalization_
 @click.option("--cal_image_dir", default=None, type=click.Path(file_okay=False), help="Calibration images (INT8).")
 @click.option("--cal_data_file", default=None, type=click.Path(dir_okay=False),
               help="Calibration tensors (.npy): written from --cal_image_dir if missing, else reused.")
-@click.option("--cal_cache_file", default="./cal.bin", show_default=True, type=click.Path(dir_okay=False),
-              help="TensorRT calibration cache: written, and reused if it exists.")
+@click.option("--cal_cache_file", default=None, type=click.Path(dir_okay=False),
+              help="TensorRT calibration cache: written, and reused if it exists  [default: ./cal.bin]")
 @click.option("--batches", default=10, show_default=True, type=click.IntRange(min=1), help="Calibration batches.")
 @click.option("--batch_size", default=1, show_default=True, type=click.IntRange(min=1), help="Calibration batch size.")
 @click.option("--max_batch_size", default=1, show_default=True, type=click.IntRange(min=1))
@@ -286,13 +385,15 @@ def prune(model: str, output_file: str, key: str, normalizer: str, equalization_
 @click.option("-u", "--upsample_ratio", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("-v", "--verbose", is_flag=True, help="DEBUG logging.")
 @click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False), help="Where status.json goes.")
+@set_option
 @log_level_option
+@uses_tensorflow
 def export(model: str, output_file: Optional[str], key: str, experiment_spec: Optional[str], backend: str,
            target: Optional[str], data_type: str, engine_file: Optional[str], input_dims: str, data_format: str,
-           cal_image_dir: Optional[str], cal_data_file: Optional[str], cal_cache_file: str, batches: int,
+           cal_image_dir: Optional[str], cal_data_file: Optional[str], cal_cache_file: Optional[str], batches: int,
            batch_size: int, max_batch_size: int, opt_batch_size: int, static_batch_size: int,
            max_workspace_size: int, strict_type_constraints: bool, force_ptq: bool, sdk_compatible_model: bool,
-           upsample_ratio: int, verbose: bool, results_dir: Optional[str]) -> None:
+           upsample_ratio: int, verbose: bool, results_dir: Optional[str], overrides: Tuple[str, ...]) -> None:
     """Write ONNX; build a TensorRT engine (GPU) or an INT8 ONNX model (CPU)."""
     from bpnet.export.pipeline import ExportRequest, export as run_export, summary_lines
 
@@ -300,10 +401,14 @@ def export(model: str, output_file: Optional[str], key: str, experiment_spec: Op
         raise BpnetError("-t uff: UFF is obsolete (removed from TensorRT 10); bpnet exports ONNX (-t onnx)")
     if verbose:
         configure_logging("DEBUG")
-    request = ExportRequest(model, output_file, experiment_spec, data_type, target, engine_file, input_dims,
-                            data_format, cal_image_dir, cal_data_file, cal_cache_file, batches, batch_size,
-                            max_batch_size, opt_batch_size, static_batch_size, max_workspace_size,
-                            strict_type_constraints, sdk_compatible_model, upsample_ratio, results_dir)
+    request = ExportRequest(
+        model=model, output_file=output_file, experiment_spec=experiment_spec, data_type=data_type, target=target,
+        engine_file=engine_file, input_dims=input_dims, data_format=data_format, cal_image_dir=cal_image_dir,
+        cal_data_file=cal_data_file, cal_cache_file=cal_cache_file, batches=batches, batch_size=batch_size,
+        max_batch_size=max_batch_size, opt_batch_size=opt_batch_size, static_batch_size=static_batch_size,
+        max_workspace_size=max_workspace_size, strict_type_constraints=strict_type_constraints,
+        sdk_compatible_model=sdk_compatible_model, upsample_ratio=upsample_ratio, results_dir=results_dir,
+        spec_overrides=overrides)
     for kind, path in summary_lines(run_export(request)).items():
         click.echo(f"export: {kind:<18} {path}")
 
@@ -352,6 +457,7 @@ def synthesize(output_dir: str, num_images: int, seed: int, split: str) -> None:
 @click.option("--val_images", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="[default: the quickstart spec's num_epoch]")
 @log_level_option
+@uses_tensorflow
 def quickstart(results_dir: str, train_images: int, val_images: int, epochs: Optional[int]) -> None:
     """Synthetic data → dataset_convert → train → evaluate → inference on this machine (bpnet addition)."""
     from bpnet.quickstart import QuickstartSettings

@@ -41,6 +41,8 @@ class DecoderParams:
     single_part_people: bool = False  # peaks joined to nobody become one-keypoint people (COCO scores them)
     merge_distance: float = 0.0  # >0: join a fragment to the nearest larger person with none of its keypoint
     #   types if their closest keypoints are nearer than this × that person's keypoint extent (0: off)
+    max_peaks_per_part: int = 128  # the strongest peaks kept per part: limb candidates grow with the product of
+    #   two parts' peaks, so a near-zero threshold on a noisy map must not exhaust memory (bpnet guard)
 
 
 @dataclasses.dataclass
@@ -59,7 +61,8 @@ def find_peaks(heatmaps: np.ndarray, params: DecoderParams, channels: Optional[i
     peaks [x, y, score], strongest first.
 
     A peak is a maximum of the smoothed map over an ``nms_window`` square whose unsmoothed value is
-    above ``heatmap_threshold``; its score is the unsmoothed value.
+    above ``heatmap_threshold``; its score is the unsmoothed value. At most ``max_peaks_per_part`` (the
+    strongest) are kept per channel.
     """
     maps = np.ascontiguousarray(heatmaps, dtype=np.float32)
     channels = maps.shape[-1] if channels is None else channels
@@ -77,7 +80,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecoderParams, channels: Optional[i
     for k in range(channels):
         mine = np.flatnonzero(ks == k)
         mine = mine[np.lexsort((ys[mine], xs[mine], -scores[mine]))]
-        peaks.append(np.column_stack([positions[mine], scores[mine]]))
+        peaks.append(np.column_stack([positions[mine], scores[mine]])[:params.max_peaks_per_part])
     return peaks
 
 

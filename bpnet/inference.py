@@ -4,14 +4,16 @@ The model's skeleton and normalisation come from the model file (``bpnet.json`` 
 for a model without them (for example a TLT ``.hdf5``) they come from the inference spec's train spec.
 """
 
+import collections
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import logging
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -24,7 +26,7 @@ from bpnet.files import atomic_path, contained_path, remove_stale_temporaries, w
 from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.predict import KerasBackend, OnnxBackend, OutputLayout, Predictor, PredictorSettings, read_image
 from bpnet.skeleton import Skeleton
-from bpnet.specs import DatasetSpec, InferenceSpec, load_dataset_spec, load_inference_spec, load_train_spec
+from bpnet.specs import DatasetSpec, InferenceSpec, load_train_spec, spec_object, spec_source
 from bpnet.status import task_status
 from bpnet import spec_loader
 
@@ -92,12 +94,23 @@ def search_step(upsampling_factor: Tuple[int, int]) -> int:
     return max(1, min(upsampling_factor) // 2)
 
 
-def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -> Tuple[Predictor, InferenceSpec]:
-    """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings."""
-    spec = load_inference_spec(inference_spec_path)
+def load_predictor(inference_spec: Union[InferenceSpec, str, None] = None, model_path: Optional[str] = None,
+                   overrides: Sequence[str] = ()) -> Tuple[Predictor, InferenceSpec]:
+    """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings.
+
+    ``inference_spec`` is a spec object, a spec file (with ``key.path=value`` ``overrides``), or None for
+    the defaults (a model that carries its metadata needs no spec). The returned spec's ``model_path`` is
+    the model actually used.
+    """
+    source = spec_source(inference_spec) if inference_spec is not None else "inference spec"
+    if inference_spec is None:
+        spec = spec_loader.from_dict(InferenceSpec, spec_loader.apply_overrides({}, overrides), source="--set")
+    else:
+        spec = spec_object(InferenceSpec, inference_spec, overrides)
     model_path = model_path or spec.model_path
     if not model_path:
-        raise SpecError(f"{inference_spec_path}: model_path: not set and no -m/--model_filename given")
+        raise SpecError(f"{source}: model_path: not set and no -m/--model_filename given")
+    spec = dataclasses.replace(spec, model_path=os.path.abspath(model_path))
     if spec.network is not None:
         backend, info = _network_predictor_parts(spec, model_path)
     elif model_path.endswith((".onnx", ".engine", ".trt", ".plan")):
@@ -105,6 +118,9 @@ def load_predictor(inference_spec_path: str, model_path: Optional[str] = None) -
     else:
         model, info = load_model(model_path)
         if info is None:
+            if not spec.train_spec:
+                raise BpnetError(f"{model_path}: no bpnet metadata (skeleton, normalisation) in the model; give its "
+                                 f"train spec as train_spec in the inference spec")
             info = train_spec_info(load_train_spec(spec.train_spec))
         heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
         if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
@@ -148,11 +164,21 @@ def _prepare(results_dir: str) -> None:
     remove_stale_temporaries(results_dir)
 
 
-def _evaluation_inputs(dataset_spec_path: str) -> Tuple[DatasetSpec, str, str]:
+RESULTS_CSV_COLUMNS = ("metric", "IoU", "area", "maxDets", "score")
+"""TLT's ``results.csv`` header (reference §3.17): one row per COCOeval stat."""
+
+
+def results_csv_row(kpi_name: str, value: float) -> Tuple[str, str, str, int, str]:
+    """``AP_0.50:0.95_medium`` → ``("AP", "0.50:0.95", "medium", 20, "0.123456")`` (TLT's columns)."""
+    metric, iou, *area = kpi_name.split("_")
+    return metric, iou, area[0] if area else "all", 20, f"{value:.6f}"
+
+
+def _evaluation_inputs(dataset_spec: Union[DatasetSpec, str]) -> Tuple[DatasetSpec, str, str]:
     """The dataset spec, its test annotation file and image folder, checked before anything is written."""
-    dataset = load_dataset_spec(dataset_spec_path)
+    dataset = spec_object(DatasetSpec, dataset_spec)
     if dataset.test_data is None:
-        raise SpecError(f"{dataset_spec_path}: test_data: not set (evaluate uses it)")
+        raise SpecError(f"{spec_source(dataset_spec)}: test_data: not set (evaluate uses it)")
     annotation_file = dataset.resolve(dataset.test_data.annotation_root_dir_path)
     if not os.path.isfile(annotation_file):
         raise BpnetError(f"{annotation_file}: annotation file not found (test_data.annotation_root_dir_path)")
@@ -170,13 +196,16 @@ def _load_coco(annotation_file: str):
                          "(test_data.annotation_root_dir_path)") from None
 
 
-def evaluate(inference_spec_path: str, dataset_spec_path: str, results_dir: str, model_path: Optional[str] = None,
-             progress: bool = True) -> Dict[str, float]:
-    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files."""
-    dataset, annotation_file, images_dir = _evaluation_inputs(dataset_spec_path)
+def evaluate(inference_spec: Union[InferenceSpec, str, None], dataset_spec: Union[DatasetSpec, str], results_dir: str,
+             model_path: Optional[str] = None, progress: bool = True, overrides: Sequence[str] = ()
+             ) -> Dict[str, float]:
+    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files.
+
+    Specs are objects or files (see :func:`load_predictor`; ``overrides`` apply to the inference spec)."""
+    dataset, annotation_file, images_dir = _evaluation_inputs(dataset_spec)
     _prepare(results_dir)
     with task_status(results_dir, "Starting bpnet evaluate.") as status:
-        predictor, spec = load_predictor(inference_spec_path, model_path)
+        predictor, spec = load_predictor(inference_spec, model_path, overrides)
         coco = _load_coco(annotation_file)
         image_ids = sorted(coco.getImgIds())
         coco_results, raw = [], []
@@ -189,68 +218,95 @@ def evaluate(inference_spec_path: str, dataset_spec_path: str, results_dir: str,
             prediction = predictor.predict_one(read_image(path), path)
             coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
             raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
-        stats = evaluate_keypoints(coco, coco_results, image_ids, verbose=progress)
+        stats = evaluate_keypoints(coco, coco_results, image_ids)
         _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": raw})
         _write_json(os.path.join(results_dir, "detections_coco_format.json"), coco_results)
         with atomic_path(os.path.join(results_dir, "results.csv")) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["metric", "value"])
-            writer.writerows((name, f"{stats[name]:.6f}") for name in KPI_NAMES)
+            writer.writerow(RESULTS_CSV_COLUMNS)
+            writer.writerows(results_csv_row(name, stats[name]) for name in KPI_NAMES)
+        if not coco_results:
+            logger.warning("No person was found in any of the %d images: check the model (-m), the inference spec's "
+                           "input_shape and keep_aspect_ratio_mode (the scale the model was trained at), and "
+                           "heatmap_threshold", len(image_ids))
         status.write("SUCCESS", "Evaluation finished successfully.", kpi=stats)
     return stats
 
 
-def _inputs(input_type: str, source: str, image_root_path: str) -> List[str]:
+def _inputs(input_type: str, source: str, image_root_path: str) -> List[Tuple[str, Dict]]:
+    """``(image path, extra keys)`` per input; the extra keys of a JSON ``images`` entry are copied into its
+    ``detections.json`` entry, as TLT did."""
     if input_type == "image":
-        return [os.path.join(image_root_path, source)]
+        return [(os.path.join(image_root_path, source), {})]
     if input_type == "dir":
         if not os.path.isdir(source):
             raise BpnetError(f"{source}: input folder not found")
         paths = sorted(os.path.join(source, n) for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS))
         if not paths:
             raise BpnetError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the input folder")
-        return paths
+        return [(path, {}) for path in paths]
     try:
         with open(source, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError) as exc:
         raise BpnetError(f"{source}: cannot read the input JSON: {exc}") from None
-    entries = data if isinstance(data, list) else [e.get("full_image_path") if isinstance(e, dict) else None
-                                                   for e in (data.get("images", []) if isinstance(data, dict) else [])]
-    if not entries or not all(isinstance(e, str) for e in entries):
+    if isinstance(data, list):
+        entries = [{"full_image_path": e} for e in data]
+    else:
+        entries = data.get("images", []) if isinstance(data, dict) else []
+    if not entries or not all(isinstance(e, dict) and isinstance(e.get("full_image_path"), str) for e in entries):
         raise BpnetError(f"{source}: expected a list of image paths or {{images: [{{full_image_path: ...}}]}}")
-    return [os.path.join(image_root_path, e) for e in entries]
+    reserved = {"full_image_path", "viz_id", "keypoints", "scores"}
+    return [(os.path.join(image_root_path, e["full_image_path"]), {k: v for k, v in e.items() if k not in reserved})
+            for e in entries]
 
 
-def _video_frames(source: str) -> Tuple[Iterator[np.ndarray], float, str]:
+def rendering_names(paths: Sequence[str], numbered: bool) -> List[str]:
+    """File names of the renderings: ``<input stem>.png`` (``<stem>_<index>.png`` where two inputs share a
+    stem), or TLT's ``<index>.png`` when ``numbered``."""
+    if numbered:
+        return [f"{index}.png" for index in range(len(paths))]
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    counts = collections.Counter(stems)
+    return [f"{stem}.png" if counts[stem] == 1 else f"{stem}_{index}.png" for index, stem in enumerate(stems)]
+
+
+def _video_frames(source: str, max_frames: Optional[int]) -> Tuple[Iterator[np.ndarray], float, str, Optional[int]]:
+    """Frames (at most ``max_frames``), frame rate, output name and frame count (None if unknown)."""
     capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not capture.isOpened():
         raise BpnetError(f"{source}: cannot open the video (file or camera index)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    total = min(reported, max_frames) if reported > 0 and max_frames else (reported or max_frames or None)
 
     def frames():
         try:
-            while True:
+            count = 0
+            while max_frames is None or count < max_frames:
                 ok, frame = capture.read()
                 if not ok:
                     return
+                count += 1
                 yield frame
         finally:
             capture.release()
 
-    return frames(), fps, f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
+    name = f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
+    return frames(), fps, name, total
 
 
 def _video_inference(predictor: Predictor, source: str, annotated: str, dump_visualizations: bool,
-                     progress: bool) -> List[Dict]:
+                     progress: bool, max_frames: Optional[int] = None) -> List[Dict]:
     """Per-frame entries of a video; the rendered video is written under a temporary name and renamed when
     complete, so an interrupted run never leaves a truncated ``.mp4`` under the final name."""
-    frames, fps, name = _video_frames(source)
+    frames, fps, name, total = _video_frames(source, max_frames)
     entries: List[Dict] = []
     video_path = os.path.join(annotated, f"{name}.mp4")
     with contextlib.ExitStack() as stack:
         writer = None
-        for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", disable=not progress)):
+        for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", total=total,
+                                           disable=not progress)):
             prediction = predictor.predict_one(frame, f"{source}#{index}")
             entries.append({"frame": index, **prediction.to_json()})
             if not dump_visualizations:
@@ -276,12 +332,13 @@ same inputs, model and spec resumes from it, a different one starts afresh. Remo
 ``detections.json`` is complete."""
 
 
-def _run_fingerprint(paths: Sequence[str], model_path: str, spec: InferenceSpec, dump_visualizations: bool) -> str:
+def _run_fingerprint(inputs: Sequence[Tuple[str, Dict]], model_path: str, spec: InferenceSpec,
+                     renderings: Optional[Sequence[str]]) -> str:
     model = os.path.abspath(model_path)
     stat = os.stat(model) if os.path.isfile(model) else None
-    identity = {"inputs": list(paths), "model": model, "model_size": stat.st_size if stat else None,
+    identity = {"inputs": list(inputs), "model": model, "model_size": stat.st_size if stat else None,
                 "model_mtime_ns": stat.st_mtime_ns if stat else None, "spec": spec_loader.to_dict(spec),
-                "dump_visualizations": dump_visualizations}
+                "renderings": list(renderings) if renderings else None}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -334,9 +391,11 @@ class _Journal:
         self.handle.close()
 
 
-def _image_inference(predictor: Predictor, paths: Sequence[str], results_dir: str, annotated: str,
-                     dump_visualizations: bool, fingerprint: str, progress: bool) -> Tuple[List[Dict], int]:
-    """Per-image entries (and the count skipped), resuming from and appending to the journal."""
+def _image_inference(predictor: Predictor, inputs: Sequence[Tuple[str, Dict]], results_dir: str, annotated: str,
+                     renderings: Optional[Sequence[str]], fingerprint: str, progress: bool) -> Tuple[List[Dict], int]:
+    """Per-image entries (and the count skipped), resuming from and appending to the journal; each image is
+    rendered to ``annotated/renderings[i]`` when ``renderings`` is given."""
+    paths = [path for path, _ in inputs]
     journal = _Journal(os.path.join(results_dir, JOURNAL_NAME), fingerprint)
     try:
         if journal.done:
@@ -352,35 +411,39 @@ def _image_inference(predictor: Predictor, paths: Sequence[str], results_dir: st
                 journal.add(index, None)
                 continue
             prediction = predictor.predict_one(image, path)
-            if dump_visualizations:
-                write_png(os.path.join(annotated, f"{index}.png"), prediction.draw(image))
-            journal.add(index, {"full_image_path": path, "viz_id": index, **prediction.to_json()})
+            if renderings:
+                write_png(os.path.join(annotated, renderings[index]), prediction.draw(image))
+            journal.add(index, {**inputs[index][1], "full_image_path": path, "viz_id": index, **prediction.to_json()})
     finally:
         journal.close()
     entries = [journal.done[i] for i in range(len(paths)) if journal.done.get(i) is not None]
     return entries, len(paths) - len(entries)
 
 
-def inference(inference_spec_path: str, input_type: str, source: str, results_dir: str,
+def inference(inference_spec: Union[InferenceSpec, str, None], input_type: str, source: str, results_dir: str,
               model_path: Optional[str] = None, image_root_path: str = "", dump_visualizations: bool = False,
-              progress: bool = True) -> Dict[str, int]:
-    """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders.
+              progress: bool = True, overrides: Sequence[str] = (), numbered_outputs: bool = False,
+              max_frames: Optional[int] = None) -> Dict[str, int]:
+    """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders
+    (``images_annotated/<input stem>.png``, or TLT's ``<index>.png`` with ``numbered_outputs``).
 
     Image inputs are journaled per image (:data:`JOURNAL_NAME`): an interrupted run, rerun, resumes.
-    A video is processed again from its first frame.
+    A video (at most ``max_frames`` frames) is processed again from its first frame.
     """
     _prepare(results_dir)
     with task_status(results_dir, "Starting bpnet inference.") as status:
-        predictor, spec = load_predictor(inference_spec_path, model_path)
+        predictor, spec = load_predictor(inference_spec, model_path, overrides)
         annotated = os.path.join(results_dir, "images_annotated")
         remove_stale_temporaries(annotated)
         if input_type == "video":
-            entries, skipped = _video_inference(predictor, source, annotated, dump_visualizations, progress), 0
+            entries = _video_inference(predictor, source, annotated, dump_visualizations, progress, max_frames)
+            skipped = 0
         else:
-            paths = _inputs(input_type, source, image_root_path)
-            fingerprint = _run_fingerprint(paths, model_path or spec.model_path or "", spec, dump_visualizations)
-            entries, skipped = _image_inference(predictor, paths, results_dir, annotated, dump_visualizations,
-                                                fingerprint, progress)
+            inputs = _inputs(input_type, source, image_root_path)
+            renderings = rendering_names([p for p, _ in inputs], numbered_outputs) if dump_visualizations else None
+            fingerprint = _run_fingerprint(inputs, spec.model_path or "", spec, renderings)
+            entries, skipped = _image_inference(predictor, inputs, results_dir, annotated, renderings, fingerprint,
+                                                progress)
             if not entries:
                 raise BpnetError(f"{source}: no readable image")
         _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": entries})

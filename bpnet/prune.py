@@ -17,6 +17,7 @@ the new filter counts, and the surviving weights are copied.
 """
 
 import dataclasses
+import difflib
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Set
@@ -24,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Set
 import numpy as np
 
 from bpnet.errors import BpnetError
+from bpnet.model.io import keras_layer_name
 
 logger = logging.getLogger(__name__)
 
@@ -200,10 +202,13 @@ def _groups(graph: _Graph, excluded: Set[str]) -> List[Set[str]]:
 
 def _choose_filters(graph: _Graph, settings: PruneSettings) -> Dict[str, np.ndarray]:
     """Original indices of the filters each convolution keeps."""
-    unknown = [name for name in settings.excluded_layers if name not in graph.layers]
+    requested = [keras_layer_name(name) for name in settings.excluded_layers]  # TLT's stage1/conv1 → stage1_conv1
+    unknown = [name for name in requested if name not in graph.layers]
     if unknown:
-        raise BpnetError(f"excluded_layers: no layer named {', '.join(unknown)} in the model")
-    excluded = set(settings.excluded_layers) | graph.outputs
+        hints = [difflib.get_close_matches(name, list(graph.layers), n=1) for name in unknown]
+        suggestion = "; did you mean " + ", ".join(repr(h[0]) for h in hints if h) + "?" if any(hints) else ""
+        raise BpnetError(f"excluded_layers: no layer named {', '.join(unknown)} in the model{suggestion}")
+    excluded = set(requested) | graph.outputs
     convs = [name for name in graph.order if graph.class_name[name] == "Conv2D"]
     groups = _groups(graph, excluded)
     grouped = {conv: group for group in groups for conv in group}

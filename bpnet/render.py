@@ -38,6 +38,31 @@ def draw_skeletons(image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, lim
     return out
 
 
+def draw_labels(image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, labels: Sequence[str],
+                scale: float = 0.5) -> np.ndarray:
+    """Write ``labels[p]`` above the highest drawn keypoint of person ``p`` (white on a dark box), on a copy."""
+    out = image.copy()
+    for person, person_drawn, label in zip(joints, drawn, labels):
+        if not person_drawn.any():
+            continue
+        points = person[person_drawn, :2]
+        x, y = int(round(points[:, 0].min())), int(round(points[:, 1].min()))
+        (width, height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x = int(np.clip(x, 0, max(out.shape[1] - width, 0)))
+        y = int(np.clip(y - 6, height + 2, max(out.shape[0] - baseline, height + 2)))
+        cv2.rectangle(out, (x - 1, y - height - 2), (x + width + 1, y + baseline), (40, 40, 40), -1)
+        cv2.putText(out, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def draw_title(image: np.ndarray, title: str, scale: float = 0.5) -> np.ndarray:
+    """A copy of ``image`` with a dark band on top holding ``title`` (panel captions of ``dataset_inspect``)."""
+    (_, height), baseline = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    band = np.full((height + baseline + 8, image.shape[1], 3), 30, np.uint8)
+    cv2.putText(band, title, (4, height + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([band, image], axis=0)
+
+
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend an ``(h, w)`` map in [0, 1] (any size; resized to the image) as a JET colour map."""
     resized = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), image.shape[1::-1], interpolation=cv2.INTER_LINEAR)

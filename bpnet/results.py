@@ -47,6 +47,11 @@ class Prediction:
                               for person in self.keypoints],
                 "scores": [float(s) for s in self.scores]}
 
-    def draw(self, image: np.ndarray, thickness: int = 2) -> np.ndarray:
-        """A copy of the BGR ``image`` with every person's skeleton (one colour per limb) and keypoints."""
-        return render.draw_skeletons(image, self.keypoints, self.keypoints[..., 2] > 0, self.skeleton.limbs, thickness)
+    def draw(self, image: np.ndarray, thickness: int = 2, labels: bool = True) -> np.ndarray:
+        """A copy of the BGR ``image`` with every person's skeleton (one colour per limb) and keypoints, and with
+        ``labels`` each person's number (its index in ``detections.json``) and score above it."""
+        drawn = self.keypoints[..., 2] > 0
+        out = render.draw_skeletons(image, self.keypoints, drawn, self.skeleton.limbs, thickness)
+        if labels:
+            out = render.draw_labels(out, self.keypoints, drawn, [f"#{i} {s:.2f}" for i, s in enumerate(self.scores)])
+        return out

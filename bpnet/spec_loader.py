@@ -17,13 +17,14 @@ schema once, as ordinary annotated fields. Rules:
   gigabytes when the spec is written back into ``detections.json``), as are YAML tags (safe loading).
 """
 
+import copy
 import dataclasses
 import difflib
 import json
 import math
 import os
 import typing
-from typing import Any, Dict, Literal, Type, TypeVar, Union
+from typing import Any, Dict, List, Literal, Sequence, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -317,10 +318,44 @@ def read_mapping(path: str) -> Dict[str, Any]:
     return data
 
 
-def load(cls: Type[T], path: str) -> T:
-    """Load the spec file ``path`` (YAML or JSON) as ``cls``; relative paths resolve against its folder."""
+def parse_override(text: str) -> Tuple[List[str], Any]:
+    """``key.path=value`` → (``["key", "path"]``, value parsed as a YAML scalar or flow list/mapping)."""
+    key, sep, raw = text.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(k.strip() for k in keys):
+        raise SpecError(f"--set {text!r}: expected key.path=value, for example dataloader.batch_size=4")
+    try:
+        value = yaml.load(raw, Loader=_StrictYamlLoader) if raw.strip() else None  # noqa: S506 (SafeLoader)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {text!r}: invalid value: {getattr(exc, 'problem', None) or exc}") from None
+    return [k.strip() for k in keys], value
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """A copy of ``data`` with each ``key.path=value`` of ``overrides`` set (intermediate mappings made)."""
+    result = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = result
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {text!r}: {'.'.join(keys[:depth + 1])} is not a mapping")
+            node = child
+        node[keys[-1]] = value
+    return result
+
+
+def load(cls: Type[T], path: str, overrides: Sequence[str] = ()) -> T:
+    """Load the spec file ``path`` (YAML or JSON) as ``cls``; relative paths resolve against its folder.
+
+    ``overrides`` (``key.path=value``, the CLI's ``--set``) are applied to the file's mapping first, so
+    they are typed and validated like the file (an unknown key gets the same did-you-mean error).
+    """
     path = os.path.abspath(os.path.expanduser(path))
-    data = read_mapping(path)
+    data = apply_overrides(read_mapping(path), overrides)
     return build(cls, data, "", _Context(path, os.path.dirname(path)))
 
 

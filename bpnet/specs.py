@@ -8,7 +8,7 @@ field and where we differ). Load with :func:`load_train_spec`, :func:`load_infer
 
 import dataclasses
 import os
-from typing import Any, ClassVar, Dict, Literal, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from bpnet import spec_loader
 from bpnet.spec_loader import FieldError, path_field
@@ -606,7 +606,7 @@ class NetworkSpec:
 class InferenceSpec:
     """The inference spec (``specs/infer_spec.yaml``)."""
 
-    train_spec: str = path_field()
+    train_spec: Optional[str] = path_field(None)  # only for models without bpnet metadata (TLT .hdf5)
     model_path: Optional[str] = path_field(None)
     input_shape: Tuple[int, int] = (256, 256)
     keep_aspect_ratio_mode: Optional[Literal["adjust_network_input", "pad_image_input"]] = "adjust_network_input"
@@ -636,19 +636,38 @@ class InferenceSpec:
 # --------------------------------------------------------------------------- loading
 
 
-def load_train_spec(path: str) -> TrainSpec:
-    """Load a train spec (YAML or JSON); relative paths resolve against its folder."""
-    return spec_loader.load(TrainSpec, path)
+def load_train_spec(path: str, overrides: Sequence[str] = ()) -> TrainSpec:
+    """Load a train spec (YAML or JSON); relative paths resolve against its folder; ``overrides`` are
+    ``key.path=value`` settings applied first (the CLI's ``--set``)."""
+    return spec_loader.load(TrainSpec, path, overrides)
 
 
-def load_inference_spec(path: str) -> InferenceSpec:
-    """Load an inference spec (YAML or JSON); relative paths resolve against its folder."""
-    return spec_loader.load(InferenceSpec, path)
+def load_inference_spec(path: str, overrides: Sequence[str] = ()) -> InferenceSpec:
+    """Load an inference spec (YAML or JSON), as :func:`load_train_spec`."""
+    return spec_loader.load(InferenceSpec, path, overrides)
 
 
-def load_dataset_spec(path: str) -> DatasetSpec:
-    """Load a dataset spec such as ``coco_spec.json``; relative paths resolve against its folder."""
-    return spec_loader.load(DatasetSpec, path)
+def load_dataset_spec(path: str, overrides: Sequence[str] = ()) -> DatasetSpec:
+    """Load a dataset spec such as ``coco_spec.json``, as :func:`load_train_spec`."""
+    return spec_loader.load(DatasetSpec, path, overrides)
+
+
+SpecT = TypeVar("SpecT")
+
+
+def spec_object(cls: Type[SpecT], spec: Union[SpecT, str, "os.PathLike[str]"], overrides: Sequence[str] = ()) -> SpecT:
+    """``spec`` itself when it is already a ``cls``, else the spec file it names loaded with ``overrides``:
+    what lets every entry point take a spec object or a path."""
+    if isinstance(spec, cls):
+        if overrides:
+            raise TypeError("overrides apply to spec files; change a spec object with dataclasses.replace")
+        return spec
+    return spec_loader.load(cls, os.fspath(spec), overrides)  # type: ignore[arg-type]
+
+
+def spec_source(spec: Any) -> str:
+    """How messages name a spec: its path, or its class for an object built in code."""
+    return os.path.abspath(os.fspath(spec)) if isinstance(spec, (str, os.PathLike)) else type(spec).__name__
 
 
 def load_pose_config(path: str) -> PoseConfig:

@@ -12,6 +12,16 @@ COCO_MINI = SHARED_DATA / "coco_mini"
 COCO_VAL_SAMPLE = SHARED_DATA / "coco_val_sample"
 
 
+HEAVY_FIXTURES = {"tiny_model", "coco_mini_records", "exported", "tf_pose", "tiny_spec"}
+"""Fixtures that train, convert or export: a test using one is an integration test (not in `make test-fast`)."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (set BPNET_SHARED_DATA to the shared/data folder)")

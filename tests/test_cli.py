@@ -136,6 +136,7 @@ def test_unwritable_output_folder(tmp_path, small_dataset):
     assert_user_error(result, str(blocker / "out"), "cannot create output folder")
 
 
+@pytest.mark.integration
 def test_real_exit_code_and_no_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "bpnet", "dataset_convert", "-d", str(tmp_path / "missing.json"), "-o", str(tmp_path / "x")],

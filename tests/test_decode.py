@@ -122,6 +122,7 @@ def test_coco_writer_reproduces_the_reference_stats():
     assert [stats[name] for name in KPI_NAMES] == expected
 
 
+@pytest.mark.integration
 def test_oracle_on_real_coco_annotations(coco_mini):
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(coco_mini / "annotations" / "person_keypoints_train2017.json"))

@@ -103,7 +103,10 @@ def test_evaluate_writes_tlt_outputs(tiny_model, coco_val_sample, tmp_path):
     status = json.loads((tmp_path / "eval" / "status.json").read_text().splitlines()[-1])
     assert status["status"] == "SUCCESS" and len(status["kpi"]) == 10 and "AR_0.50:0.95_large" in status["kpi"]
     rows = (tmp_path / "eval" / "results.csv").read_text().splitlines()
-    assert rows[0] == "metric,value" and len(rows) == 11
+    assert rows[0] == "metric,IoU,area,maxDets,score" and len(rows) == 11  # TLT's columns
+    assert rows[1].startswith("AP,0.50:0.95,all,20,") and rows[4].startswith("AP,0.50:0.95,medium,20,")
+    assert rows[7].startswith("AR,0.5,all,20,")
+    assert result.stdout.count("AP_0.50:0.95_all") == 1  # the table is printed once
     detections = json.loads((tmp_path / "eval" / "detections.json").read_text())
     assert len(detections["images"]) == 4 and detections["categories"][0]["num_joints"] == 18
     assert isinstance(json.loads((tmp_path / "eval" / "detections_coco_format.json").read_text()), list)
@@ -123,10 +126,16 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
                                       "--results_dir", str(tmp_path / "out"), "--dump_visualizations"])
     assert result.exit_code == 0, result.output
     assert "2 inputs" in result.stdout and "1 skipped" in result.stdout and "broken.jpg: cannot read image" in caplog.text
-    # sorted: astronaut.png (0), broken.jpg (1, skipped), messi5.jpg (2)
-    assert sorted(p.name for p in (tmp_path / "out" / "images_annotated").iterdir()) == ["0.png", "2.png"]
+    # sorted: astronaut.png (0), broken.jpg (1, skipped), messi5.jpg (2); renderings named like their inputs
+    assert sorted(p.name for p in (tmp_path / "out" / "images_annotated").iterdir()) == ["astronaut.png", "messi5.png"]
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert [entry["viz_id"] for entry in detections["images"]] == [0, 2]
+    assert detections["inference_spec"]["model_path"] == str(folder / "run" / "bpnet_model.keras")
+    numbered = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "dir", "--input", str(images),
+                                        "--results_dir", str(tmp_path / "numbered"), "--dump_visualizations",
+                                        "--numbered_outputs"])
+    assert numbered.exit_code == 0, numbered.output
+    assert sorted(p.name for p in (tmp_path / "numbered" / "images_annotated").iterdir()) == ["0.png", "2.png"]
     video = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "video", "--input",
                                      str(media / "demo.mp4"), "--results_dir", str(tmp_path / "video"),
                                      "--dump_visualizations"])
@@ -134,6 +143,10 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
     capture = cv2.VideoCapture(str(tmp_path / "video" / "images_annotated" / "demo.mp4"))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     assert [e["frame"] for e in json.loads((tmp_path / "video" / "detections.json").read_text())["images"]] == [0, 1, 2, 3, 4]
+    short = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "video", "--input",
+                                     str(media / "demo.mp4"), "--results_dir", str(tmp_path / "short"), "--max_frames", "2"])
+    assert short.exit_code == 0, short.output
+    assert [e["frame"] for e in json.loads((tmp_path / "short" / "detections.json").read_text())["images"]] == [0, 1]
 
 
 @pytest.mark.parametrize("args, message", [

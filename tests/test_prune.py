@@ -189,6 +189,7 @@ def test_tlt_multi_value_excluded_layers_spelling():
         "prune", "-el", "a", "-el", "b", "-pth", "0.2", "-el", "c"]
 
 
+@pytest.mark.integration
 def test_prune_retrain_with_load_graph_and_infer_end_to_end(tmp_path, coco_mini_records, coco_val_sample):
     from .conftest import write_train_spec
 

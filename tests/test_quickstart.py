@@ -37,6 +37,7 @@ def _run(results_dir, *args):
     return result.output
 
 
+@pytest.mark.integration
 def test_a_shortened_quickstart_runs_every_step(tmp_path):
     output = _run(tmp_path, "--train_images", "8", "--val_images", "4", "--epochs", "1")
     for line in ("synthesize train:", "dataset_convert train:", "dataset_convert test:", "train: 1 epochs",

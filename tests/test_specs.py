@@ -39,8 +39,11 @@ def test_train_specs_load_and_name_existing_configs(path):
 
 
 @pytest.mark.parametrize("path", INFER_SPECS, ids=lambda p: p.name)
-def test_inference_specs_load_and_name_a_train_spec(path):
+def test_inference_specs_load_and_any_train_spec_they_name_loads(path):
     spec = specs.load_inference_spec(path)
+    if path.name == "infer_spec_small.yaml":  # bpnet's own models carry their metadata: no train spec
+        assert spec.train_spec is None
+        return
     assert Path(spec.train_spec).is_file()
     specs.load_train_spec(spec.train_spec)
 

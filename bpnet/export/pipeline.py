@@ -22,6 +22,8 @@ from bpnet.status import task_status
 logger = logging.getLogger(__name__)
 
 DATA_TYPES = ("fp32", "fp16", "int8")
+DEFAULT_CAL_CACHE_FILE = "./cal.bin"
+"""TLT's default ``--cal_cache_file``."""
 TARGETS = ("tensorrt", "onnxruntime")
 
 
@@ -39,7 +41,7 @@ class ExportRequest:
     data_format: str = "channels_last"
     cal_image_dir: Optional[str] = None
     cal_data_file: Optional[str] = None
-    cal_cache_file: str = "./cal.bin"
+    cal_cache_file: Optional[str] = None  # default: DEFAULT_CAL_CACHE_FILE for --target tensorrt
     batches: int = 10
     batch_size: int = 1
     max_batch_size: int = 1
@@ -50,6 +52,7 @@ class ExportRequest:
     sdk_compatible_model: bool = False
     upsample_ratio: int = 4
     results_dir: Optional[str] = None
+    spec_overrides: Tuple[str, ...] = ()  # --set key.path=value for the -e train spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +91,7 @@ def _model_info(request: ExportRequest, info: Optional[ModelInfo]) -> ModelInfo:
         raise BpnetError(f"{request.model}: no bpnet metadata in the model; give the train spec with -e")
     from bpnet.specs import load_train_spec
 
-    return train_spec_info(load_train_spec(request.experiment_spec))
+    return train_spec_info(load_train_spec(request.experiment_spec, request.spec_overrides))
 
 
 def _check(request: ExportRequest) -> str:
@@ -103,6 +106,9 @@ def _check(request: ExportRequest) -> str:
         raise BpnetError("--data_type fp16: is a TensorRT precision; use --target tensorrt, or fp32/int8 for ONNX Runtime")
     if target == "onnxruntime" and request.engine_file:
         raise BpnetError("--engine_file: engines are built by --target tensorrt")
+    if target == "onnxruntime" and request.cal_cache_file:
+        logger.warning("--cal_cache_file %s: not written: a calibration cache is TensorRT's (--target tensorrt); "
+                       "ONNX Runtime's calibration tensors are kept with --cal_data_file", request.cal_cache_file)
     if request.sdk_compatible_model and target == "onnxruntime" and request.data_type == "int8":
         raise BpnetError("--sdk_compatible_model: the DeepStream model is for TensorRT; drop it for ONNX Runtime INT8")
     return target
@@ -159,13 +165,14 @@ def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> E
                                                   request.max_workspace_size, request.strict_type_constraints)
         feeder = None
         if request.data_type == "int8":
-            cached = request.cal_cache_file and os.path.isfile(request.cal_cache_file)
-            feeder = tensorrt.CalibrationFeeder(None if cached else calibration_data(), request.cal_cache_file)
+            cache_file = request.cal_cache_file or DEFAULT_CAL_CACHE_FILE
+            cached = os.path.isfile(cache_file)
+            feeder = tensorrt.CalibrationFeeder(None if cached else calibration_data(), cache_file)
         engine = tensorrt.build_engine(onnx_path, engine_settings, feeder)
         if request.engine_file:
             tensorrt.save_engine(engine, request.engine_file, metadata(info, settings))
         result = dataclasses.replace(result, engine_file=request.engine_file,
-                                     calibration_cache=request.cal_cache_file if feeder else None)
+                                     calibration_cache=feeder.cache_file if feeder else None)
     return result
 
 

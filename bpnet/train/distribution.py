@@ -2,12 +2,14 @@
 
 * ``TF_CONFIG`` set → ``MultiWorkerMirroredStrategy`` (one process per machine, see the README).
 * ``--gpus N`` → ``MirroredStrategy`` over N GPUs (one GPU: ``OneDeviceStrategy``); more GPUs than are
-  visible is an error.
+  visible is an error, except ``--gpus 1`` (TLT's habitual flag) on a machine without a GPU, which trains
+  on the CPU with a warning.
 * ``--logical_cpus N`` → the CPU split into N logical devices under ``MirroredStrategy`` (for tests
   and debugging the distributed path without GPUs).
-* nothing → TensorFlow's default device placement.
+* nothing → every visible GPU (``MirroredStrategy`` when there are several), else the CPU.
 """
 
+import logging
 import os
 import random
 from typing import Optional
@@ -15,6 +17,8 @@ from typing import Optional
 import numpy as np
 
 from bpnet.errors import BpnetError
+
+logger = logging.getLogger(__name__)
 
 
 def make_strategy(gpus: Optional[int], logical_cpus: int = 0):
@@ -32,9 +36,14 @@ def make_strategy(gpus: Optional[int], logical_cpus: int = 0):
         if len(devices) < logical_cpus:
             raise BpnetError(f"--logical_cpus {logical_cpus}: TensorFlow was already initialised with {len(devices)}")
         return tf.distribute.MirroredStrategy(devices)
-    if gpus is None:
-        return tf.distribute.get_strategy()
     available = tf.config.list_physical_devices("GPU")
+    if gpus is None:
+        if len(available) > 1:
+            return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(len(available))])
+        return tf.distribute.get_strategy()
+    if gpus == 1 and not available:
+        logger.warning("--gpus 1: no GPU is visible to TensorFlow; training on the CPU")
+        return tf.distribute.get_strategy()
     if gpus > len(available):
         raise BpnetError(f"--gpus {gpus}: {len(available)} GPU(s) visible to TensorFlow"
                          + ("; install a CUDA build of TensorFlow or run without --gpus" if not available else ""))

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -33,10 +33,10 @@ from bpnet.data.records import count_records
 from bpnet.errors import BpnetError
 from bpnet.files import remove_stale_temporaries, temporary_prefix
 from bpnet.model.build import build_model, stage_outputs
-from bpnet.model.io import keras_variable_path, save_model, train_spec_info
+from bpnet.model.io import assign_by_name, keras_variable_path, read_layer_weights, save_model, train_spec_info
 from bpnet.skeleton import Skeleton, check_channel_counts
 from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
-from bpnet.specs import AdamOptimizerSpec, TrainSpec, load_train_spec
+from bpnet.specs import AdamOptimizerSpec, TrainSpec, spec_object, spec_source
 from bpnet.status import StatusLogger, task_status
 from bpnet.train import distribution
 from bpnet.train.losses import stage_losses
@@ -58,6 +58,29 @@ class TrainResult:
     epoch_losses: List[float]
     val_losses: List[float]
     resumed_from_epoch: int
+    nothing_to_do: bool = False  # a rerun of a finished training (num_epoch not raised)
+
+
+def finetune_checkpoint(path: Optional[str], epoch: int) -> str:
+    """What ``finetuning_config`` names: a model file (``.keras``/``.h5``), a checkpoint prefix
+    (``checkpoints/epoch-0005/ckpt``), a checkpoint folder (``checkpoints/epoch-0005``), or a results folder
+    or its ``checkpoints/`` folder, whose checkpoint of epoch ``ckpt_epoch_num`` (0: the newest) is used."""
+    field = "finetuning_config.checkpoint_path"
+    if not path:
+        raise BpnetError(f"finetuning_config.is_finetune_exp needs {field}")
+    if os.path.isfile(path):
+        return path
+    if os.path.isfile(path + ".index"):
+        return path
+    if os.path.isfile(os.path.join(path, "ckpt.index")):
+        return os.path.join(path, "ckpt")
+    root = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+    chosen = epoch or latest_checkpoint_epoch(root)
+    prefix = os.path.join(root, f"epoch-{chosen:04d}", "ckpt")
+    if not chosen or not os.path.isfile(prefix + ".index"):
+        raise BpnetError(f"{path}: no checkpoint{f' of epoch {epoch}' if epoch else ''} found ({field}, "
+                         "finetuning_config.ckpt_epoch_num)")
+    return prefix
 
 
 def latest_checkpoint_epoch(checkpoint_root: str) -> int:
@@ -214,6 +237,13 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train from the newest checkpoint (writing ``STARTED``, and ``FAILURE`` if anything escapes)."""
         start_epoch = latest_checkpoint_epoch(self.checkpoint_root)
+        final = os.path.join(self.results_dir, f"{self.spec.final_model_name}.keras")
+        if start_epoch >= self.spec.num_epoch and os.path.isfile(final):
+            message = f"already trained to epoch {start_epoch}; nothing to do (raise num_epoch to train further)"
+            logger.info("%s: %s", self.results_dir, message)
+            self.status.write("SUCCESS", message.capitalize() + ".", kpi={"epochs": start_epoch})
+            return TrainResult(self.results_dir, final, start_epoch, start_epoch * self.steps_per_epoch, [], [],
+                               start_epoch, nothing_to_do=True)
         started = f"Starting bpnet train ({'resuming after epoch %d' % start_epoch if start_epoch else 'new run'})."
         with task_status(self.results_dir, started):
             return self._run(start_epoch)
@@ -277,11 +307,15 @@ class Trainer:
     def _initial_weights(self, model, checkpoint) -> None:
         spec = self.spec
         if spec.finetuning_config.is_finetune_exp:
-            path = spec.finetuning_config.checkpoint_path
-            if not path:
-                raise BpnetError("finetuning_config.is_finetune_exp needs finetuning_config.checkpoint_path")
-            checkpoint.read(path).expect_partial()
-            logger.info("Fine-tuning from checkpoint %s", path)
+            path = finetune_checkpoint(spec.finetuning_config.checkpoint_path, spec.finetuning_config.ckpt_epoch_num)
+            if path.endswith((".keras", ".h5", ".hdf5")):
+                loaded, skipped = assign_by_name(model, read_layer_weights(path))
+                if skipped or not loaded:
+                    raise BpnetError(f"{path}: does not fit this model ({len(loaded)} layers loaded, shapes differ in "
+                                     f"{', '.join(skipped[:3]) or 'none'}) (finetuning_config.checkpoint_path)")
+            else:
+                self.tf.train.Checkpoint(model=model).read(path).expect_partial()
+            logger.info("Fine-tuning from %s: its weights, a new optimizer and schedule from step 0", path)
         elif spec.pretrained_weights and not spec.load_graph:
             load_pretrained(model, spec.pretrained_weights, spec.model.backbone_attributes.use_bias)
 
@@ -343,10 +377,13 @@ def next_batch(iterator, default=StopIteration):
         raise BpnetError(match.group(1).strip().strip("'\"")) from None
 
 
-def train(spec_path: str, results_dir: Optional[str] = None, gpus: Optional[int] = None, use_amp: bool = False,
-          logical_cpus: int = 0, progress: bool = True, deterministic: bool = False) -> TrainResult:
-    """Train (or resume) from a train spec; ``results_dir`` overrides the spec's ``checkpoint_dir``."""
-    spec = load_train_spec(spec_path)
+def train(spec: Union[TrainSpec, str], results_dir: Optional[str] = None, gpus: Optional[int] = None,
+          use_amp: bool = False, logical_cpus: int = 0, progress: bool = True, deterministic: bool = False,
+          overrides: Sequence[str] = ()) -> TrainResult:
+    """Train (or resume) from a train spec (object or file; ``overrides`` are ``key.path=value`` settings for
+    a file); ``results_dir`` overrides the spec's ``checkpoint_dir``."""
+    spec_path = spec_source(spec)
+    spec = spec_object(TrainSpec, spec, overrides)
     results_dir = results_dir or spec.checkpoint_dir
     if not results_dir:
         raise BpnetError(f"{spec_path}: no results folder: pass -r/--results_dir or set checkpoint_dir")
