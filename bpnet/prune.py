@@ -290,6 +290,7 @@ def prune_model(model, settings: PruneSettings = PruneSettings()) -> PruneResult
 def prune_file(model_path: str, output_path: str, settings: PruneSettings, results_dir: Optional[str] = None) -> PruneResult:
     """Prune a saved model and save the result with the original's skeleton and normalisation; with
     ``results_dir``, TAO-style ``status.json`` lines go there."""
+    from bpnet.files import remove_stale_temporaries
     from bpnet.model.io import load_model, save_model
     from bpnet.status import task_status
 
@@ -298,6 +299,7 @@ def prune_file(model_path: str, output_path: str, settings: PruneSettings, resul
         if info is None:
             raise BpnetError(f"{model_path}: no bpnet metadata (skeleton, normalisation); prune a model saved by bpnet")
         result = prune_model(model, settings)
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(output_path)))
         save_model(result.model, output_path, info)
         if status:
             status.write("SUCCESS", f"Pruned model saved to {output_path}",

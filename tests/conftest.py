@@ -38,6 +38,18 @@ def coco_val_sample() -> Path:
     return _require(COCO_VAL_SAMPLE)
 
 
+def assert_one_line_error(result, *fragments) -> str:
+    """A CLI result that failed as a user error: exit code 2, no traceback, exactly one ``Error:`` line holding
+    every fragment; returns that line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
 def write_dataset_spec(folder: Path, images_dir: Path, annotation_file: Path, mode: str = "train") -> Path:
     """A copy of the shipped coco_spec.json rooted in ``folder`` (masks go there) for read-only data."""
     spec = json.loads((REPO_ROOT / "data_pose_config" / "coco_spec.json").read_text())

@@ -11,21 +11,13 @@ from click.testing import CliRunner
 from bpnet import __version__
 from bpnet.cli import cli
 
+from .conftest import assert_one_line_error as assert_user_error
 from .conftest import write_dataset_spec
 
 
 def run(*args):
     result = CliRunner().invoke(cli, list(map(str, args)))
     return result
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0]
 
 
 def test_version_and_module_entry_point():

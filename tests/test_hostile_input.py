@@ -25,7 +25,7 @@ from bpnet.cli import cli
 from bpnet.data.coco import MAX_IMAGE_PIXELS
 from bpnet.files import TEMPORARY_MARK, atomic_path, remove_stale_temporaries
 
-from .conftest import COCO_MINI, SHARED_DATA, write_dataset_spec, write_train_spec
+from .conftest import COCO_MINI, SHARED_DATA, assert_one_line_error, write_dataset_spec, write_train_spec
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +35,6 @@ pytestmark = pytest.mark.integration
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 def snapshot(root: Path, skip=()):

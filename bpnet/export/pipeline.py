@@ -15,7 +15,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 from bpnet.errors import BpnetError
-from bpnet.files import atomic_path
+from bpnet.files import atomic_path, remove_stale_temporaries
 from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.status import task_status
 
@@ -118,6 +118,7 @@ def _write_onnx(proto, path: str) -> None:
     import onnx
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))
     with atomic_path(path) as tmp:
         onnx.save(proto, tmp)
 
