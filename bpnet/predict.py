@@ -8,7 +8,11 @@ Preprocessing (``keep_aspect_ratio_mode``):
   extra pixel bottom/right), then resize to exactly ``input_shape``.
 * ``None``: resize to ``input_shape`` (aspect ratio not kept).
 
-Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the chosen stage are upsampled
+In every mode the network input is then padded on the bottom and right with the grey 128 (before
+normalisation) to a multiple of the model's stride, so that output cell ``i`` covers input pixels
+``[i·stride, (i + 1)·stride)`` exactly; the padding leaves the coordinate mapping unchanged. (TLT fed
+sizes off the stride grid as they were, and its output grid then drifted from the mapping: a reference
+bug, docs/differences_from_tlt.md.) Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the chosen stage are upsampled
 bicubically by ``output_upsampling_factor`` and decoded; peaks map back to the original image through
 ``x_input = (x_map + 0.5) · stride / factor − 0.5`` and the inverse resize and padding. With
 ``scales`` (multi-scale), the maps of every scale are brought to input resolution, resized to the
@@ -52,7 +56,10 @@ class Geometry:
 
 def preprocess(image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[str], info: ModelInfo
                ) -> Tuple[np.ndarray, Geometry]:
-    """A BGR uint8 image → ``(H, W, 3)`` float32 network input and its :class:`Geometry`."""
+    """A BGR uint8 image → ``(H, W, 3)`` float32 network input and its :class:`Geometry`.
+
+    ``H`` and ``W`` are the resized image's, rounded up to a multiple of ``info.stride`` by padding on the
+    bottom and right; ``Geometry.input_size`` is the resized image's own (unpadded) size."""
     height, width = image.shape[:2]
     in_h, in_w = input_shape
     pad_x = pad_y = 0
@@ -76,6 +83,10 @@ def preprocess(image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[s
         raise ValueError(f"unknown keep_aspect_ratio_mode {mode!r}")
     padded_h, padded_w = image.shape[:2]
     resized = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+    pad_bottom, pad_right = -size[1] % info.stride, -size[0] % info.stride
+    if pad_bottom or pad_right:
+        resized = cv2.copyMakeBorder(resized, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT,
+                                     value=(PAD_VALUE,) * 3)
     if info.channel_order == "RGB":
         resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     tensor = resized.astype(np.float32) / np.asarray(info.image_scale, np.float32) - np.asarray(info.image_offset, np.float32)

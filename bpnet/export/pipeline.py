@@ -140,6 +140,11 @@ def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> E
 
     model, info = load_model(request.model)
     info = _model_info(request, info)
+    on_grid = tuple(-(-side // info.stride) * info.stride for side in input_hw)
+    if on_grid != tuple(input_hw):
+        logger.warning("--input_dims %s: rounded up to %s, a multiple of the model's stride %d (inference pads its "
+                       "input the same way)", request.input_dims, "x".join(map(str, on_grid)), info.stride)
+        input_hw = (on_grid[0], on_grid[1])
     onnx_path = default_onnx_path(request.model, request.output_file)
     settings = OnnxSettings(request.static_batch_size, request.sdk_compatible_model, request.upsample_ratio)
     _write_onnx(to_onnx(model, info, settings), onnx_path)
