@@ -13,10 +13,10 @@ import json
 import os
 import time
 
+from loop_targets import loop_heatmaps, loop_pafs
+
 from bpnet.data.pipeline import SampleMaker, build_dataset
 from bpnet.specs import load_train_spec
-
-from loop_targets import loop_heatmaps, loop_pafs
 
 
 class LoopTargetsMaker(SampleMaker):

@@ -28,7 +28,7 @@ def loop_pafs(joints, limbs, target_shape, stride, half_width_cells):
     height, width = target_shape
     out = np.zeros((height, width, 2 * len(limbs)), dtype=np.float32)
     gx, gy = np.meshgrid(cell_centres(width, stride), cell_centres(height, stride))
-    for l, (a, b) in enumerate(limbs):
+    for limb, (a, b) in enumerate(limbs):
         total = np.zeros((height, width, 2))
         count = np.zeros((height, width))
         for person in joints:
@@ -45,5 +45,5 @@ def loop_pafs(joints, limbs, target_shape, stride, half_width_cells):
             total[inside] += (ux, uy)
             count[inside] += 1
         np.divide(total, count[..., None], out=total, where=count[..., None] > 0)
-        out[..., 2 * l: 2 * l + 2] = total
+        out[..., 2 * limb: 2 * limb + 2] = total
     return out

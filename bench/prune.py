@@ -3,7 +3,8 @@
     python bench/prune.py --model results/quickstart/model/bpnet_model.keras \
         --specs results/quickstart/specs [--thresholds 0.05 0.1 0.2 0.3 0.5 0.7 1.0] [--retrain_epochs 1] [--json]
 
-``--specs`` is a quickstart's spec folder (its paths are absolute, so copies work anywhere) holding ``train.yaml`` (the retrain copies it
+``--specs`` is a quickstart's spec folder (its paths are absolute, so copies work anywhere) holding ``train.yaml``
+(the retrain copies it
 with ``load_graph: True``, ``pretrained_weights`` the pruned model and ``num_epoch`` the retrain
 epochs), ``infer.yaml`` (input size and decoder of the evaluation) and the dataset spec named by
 ``--dataset_spec`` (default: ``../data/dataset_spec.json`` beside it, as the quickstart writes it).

@@ -70,8 +70,8 @@ def import_tensorflow_quietly() -> None:
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
             import absl.logging
+            import tensorflow  # noqa: F401
 
             absl.logging.set_verbosity(absl.logging.ERROR)
         except BaseException:
@@ -395,7 +395,8 @@ def export(model: str, output_file: Optional[str], key: str, experiment_spec: Op
            max_workspace_size: int, strict_type_constraints: bool, force_ptq: bool, sdk_compatible_model: bool,
            upsample_ratio: int, verbose: bool, results_dir: Optional[str], overrides: Tuple[str, ...]) -> None:
     """Write ONNX; build a TensorRT engine (GPU) or an INT8 ONNX model (CPU)."""
-    from bpnet.export.pipeline import ExportRequest, export as run_export, summary_lines
+    from bpnet.export.pipeline import ExportRequest, summary_lines
+    from bpnet.export.pipeline import export as run_export
 
     if backend == "uff":
         raise BpnetError("-t uff: UFF is obsolete (removed from TensorRT 10); bpnet exports ONNX (-t onnx)")

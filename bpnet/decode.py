@@ -177,9 +177,10 @@ def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequen
     if not limbs:
         return []
     pairs = []
-    for l, (a, b) in enumerate(limbs):
-        starts, ends = np.repeat(np.arange(len(peaks[a])), len(peaks[b])), np.tile(np.arange(len(peaks[b])), len(peaks[a]))
-        pairs.append((np.full(starts.size, l), starts, ends, peaks[a][starts, :2], peaks[b][ends, :2]))
+    for limb, (a, b) in enumerate(limbs):
+        starts = np.repeat(np.arange(len(peaks[a])), len(peaks[b]))
+        ends = np.tile(np.arange(len(peaks[b])), len(peaks[a]))
+        pairs.append((np.full(starts.size, limb), starts, ends, peaks[a][starts, :2], peaks[b][ends, :2]))
     limb_ids, start_ids, end_ids, start_xy, end_xy = (np.concatenate(x) for x in zip(*pairs))
     n = params.line_integral_samples
     vector = end_xy - start_xy  # (P, 2)
@@ -202,7 +203,7 @@ def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequen
     kept = kept[np.lexsort((-score[kept], limb_ids[kept]))]
     bounds = np.searchsorted(limb_ids[kept], np.arange(len(limbs) + 1))
     table = np.column_stack([start_ids[kept], end_ids[kept], score[kept]])
-    return [table[bounds[l]:bounds[l + 1]] for l in range(len(limbs))]
+    return [table[bounds[limb]:bounds[limb + 1]] for limb in range(len(limbs))]
 
 
 def _projected_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndarray, vector: np.ndarray,

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from bpnet import spec_loader
 from bpnet.coco_eval import KPI_NAMES, evaluate_keypoints
 from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError, SpecError
@@ -28,7 +29,6 @@ from bpnet.predict import KerasBackend, OnnxBackend, OutputLayout, Predictor, Pr
 from bpnet.skeleton import Skeleton
 from bpnet.specs import DatasetSpec, InferenceSpec, load_train_spec, spec_object, spec_source
 from bpnet.status import task_status
-from bpnet import spec_loader
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ In every mode the network input is then padded on the bottom and right with the 
 normalisation) to a multiple of the model's stride, so that output cell ``i`` covers input pixels
 ``[i·stride, (i + 1)·stride)`` exactly; the padding leaves the coordinate mapping unchanged. (TLT fed
 sizes off the stride grid as they were, and its output grid then drifted from the mapping: a reference
-bug, docs/differences_from_tlt.md.) Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the chosen stage are upsampled
+bug, docs/differences_from_tlt.md.) Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the
+chosen stage are upsampled
 bicubically by ``output_upsampling_factor`` and decoded; peaks map back to the original image through
 ``x_input = (x_map + 0.5) · stride / factor − 0.5`` and the inverse resize and padding. With
 ``scales`` (multi-scale), the maps of every scale are brought to input resolution, resized to the

@@ -446,7 +446,8 @@ class SoftstartAnnealingSchedule:
     last_step: Optional[int] = None  # set by the trainer from num_epoch × steps per epoch
 
     def __post_init__(self) -> None:
-        _require(0 < self.min_learning_rate <= self.base_learning_rate, "min_learning_rate", "must be > 0 and <= base_learning_rate")
+        _require(0 < self.min_learning_rate <= self.base_learning_rate, "min_learning_rate",
+                 "must be > 0 and <= base_learning_rate")
         _require(0 <= self.soft_start <= self.annealing <= 1, "soft_start", "need 0 <= soft_start <= annealing <= 1")
 
 
@@ -596,7 +597,8 @@ class NetworkSpec:
     stride: int = 8
 
     def __post_init__(self) -> None:
-        _require(0 <= self.heatmap_channels[0] < self.heatmap_channels[1], "heatmap_channels", "must be [start, stop) with start < stop")
+        _require(0 <= self.heatmap_channels[0] < self.heatmap_channels[1], "heatmap_channels",
+                 "must be [start, stop) with start < stop")
         _require(len(self.paf_channels) > 0 and len(self.paf_channels) % 2 == 0, "paf_channels",
                  "must list an x and a y channel per limb")
         _require(self.stride > 0, "stride", "must be positive")

@@ -121,7 +121,8 @@ def tiny_model(tmp_path_factory):
     from bpnet.train.trainer import train
 
     folder = tmp_path_factory.mktemp("tiny_model")
-    dataset_spec = write_dataset_spec(folder, COCO_MINI / "train2017", COCO_MINI / "annotations" / "person_keypoints_train2017.json")
+    annotations = COCO_MINI / "annotations" / "person_keypoints_train2017.json"
+    dataset_spec = write_dataset_spec(folder, COCO_MINI / "train2017", annotations)
     convert_dataset(str(dataset_spec), str(folder / "train"), generate_masks=True, workers=1, progress=False)
     spec = write_train_spec(folder, folder, dataset_spec, height=64, width=64, target=8,
                             **{"dataloader.batch_size": 8, "model.stages": 2, "model.width_multiplier": 0.125,

@@ -76,7 +76,8 @@ def test_records_give_back_the_source_annotations(converted):
         persons = [main] + others
         assert record.num_persons == len(persons)
         np.testing.assert_array_equal(record.joints, np.array([a["keypoints"] for a in persons]).reshape(-1, 17, 3))
-        np.testing.assert_allclose(record.centers, [(a["bbox"][0] + a["bbox"][2] / 2, a["bbox"][1] + a["bbox"][3] / 2) for a in persons])
+        centres = [(a["bbox"][0] + a["bbox"][2] / 2, a["bbox"][1] + a["bbox"][3] / 2) for a in persons]
+        np.testing.assert_allclose(record.centers, centres)
         np.testing.assert_allclose(record.scales, [a["bbox"][3] for a in persons])
         image = images[record.image_id]
         assert (record.height, record.width, record.dataset) == (image["height"], image["width"], "coco")

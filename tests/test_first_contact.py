@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from bpnet.cli import cli
-from bpnet.errors import SpecError
+from bpnet.errors import BpnetError, SpecError
 from bpnet.specs import load_train_spec
 
 from .conftest import REPO_ROOT, SHARED_DATA, write_train_spec
@@ -59,7 +59,7 @@ def test_finetuning_restores_the_weights_and_starts_a_new_schedule(tmp_path, coc
     last = float(np.mean(base_losses[-base.steps // 4:]))
     assert abs(tuned_losses[0] - last) < 0.25 * last, (tuned_losses[0], last, base_losses[0])
     assert abs(base_losses[0] - last) > 0.25 * last  # a fresh model starts far from there: the check can fail
-    with pytest.raises(Exception, match="no checkpoint of epoch 9"):
+    with pytest.raises(BpnetError, match="no checkpoint of epoch 9"):
         train(load_train_spec(str(spec), overrides=[f"finetuning_config.checkpoint_path={tmp_path / 'base'}",
                                                    "finetuning_config.is_finetune_exp=true",
                                                    "finetuning_config.ckpt_epoch_num=9"]),

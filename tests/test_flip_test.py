@@ -110,7 +110,7 @@ def test_a_mirrored_limb_stored_the_other_way_round_flips_its_y_component():
 def test_a_skeleton_without_mirror_limbs_is_a_one_line_error():
     skeleton = Skeleton("lopsided", ("left_hand", "right_hand", "chest"), ((0, 2),))
     with pytest.raises(ValueError, match="left_hand → chest has no mirror image"):
-        skeleton.paf_flip
+        _ = skeleton.paf_flip
     info = ModelInfo(skeleton, (256.0,) * 3, (0.5,) * 3, STRIDE)
     with pytest.raises(BpnetError, match="^flip_test: skeleton 'lopsided'"):
         Predictor(lambda batch: None, info, PredictorSettings(flip_test=True))

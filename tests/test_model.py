@@ -10,8 +10,12 @@ from bpnet.model.build import build_model, stage_outputs
 from bpnet.model.io import ModelInfo, load_model, read_layer_weights, save_model
 from bpnet.skeleton import Skeleton
 from bpnet.train.losses import masked_l2, stage_losses
-from bpnet.train.optim import (ExponentialDecaySchedule, SoftstartAnnealingSchedule, WeightedMomentumOptimizer,
-                               stagewise_lr_multipliers)
+from bpnet.train.optim import (
+    ExponentialDecaySchedule,
+    SoftstartAnnealingSchedule,
+    WeightedMomentumOptimizer,
+    stagewise_lr_multipliers,
+)
 
 from .conftest import REPO_ROOT
 
@@ -73,8 +77,9 @@ def test_any_skeleton_sets_the_channel_counts(tmp_path):
 def test_regularisers_follow_the_spec():
     model = build_model(spec(regularization_type="l1", kernel_regularization_factor=1e-3, bias_regularization_factor=2e-3,
                              width_multiplier=0.125), BODY18)
-    expected = sum(1e-3 * np.abs(l.kernel.numpy()).sum() + (2e-3 * np.abs(l.bias.numpy()).sum() if l.bias is not None else 0)
-                   for l in model.layers if isinstance(l, keras.layers.Conv2D))
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    expected = sum(1e-3 * np.abs(layer.kernel.numpy()).sum()
+                   + (2e-3 * np.abs(layer.bias.numpy()).sum() if layer.bias is not None else 0) for layer in convolutions)
     np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-4)
 
 
@@ -101,7 +106,8 @@ def test_masked_l2_and_stage_losses_by_hand():
     assert float(masked_l2(pred, label, mask)) == pytest.approx(0.5 * (1 + 4 + 0 + 0.25))
     focal = specs.FocalLossParams(use_focal_loss=True, alpha=0.1, beta=0.02, bkg_thresh=0.01, gamma=1.0)
     weight = np.abs(1 - (1 - pred - 0.02))  # all labels are background
-    assert float(masked_l2(pred, label, mask, focal)) == pytest.approx(0.5 * float((((pred - label) * mask * weight) ** 2).sum()), rel=1e-6)
+    expected = 0.5 * float((((pred - label) * mask * weight) ** 2).sum())
+    assert float(masked_l2(pred, label, mask, focal)) == pytest.approx(expected, rel=1e-6)
     labels = {"heatmaps": label, "pafs": label, "mask": mask}
     heat, paf = stage_losses([pred, pred * 0], [pred, pred], labels)
     assert [float(v) for v in heat] == pytest.approx([2.625, 0.0]) and [float(v) for v in paf] == pytest.approx([2.625] * 2)

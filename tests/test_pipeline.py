@@ -86,7 +86,8 @@ def test_a_tlt_encoded_record_loads(train_spec, coco_mini_records, tmp_path):
     with tf.io.TFRecordWriter(str(tlt_file)) as writer:
         for record in records:
             writer.write(tlt_example(record))
-    ours = [x.numpy() for x, _ in build_dataset(train_spec, [str(coco_mini_records / "train-fold-000-of-001")], training=False).take(1)]
+    records = [str(coco_mini_records / "train-fold-000-of-001")]
+    ours = [x.numpy() for x, _ in build_dataset(train_spec, records, training=False).take(1)]
     theirs = [x.numpy() for x, _ in build_dataset(train_spec, [str(tlt_file)], training=False).take(1)]
     np.testing.assert_array_equal(ours[0], theirs[0])
 

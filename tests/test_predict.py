@@ -196,7 +196,8 @@ def test_a_model_whose_outputs_do_not_fit_the_skeleton(tiny_model, tmp_path):
 
     model, _ = load_model(str(folder / "run" / "bpnet_model.keras"))
     model.save(str(tmp_path / "no_metadata.keras"))  # a model without bpnet.json: the train spec decides
-    pose = {"pose_config_type": "five", "categories": [{"id": 1, "name": "p", "keypoints": ["a", "b", "c"], "skeleton": [[1, 2]]}]}
+    category = {"id": 1, "name": "p", "keypoints": ["a", "b", "c"], "skeleton": [[1, 2]]}
+    pose = {"pose_config_type": "five", "categories": [category]}
     (tmp_path / "pose.json").write_text(json.dumps(pose))
     spec = write_train_spec(tmp_path, folder, folder / "dataset_spec.json", pose_config=tmp_path / "pose.json",
                             **{"model.heat_channels": None, "model.paf_channels": None})

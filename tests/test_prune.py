@@ -8,8 +8,7 @@ from bpnet import specs
 from bpnet.cli import cli
 from bpnet.model.build import build_model
 from bpnet.model.io import ModelInfo, load_model, save_model
-from bpnet.prune import (PruneSettings, equalize, filter_norms, normalize, output_model_path, prune_model,
-                         retained_filters)
+from bpnet.prune import PruneSettings, equalize, filter_norms, normalize, output_model_path, prune_model, retained_filters
 from bpnet.skeleton import Skeleton
 
 from .conftest import REPO_ROOT

@@ -31,7 +31,7 @@ def slow_targets(joints, limbs, shape, stride, sigma, half_width):
                         best = max(best, math.exp(-((cx - x) ** 2 + (cy - y) ** 2) / (2 * sigma**2)))
                 heat[row, col, k] = best
             heat[row, col, num_k] = min(1.0, max(0.0, 1.0 - max(heat[row, col, :num_k])))
-            for l, (a, b) in enumerate(limbs):
+            for limb, (a, b) in enumerate(limbs):
                 total, count = np.zeros(2), 0
                 for person in joints:
                     (ax, ay, fa), (bx, by, fb) = person[a], person[b]
@@ -45,7 +45,7 @@ def slow_targets(joints, limbs, shape, stride, sigma, half_width):
                         total += (ux, uy)
                         count += 1
                 if count:
-                    paf[row, col, 2 * l: 2 * l + 2] = total / count
+                    paf[row, col, 2 * limb: 2 * limb + 2] = total / count
     return heat, paf
 
 
@@ -127,6 +127,7 @@ def test_the_benchmark_baseline_computes_the_same_targets():
     from loop_targets import loop_heatmaps, loop_pafs
 
     joints = random_people(np.random.default_rng(9), 5, 128)
-    np.testing.assert_allclose(loop_heatmaps(joints, (16, 16), STRIDE, SIGMA), targets.heatmaps(joints, (16, 16), STRIDE, SIGMA), atol=1e-5)
+    expected = loop_heatmaps(joints, (16, 16), STRIDE, SIGMA)
+    np.testing.assert_allclose(expected, targets.heatmaps(joints, (16, 16), STRIDE, SIGMA), atol=1e-5)
     np.testing.assert_allclose(loop_pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH),
                                targets.pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH), atol=1e-5)

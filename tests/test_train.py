@@ -94,7 +94,8 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny_spec):
     assert "Resumed from epoch" in out
     straight_out, _ = straight.communicate(timeout=300)
     assert straight.returncode == 0, straight_out
-    for a, b in zip(weights_of(tmp_path / "straight" / "bpnet_model.keras"), weights_of(tmp_path / "killed" / "bpnet_model.keras")):
+    straight_weights = weights_of(tmp_path / "straight" / "bpnet_model.keras")
+    for a, b in zip(straight_weights, weights_of(tmp_path / "killed" / "bpnet_model.keras")):
         np.testing.assert_array_equal(a, b)
 
 

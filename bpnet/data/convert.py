@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from bpnet.data.coco import ImageEntry, Person, read_coco_persons
 from bpnet.data.masks import loss_mask
-from bpnet.files import contained_path, is_gray_png, remove_stale_temporaries, resolves_inside, write_png
 from bpnet.data.records import PoseRecord, write_records
 from bpnet.errors import BpnetError, SpecError
+from bpnet.files import contained_path, is_gray_png, remove_stale_temporaries, resolves_inside, write_png
 from bpnet.spec_loader import FieldError
 from bpnet.specs import DataFilteringParams, DatasetSpec, spec_object, spec_source
 from bpnet.status import task_status

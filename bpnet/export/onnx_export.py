@@ -115,7 +115,8 @@ def read_onnx_metadata(path: str) -> Optional[Dict[str, object]]:
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for unreadable files
-        raise BpnetError(f"{path}: cannot read the ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BpnetError(f"{path}: cannot read the ONNX model: {reason}") from None
     for entry in proto.metadata_props:
         if entry.key == METADATA_KEY:
             try:

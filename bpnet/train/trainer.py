@@ -35,13 +35,17 @@ from bpnet.files import remove_stale_temporaries, temporary_prefix
 from bpnet.model.build import build_model, stage_outputs
 from bpnet.model.io import assign_by_name, keras_variable_path, read_layer_weights, save_model, train_spec_info
 from bpnet.skeleton import Skeleton, check_channel_counts
-from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
 from bpnet.specs import AdamOptimizerSpec, TrainSpec, spec_object, spec_source
+from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
 from bpnet.status import StatusLogger, task_status
 from bpnet.train import distribution
 from bpnet.train.losses import stage_losses
-from bpnet.train.optim import (ExponentialDecaySchedule, SoftstartAnnealingSchedule, WeightedMomentumOptimizer,
-                               stagewise_lr_multipliers)
+from bpnet.train.optim import (
+    ExponentialDecaySchedule,
+    SoftstartAnnealingSchedule,
+    WeightedMomentumOptimizer,
+    stagewise_lr_multipliers,
+)
 from bpnet.train.weights import load_graph_without_regularizers, load_pretrained
 
 logger = logging.getLogger(__name__)
