@@ -9,10 +9,10 @@ FROM tensorflow/tensorflow:2.17.0-gpu
 WORKDIR /opt/bpnet
 COPY pyproject.toml README.md ./
 COPY bpnet ./bpnet
-COPY specs ./specs
-COPY data_pose_config ./data_pose_config
-COPY model_pose_config ./model_pose_config
-RUN pip install --no-cache-dir ".[trt]"
+RUN pip install --no-cache-dir ".[trt]" \
+    && ln -s bpnet/resources/specs specs \
+    && ln -s bpnet/resources/data_pose_config data_pose_config \
+    && ln -s bpnet/resources/model_pose_config model_pose_config
 
 # The shipped specs name ../data and ../results relative to their folders: mount those two here.
 ENTRYPOINT ["bpnet"]

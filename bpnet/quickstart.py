@@ -17,14 +17,14 @@ from tqdm import tqdm
 
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
+from bpnet.resources import resource_path
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART_TRAIN_SPEC = REPO_ROOT / "specs" / "quickstart_train.yaml"
-QUICKSTART_RETRAIN_SPEC = REPO_ROOT / "specs" / "quickstart_retrain.yaml"
-QUICKSTART_INFER_SPEC = REPO_ROOT / "specs" / "quickstart_infer.yaml"
-COCO_DATASET_SPEC = REPO_ROOT / "data_pose_config" / "coco_spec.json"
+QUICKSTART_TRAIN_SPEC = resource_path("specs", "quickstart_train.yaml")
+QUICKSTART_RETRAIN_SPEC = resource_path("specs", "quickstart_retrain.yaml")
+QUICKSTART_INFER_SPEC = resource_path("specs", "quickstart_infer.yaml")
+COCO_DATASET_SPEC = resource_path("data_pose_config", "coco_spec.json")
 
 
 @dataclasses.dataclass(frozen=True)
