@@ -17,6 +17,7 @@ import click
 
 from bpnet import __version__
 from bpnet.errors import BpnetError, describe_failure
+from bpnet.export.pipeline import DEFAULT_CAL_CACHE_FILE, ExportRequest  # the flags' defaults have one owner
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 USER_ERROR_EXIT_CODE = 2
@@ -361,28 +362,31 @@ def prune(model: str, output_file: str, key: str, normalizer: str, equalization_
               help="Accepted for TLT compatibility: onnx and tfonnx both write ONNX through tf2onnx; uff is obsolete.")
 @click.option("--target", default=None, type=click.Choice(["tensorrt", "onnxruntime"]),
               help="What to build from the ONNX file (bpnet addition)  [default: tensorrt with --engine_file, else onnxruntime]")
-@click.option("--data_type", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
+@click.option("--data_type", default=ExportRequest.data_type, show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
 @click.option("--engine_file", default=None, type=click.Path(dir_okay=False), help="Where the TensorRT engine is saved.")
-@click.option("-d", "--input_dims", default="256,256,3", show_default=True,
+@click.option("-d", "--input_dims", default=ExportRequest.input_dims, show_default=True,
               help="H,W,C or C,H,W: the TensorRT profile and calibration size.")
-@click.option("-i", "--data_format", default="channels_last", show_default=True,
+@click.option("-i", "--data_format", default=ExportRequest.data_format, show_default=True,
               type=click.Choice(["channels_last", "channels_first"]))
 @click.option("--cal_image_dir", default=None, type=click.Path(file_okay=False), help="Calibration images (INT8).")
 @click.option("--cal_data_file", default=None, type=click.Path(dir_okay=False),
               help="Calibration tensors (.npy): written from --cal_image_dir if missing, else reused.")
 @click.option("--cal_cache_file", default=None, type=click.Path(dir_okay=False),
-              help="TensorRT calibration cache: written, and reused if it exists  [default: ./cal.bin]")
-@click.option("--batches", default=10, show_default=True, type=click.IntRange(min=1), help="Calibration batches.")
-@click.option("--batch_size", default=1, show_default=True, type=click.IntRange(min=1), help="Calibration batch size.")
-@click.option("--max_batch_size", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--opt_batch_size", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--static_batch_size", default=-1, show_default=True, type=int, help="≤ 0: dynamic batch.")
-@click.option("--max_workspace_size", default=2 * (1 << 30), show_default=True, type=click.IntRange(min=1),
+              help=f"TensorRT calibration cache: written, and reused if it exists  [default: {DEFAULT_CAL_CACHE_FILE}]")
+@click.option("--batches", default=ExportRequest.batches, show_default=True, type=click.IntRange(min=1),
+              help="Calibration batches.")
+@click.option("--batch_size", default=ExportRequest.batch_size, show_default=True, type=click.IntRange(min=1),
+              help="Calibration batch size.")
+@click.option("--max_batch_size", default=ExportRequest.max_batch_size, show_default=True, type=click.IntRange(min=1))
+@click.option("--opt_batch_size", default=ExportRequest.opt_batch_size, show_default=True, type=click.IntRange(min=1))
+@click.option("--static_batch_size", default=ExportRequest.static_batch_size, show_default=True, type=int,
+              help="≤ 0: dynamic batch.")
+@click.option("--max_workspace_size", default=ExportRequest.max_workspace_size, show_default=True, type=click.IntRange(min=1),
               help="TensorRT workspace in bytes.")
 @click.option("-s", "--strict_type_constraints", is_flag=True, help="TensorRT obeys the precision constraints.")
 @click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
 @click.option("--sdk_compatible_model", is_flag=True, help="Add TLT's PAF upsampling for DeepStream (deployment only).")
-@click.option("-u", "--upsample_ratio", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("-u", "--upsample_ratio", default=ExportRequest.upsample_ratio, show_default=True, type=click.IntRange(min=1))
 @click.option("-v", "--verbose", is_flag=True, help="DEBUG logging.")
 @click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False), help="Where status.json goes.")
 @set_option

@@ -27,12 +27,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from bpnet.files import atomic_path
+from bpnet.resources import resource_path
+from bpnet.specs import load_dataset_spec
 
-COCO_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-                  "right_knee", "left_ankle", "right_ankle")
-COCO_SKELETON = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9), (8, 10),
-                 (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7))
+_COCO = load_dataset_spec(str(resource_path("data_pose_config", "coco_spec.json"))).category
+COCO_KEYPOINTS = tuple(_COCO.keypoints)
+"""The 17 COCO keypoints, from the shipped ``coco_spec.json`` (its one owner)."""
+COCO_SKELETON = tuple(tuple(limb) for limb in _COCO.skeleton)
+"""COCO's 1-based limb pairs, from the same file."""
 _K = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
 MAX_HIDDEN_KEYPOINTS = 0.25
 """Figures overlap and occlude each other, but each keeps at least 75% of its keypoints in view: placed

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from bpnet.data import augment, targets
+from bpnet.data.records import parsing_spec
 from bpnet.errors import BpnetError
 from bpnet.skeleton import KeypointMapping, Skeleton
 from bpnet.specs import DataloaderSpec, TrainSpec, load_dataset_spec
@@ -186,8 +187,7 @@ def build_dataset(spec: TrainSpec, record_files: Optional[Sequence[str]] = None,
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise BpnetError(f"{missing[0]}: TFRecord file not found (dataset_config records path)")
-    feature_spec = {key: tf.io.FixedLenFeature([], tf.int64 if key.startswith("frame/") and key[6:] in ("width", "height")
-                                               else tf.string) for key in _RECORD_FEATURES}
+    feature_spec = parsing_spec(_RECORD_FEATURES)
     dims = dataloader.image_config.image_dims
     h, w = dataloader.pose_config.target_shape
     num_heat, num_paf = maker.skeleton.num_heatmap_channels, maker.skeleton.num_paf_channels

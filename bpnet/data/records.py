@@ -46,6 +46,21 @@ class PoseRecord:
         return int(self.scales.shape[0])
 
 
+INT64_FEATURES = ("frame/image_id", "frame/height", "frame/width", "person/person_idx", "person/num_other_people")
+BYTES_FEATURES = ("frame/image_path", "frame/mask_path", "dataset", "person/joints", "person/scales", "person/centers")
+"""The schema's feature keys by type (the table above): the one place that lists them."""
+
+
+def parsing_spec(keys: Iterable[str]) -> dict:
+    """``tf.io.parse_single_example`` features for ``keys`` of the schema (scalars: int64 or bytes)."""
+    import tensorflow as tf
+
+    unknown = [key for key in keys if key not in INT64_FEATURES + BYTES_FEATURES]
+    if unknown:
+        raise KeyError(f"not features of the bpnet TFRecord schema: {unknown}")
+    return {key: tf.io.FixedLenFeature([], tf.int64 if key in INT64_FEATURES else tf.string) for key in keys}
+
+
 def encode(record: PoseRecord) -> bytes:
     """Serialise a record as a ``tf.train.Example`` with TLT's feature encoding."""
     import tensorflow as tf

@@ -15,6 +15,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 from bpnet.errors import BpnetError
+from bpnet.export.onnx_export import OnnxSettings
 from bpnet.files import atomic_path, remove_stale_temporaries
 from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.status import task_status
@@ -50,7 +51,7 @@ class ExportRequest:
     max_workspace_size: int = 2 * (1 << 30)
     strict_type_constraints: bool = False
     sdk_compatible_model: bool = False
-    upsample_ratio: int = 4
+    upsample_ratio: int = OnnxSettings.upsample_ratio
     results_dir: Optional[str] = None
     spec_overrides: Tuple[str, ...] = ()  # --set key.path=value for the -e train spec
 
@@ -136,7 +137,7 @@ def export(request: ExportRequest) -> ExportResult:
 
 def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> ExportResult:
     from bpnet.export import calibration
-    from bpnet.export.onnx_export import OnnxSettings, metadata, to_onnx
+    from bpnet.export.onnx_export import metadata, to_onnx
 
     model, info = load_model(request.model)
     info = _model_info(request, info)
