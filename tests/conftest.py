@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bpnet.skeleton import Skeleton
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BPNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 COCO_MINI = SHARED_DATA / "coco_mini"
@@ -20,6 +22,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
+"""TLT's 18-joint skeleton (COCO's 17 keypoints and the neck), shared by the tests."""
 
 
 def _require(path: Path) -> Path:

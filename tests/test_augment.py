@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from bpnet.data import augment
-from bpnet.skeleton import Skeleton, Visibility
+from bpnet.skeleton import Visibility
 from bpnet.specs import ColorAugParams, SpatialAugParams
 
-from .conftest import REPO_ROOT
+from .conftest import BODY18
 
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 MODES = ("person_centric", "standard", "standard_with_fixed_aspect_ratio")
 CANVAS = (96, 64)  # (W, H): not square, so width and height cannot be confused
 

@@ -15,12 +15,11 @@ from bpnet.data import targets
 from bpnet.decode import DecoderParams, decode, find_peaks, limb_candidates, match
 from bpnet.oracle import ORACLE_DECODER, OracleSettings, dataset_skeleton, fully_connected, run_oracle
 from bpnet.results import Prediction
-from bpnet.skeleton import Skeleton, Visibility
+from bpnet.skeleton import Visibility
 from bpnet.specs import load_dataset_spec
 
-from .conftest import REPO_ROOT, SHARED_DATA
+from .conftest import BODY18, REPO_ROOT, SHARED_DATA
 
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 COCO_SPEC = load_dataset_spec(REPO_ROOT / "data_pose_config" / "coco_spec.json")
 
 

@@ -34,11 +34,9 @@ from bpnet.export.tensorrt import CalibrationFeeder, EngineSettings, optimizatio
 from bpnet.model.build import build_model
 from bpnet.model.io import ModelInfo, save_model
 from bpnet.predict import preprocess, read_image
-from bpnet.skeleton import Skeleton
 
-from .conftest import REPO_ROOT
+from .conftest import BODY18
 
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 INFO = ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8)
 
 

@@ -14,9 +14,8 @@ from bpnet.model.io import ModelInfo
 from bpnet.predict import FlipTest, Predictor, PredictorSettings
 from bpnet.skeleton import Skeleton
 
-from .conftest import REPO_ROOT
+from .conftest import BODY18
 
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 STRIDE = 8
 
 

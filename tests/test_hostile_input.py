@@ -25,7 +25,7 @@ from bpnet.cli import cli
 from bpnet.data.coco import MAX_IMAGE_PIXELS
 from bpnet.files import TEMPORARY_MARK, atomic_path, remove_stale_temporaries
 
-from .conftest import COCO_MINI, SHARED_DATA, assert_one_line_error, write_dataset_spec, write_train_spec
+from .conftest import BODY18, COCO_MINI, SHARED_DATA, assert_one_line_error, write_dataset_spec, write_train_spec
 
 pytestmark = pytest.mark.integration
 
@@ -630,9 +630,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
 
 def test_a_zero_threshold_on_a_noisy_map_keeps_the_decoder_bounded():
     from bpnet.decode import DecoderParams, decode, find_peaks
-    from bpnet.skeleton import Skeleton
-
-    skeleton = Skeleton.from_file(str(Path(__file__).resolve().parents[1] / "model_pose_config" / "bpnet_18joints.json"))
+    skeleton = BODY18
     rng = np.random.default_rng(0)
     heatmaps = rng.random((240, 240, skeleton.num_heatmap_channels)).astype(np.float32)
     pafs = rng.uniform(-1, 1, (240, 240, skeleton.num_paf_channels)).astype(np.float32)

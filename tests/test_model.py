@@ -17,9 +17,8 @@ from bpnet.train.optim import (
     stagewise_lr_multipliers,
 )
 
-from .conftest import REPO_ROOT
+from .conftest import BODY18
 
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 VGG = specs.BackboneAttributes(architecture="vgg", use_bias=False)
 
 
@@ -169,7 +168,7 @@ def test_momentum_follows_tf1():
 def test_random_normal_heads_do_not_start_as_copies_of_each_other():
     spec = specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2,
                                     width_multiplier=0.125, kernel_initializer="random_normal")
-    model = build_model(spec, Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json")))
+    model = build_model(spec, BODY18)
     paf, cmap = model.get_layer("stage2_paf_conv6").kernel.numpy(), model.get_layer("stage2_cmap_conv6").kernel.numpy()
     assert paf.shape == cmap.shape and not np.array_equal(paf, cmap)
     assert abs(float(paf.std()) - 0.01) < 0.002

@@ -12,11 +12,10 @@ from bpnet.cli import cli
 from bpnet.data import targets
 from bpnet.model.io import ModelInfo
 from bpnet.predict import PAD_VALUE, Geometry, Predictor, PredictorSettings, preprocess
-from bpnet.skeleton import Skeleton, Visibility
+from bpnet.skeleton import Visibility
 
-from .conftest import REPO_ROOT, SHARED_DATA, write_train_spec
+from .conftest import BODY18, REPO_ROOT, SHARED_DATA, write_train_spec
 
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 INFO = ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8)
 MODES = ("adjust_network_input", "pad_image_input", None)
 

@@ -9,11 +9,9 @@ from bpnet.cli import cli
 from bpnet.model.build import build_model
 from bpnet.model.io import ModelInfo, load_model, save_model
 from bpnet.prune import PruneSettings, equalize, filter_norms, normalize, output_model_path, prune_model, retained_filters
-from bpnet.skeleton import Skeleton
 
-from .conftest import REPO_ROOT
+from .conftest import BODY18
 
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 INFO = ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8)
 
 

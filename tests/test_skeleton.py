@@ -8,10 +8,9 @@ import pytest
 from bpnet import specs
 from bpnet.skeleton import Skeleton, Visibility, check_channel_counts
 
-from .conftest import REPO_ROOT
+from .conftest import BODY18, REPO_ROOT
 
 COCO_SPEC = specs.load_dataset_spec(REPO_ROOT / "data_pose_config" / "coco_spec.json")
-BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 
 # Reference §2.12.6: BPNet index -> COCO index (-1: synthesised neck).
 REFERENCE_COCO_INDEX = [0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
