@@ -70,19 +70,19 @@ def import_tensorflow_quietly() -> None:
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
+        failed = True
         try:
             import absl.logging
             import tensorflow  # noqa: F401
 
             absl.logging.set_verbosity(absl.logging.ERROR)
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
+            failed = False
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            if failed:
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
 
 
 def uses_tensorflow(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -399,8 +399,8 @@ def export(model: str, output_file: Optional[str], key: str, experiment_spec: Op
            max_workspace_size: int, strict_type_constraints: bool, force_ptq: bool, sdk_compatible_model: bool,
            upsample_ratio: int, verbose: bool, results_dir: Optional[str], overrides: Tuple[str, ...]) -> None:
     """Write ONNX; build a TensorRT engine (GPU) or an INT8 ONNX model (CPU)."""
-    from bpnet.export.pipeline import ExportRequest, summary_lines
     from bpnet.export.pipeline import export as run_export
+    from bpnet.export.pipeline import summary_lines
 
     if backend == "uff":
         raise BpnetError("-t uff: UFF is obsolete (removed from TensorRT 10); bpnet exports ONNX (-t onnx)")

@@ -319,8 +319,6 @@ def _video_inference(predictor: Predictor, source: str, annotated: str, dump_vis
                     raise BpnetError(f"{video_path}: cannot write the video")
                 stack.callback(writer.release)
             writer.write(prediction.draw(frame))
-        if writer is not None:
-            writer.release()
     if not entries:
         raise BpnetError(f"{source}: the video has no readable frame")
     return entries

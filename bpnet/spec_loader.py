@@ -332,7 +332,10 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
 
 
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
-    """A copy of ``data`` with each ``key.path=value`` of ``overrides`` set (intermediate mappings made)."""
+    """A copy of ``data`` with each ``key.path=value`` of ``overrides`` set (intermediate mappings made);
+    ``data`` itself when there are none."""
+    if not overrides:
+        return data
     result = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)

@@ -86,7 +86,8 @@ def _load_json(path: str, field: str) -> Dict[str, Any]:
     return data
 
 
-def _is_int(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """Whether a JSON value is an integer (``True``/``False`` are not)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -218,8 +219,8 @@ def read_coco_persons(path: str, field: str, category_id: int, num_keypoints: in
     images: Dict[int, Dict[str, Any]] = {}
     duplicated: Counter[int] = collections.Counter()
     for entry in data["images"]:
-        ok = isinstance(entry, dict) and _is_int(entry.get("id")) and isinstance(entry.get("file_name"), str)
-        ok = ok and all(_is_int(entry.get(k)) and entry[k] > 0 for k in ("height", "width"))
+        ok = isinstance(entry, dict) and is_integer(entry.get("id")) and isinstance(entry.get("file_name"), str)
+        ok = ok and all(is_integer(entry.get(k)) and entry[k] > 0 for k in ("height", "width"))
         if not ok:
             bad_images["image entry lacks id, file_name, height or width"] += 1
         elif entry["height"] * entry["width"] > MAX_IMAGE_PIXELS:
@@ -239,7 +240,7 @@ def read_coco_persons(path: str, field: str, category_id: int, num_keypoints: in
             bad_annotations["annotation is not a mapping"] += 1
         elif ann.get("category_id") != category_id:
             continue
-        elif not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
+        elif not is_integer(ann.get("image_id")) or ann["image_id"] not in images:
             bad_annotations["image_id names no image"] += 1
         else:
             per_image[ann["image_id"]].append(ann)

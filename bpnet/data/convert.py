@@ -217,19 +217,32 @@ def _mask_relative_path(mask_root: str, file_name: str, spec: DatasetSpec, gener
     return png
 
 
-def _path_problem(image: ImageEntry, split: Any, spec: DatasetSpec, generate_masks: bool) -> Optional[str]:
+@dataclasses.dataclass(frozen=True)
+class _SplitRoots:
+    """A split's image and mask folders, resolved once per conversion."""
+
+    images: str
+    masks: str
+    masks_exist: bool  # a symlink inside the mask folder can only exist if the folder does
+
+    @classmethod
+    def of(cls, split: Any, spec: DatasetSpec) -> "_SplitRoots":
+        masks = spec.resolve(split.mask_root_dir_path)
+        return cls(spec.resolve(split.images_root_dir_path), masks, os.path.isdir(masks))
+
+
+def _path_problem(image: ImageEntry, roots: _SplitRoots, generate_masks: bool) -> Optional[str]:
     """Why the image's file_name cannot be used safely, or None: it must stay inside the image folder,
     and a generated mask may replace only a mask bpnet wrote (an 8-bit gray PNG of the image's size)."""
-    if contained_path(spec.resolve(split.images_root_dir_path), image.file_name) is None:
+    if contained_path(roots.images, image.file_name) is None:
         return "file_name leaves the image folder"
-    mask_root = spec.resolve(split.mask_root_dir_path)
-    mask_file = contained_path(mask_root, os.path.splitext(image.file_name)[0] + ".png")
+    mask_file = contained_path(roots.masks, os.path.splitext(image.file_name)[0] + ".png")
     if mask_file is None:
         return "file_name leaves the mask folder"
     if generate_masks:
         if os.path.lexists(mask_file) and not is_gray_png(mask_file, image.height, image.width):
             return "its mask path names an existing file that is not a bpnet mask"
-        if os.path.isdir(mask_root) and not resolves_inside(mask_root, mask_file):
+        if roots.masks_exist and not resolves_inside(roots.masks, mask_file):
             return "its mask path leaves the mask folder through a symlink"
     return None
 
@@ -300,6 +313,7 @@ def _convert(spec: DatasetSpec, spec_path: str, split: Any, mode: str, output_fi
     skipped: Counter[str] = collections.Counter(coco.bad_images)
     records: List[PoseRecord] = []
     tasks: List[_ImageTask] = []
+    roots = _SplitRoots.of(split, spec)
     num_labeled = 0
     for image in coco.images:
         if not image.persons:
@@ -312,7 +326,7 @@ def _convert(spec: DatasetSpec, spec_path: str, split: Any, mode: str, output_fi
             continue
         if not spec.duplicate_data_with_each_person_as_center:
             main_persons = main_persons[:1]
-        problem = _path_problem(image, split, spec, generate_masks)
+        problem = _path_problem(image, roots, generate_masks)
         if problem:
             skipped[problem] += 1
             continue

@@ -17,10 +17,11 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bpnet.data.coco import is_integer
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path, contained_path
 from bpnet.model.io import ModelInfo
@@ -29,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CALIBRATION_MODE = "pad_image_input"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def sample_images(image_dir: str, count: int, seed: int = 0) -> List[str]:
@@ -110,14 +107,14 @@ def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: 
     skipped: collections.Counter = collections.Counter()
     people: Dict[int, int] = collections.Counter()
     for annotation in coco["annotations"]:
-        if not isinstance(annotation, dict) or not _is_int(annotation.get("image_id")):
+        if not isinstance(annotation, dict) or not is_integer(annotation.get("image_id")):
             skipped["annotation without an integer image_id"] += 1
-        elif annotation.get("iscrowd", 0) in (0, False) and _is_int(annotation.get("num_keypoints")) \
+        elif annotation.get("iscrowd", 0) in (0, False) and is_integer(annotation.get("num_keypoints")) \
                 and annotation["num_keypoints"] > 0:
             people[annotation["image_id"]] += 1
     images = []
     for image in coco["images"]:
-        if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
+        if not isinstance(image, dict) or not is_integer(image.get("id")) or not isinstance(image.get("file_name"), str):
             skipped["image entry without an integer id and a file_name"] += 1
         elif contained_path(image_dir, image["file_name"]) is None:
             skipped["file_name outside the image folder"] += 1

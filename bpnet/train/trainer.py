@@ -219,6 +219,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    @property
+    def final_model_path(self) -> str:
+        return os.path.join(self.results_dir, f"{self.spec.final_model_name}.keras")
+
     def epoch_model_path(self, epoch: int) -> str:
         return os.path.join(self.results_dir, f"model.epoch-{epoch:04d}.keras")
 
@@ -241,7 +245,7 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train from the newest checkpoint (writing ``STARTED``, and ``FAILURE`` if anything escapes)."""
         start_epoch = latest_checkpoint_epoch(self.checkpoint_root)
-        final = os.path.join(self.results_dir, f"{self.spec.final_model_name}.keras")
+        final = self.final_model_path
         if start_epoch >= self.spec.num_epoch and os.path.isfile(final):
             message = f"already trained to epoch {start_epoch}; nothing to do (raise num_epoch to train further)"
             logger.info("%s: %s", self.results_dir, message)
@@ -301,7 +305,7 @@ class Trainer:
         finally:
             del iterator  # stop the input pipeline's threads before the interpreter exits
             writer.close()
-        final = os.path.join(self.results_dir, f"{spec.final_model_name}.keras")
+        final = self.final_model_path
         save_model(model, final, self.info)
         self.status.write("SUCCESS", "Training finished successfully.",
                           kpi={"epochs": spec.num_epoch, "final_loss": epoch_losses[-1] if epoch_losses else None})
