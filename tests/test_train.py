@@ -277,7 +277,7 @@ def test_two_worker_multiworker_run_on_localhost_gives_identical_weights(tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.slow  # mixed precision is a GPU feature; on a CPU this only checks the step counter (18 s)
+@pytest.mark.slow  # mixed precision is a GPU feature; on a CPU float16 is emulated (18 s of CI time)
 def test_mixed_precision_trains_and_counts_every_step(tmp_path, tiny_spec, coco_mini_records):
     from bpnet.data.records import count_records
 
