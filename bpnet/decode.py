@@ -7,6 +7,12 @@ the map the peaks are searched on (usually the network output upsampled by ``str
 * ``pafs`` ``(H, W, 2L)``, limb ``l`` in channels ``(2l, 2l + 1)`` = (x, y), pointing from ``limbs[l][0]``
   to ``limbs[l][1]``
 
+With ``upsampling = (fy, fx)`` the maps are the network's own (stride resolution), and the decoder
+finds the people it would find on them upsampled bicubically by that factor, without upsampling them:
+peaks are searched on the network grid, then located on a small upsampled window around each (the
+same bicubic interpolation as OpenCV's ``INTER_CUBIC``, computed only there), and PAF line integrals
+sample the network-resolution PAFs bilinearly. Coordinates are then on the upsampled grid.
+
 Output: :class:`People` with ``keypoints (N, K, 3)`` = [x, y, peak score] (score 0: missing) and a
 person score. Vectorised over pixels and candidate pairs; Python loops only over limbs and over the
 accepted connections of one limb.
@@ -16,8 +22,13 @@ import dataclasses
 import functools
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 from scipy import ndimage, optimize
+
+from bpnet.resize import resize_maps
+
+_MAX_DILATE_CHANNELS = 512  # OpenCV's channel limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +52,21 @@ class DecoderParams:
     single_part_people: bool = False  # peaks joined to nobody become one-keypoint people (COCO scores them)
     merge_distance: float = 0.0  # >0: join a fragment to the nearest larger person with none of its keypoint
     #   types if their closest keypoints are nearer than this × that person's keypoint extent (0: off)
+    person_score: Literal["skeleton_mean", "found_mean_sqrt"] = "skeleton_mean"  # how people are ranked:
+    #   skeleton_mean: the sum of the keypoint scores / K; found_mean_sqrt: the mean score of the found
+    #   keypoints × sqrt(found / K), which ranks a confident partial person above a doubtful complete one
     max_peaks_per_part: int = 128  # the strongest peaks kept per part: limb candidates grow with the product of
     #   two parts' peaks, so a near-zero threshold on a noisy map must not exhaust memory (bpnet guard)
+
+
+DECODER_PRESETS: Dict[str, DecoderParams] = {
+    "tlt": DecoderParams(),
+    # From tf-pose-estimation (heatmap threshold 0.05) and Lightweight OpenPose (3 parts, mean score 0.2),
+    # with bpnet's fragment merging and ranking; measured on real networks' maps in docs/decoding.md.
+    "accurate": DecoderParams(heatmap_threshold=0.05, min_parts=3, min_mean_score=0.2, merge_distance=1.0,
+                              person_score="found_mean_sqrt"),
+}
+"""Decoder settings by name (the inference spec's ``decoder_preset``)."""
 
 
 @dataclasses.dataclass
@@ -56,25 +80,33 @@ class People:
         return int(self.scores.shape[0])
 
 
-def find_peaks(heatmaps: np.ndarray, params: DecoderParams, channels: Optional[int] = None) -> List[np.ndarray]:
+def find_peaks(heatmaps: np.ndarray, params: DecoderParams, channels: Optional[int] = None,
+               upsampling: Tuple[int, int] = (1, 1)) -> List[np.ndarray]:
     """Per channel of ``heatmaps (H, W, C)`` (the first ``channels`` of them, default all), ``(n, 3)``
     peaks [x, y, score], strongest first.
 
     A peak is a maximum of the smoothed map over an ``nms_window`` square whose unsmoothed value is
     above ``heatmap_threshold``; its score is the unsmoothed value. At most ``max_peaks_per_part`` (the
-    strongest) are kept per channel.
+    strongest) are kept per channel. With ``upsampling (fy, fx)`` other than 1, the map searched is
+    ``heatmaps`` upsampled bicubically by that factor (computed only around the network-grid maxima),
+    and x, y are its pixels.
     """
     maps = np.ascontiguousarray(heatmaps, dtype=np.float32)
     channels = maps.shape[-1] if channels is None else channels
-    if params.search_step > 1:
-        ys, xs, ks, offsets = _coarse_to_fine_peaks(maps, channels, params)
+    factor_y, factor_x = upsampling
+    if (factor_y, factor_x) != (1, 1):
+        ys, xs, ks, offsets, scores = _local_upsampling_peaks(maps, channels, params, (factor_y, factor_x))
+        height, width = maps.shape[0] * factor_y, maps.shape[1] * factor_x
     else:
-        maps = maps[..., :channels]
-        ys, xs, ks, offsets = _full_search_peaks(maps, params)
-    height, width = maps.shape[:2]
+        if params.search_step > 1:
+            ys, xs, ks, offsets = _coarse_to_fine_peaks(maps, channels, params)
+        else:
+            maps = maps[..., :channels]
+            ys, xs, ks, offsets = _full_search_peaks(maps, params)
+        scores = maps[ys, xs, ks]
+        height, width = maps.shape[:2]
     at_edge = np.stack([(xs == 0) | (xs == width - 1), (ys == 0) | (ys == height - 1)], axis=1)
     offsets = np.where(at_edge, 0.0, offsets)  # no neighbour on one side: no refinement
-    scores = maps[ys, xs, ks]
     positions = np.stack([xs, ys], axis=1).astype(np.float64) + offsets
     peaks = []
     for k in range(channels):
@@ -151,6 +183,126 @@ def _coarse_to_fine_peaks(maps: np.ndarray, channels: int, params: DecoderParams
     return ys, xs, ks, offsets
 
 
+def _candidate_maxima(grid: np.ndarray, threshold: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(my, mx, k)``: the 3 × 3 maxima above ``threshold`` of ``grid (H, W, C)`` upsampled ×2 bicubically,
+    around which the map upsampled by any factor peaks. (On the network grid itself two blobs two cells
+    apart often leave a single maximum; the ×2 grid separates them, as the full path's coarse search.)"""
+    height, width, channels = grid.shape
+    double = resize_maps(grid, (2 * width, 2 * height)).reshape(-1)
+    above = np.flatnonzero(double > threshold)
+    double = double.reshape(2 * height, 2 * width, channels)
+    square = np.ones((3, 3), np.uint8)  # OpenCV's dilation ignores the border, as padding with -inf
+    local_max = np.concatenate([cv2.dilate(double[..., first:first + _MAX_DILATE_CHANNELS], square)
+                                .reshape(2 * height, 2 * width, -1)
+                                for first in range(0, channels, _MAX_DILATE_CHANNELS)], axis=-1).reshape(-1)
+    double = double.reshape(-1)
+    peaks = above[double[above] == local_max[above]]
+    rest, ks = np.divmod(peaks, channels)
+    my, mx = np.divmod(rest, 2 * width)
+    return my, mx, ks
+
+
+_CUBIC_A = -0.75  # OpenCV's bicubic kernel parameter
+
+
+def _cubic_weights(fraction: np.ndarray) -> np.ndarray:
+    """``(n, 4)`` weights of taps −1, 0, 1, 2 for sample positions ``fraction`` past tap 0 (OpenCV's formula)."""
+    a, x = _CUBIC_A, fraction[:, None]
+    w0 = ((a * (x + 1) - 5 * a) * (x + 1) + 8 * a) * (x + 1) - 4 * a
+    w1 = ((a + 2) * x - (a + 3)) * x * x + 1
+    w2 = ((a + 2) * (1 - x) - (a + 3)) * (1 - x) * (1 - x) + 1
+    return np.concatenate([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
+
+
+def _upsampling_matrix(factor: int, pixels: np.ndarray, first_cell: int, cells: int) -> np.ndarray:
+    """Bicubic upsampling by ``factor`` as a ``(len(pixels), cells)`` matrix: row ``i`` gives upsampled pixel
+    ``c·factor + pixels[i]`` from the network cells ``c + first_cell + j`` (column ``j``), for any cell ``c``.
+
+    OpenCV maps upsampled pixel ``u`` to ``(u + 0.5) / factor − 0.5`` and replicates the border, which the
+    caller reproduces by clamping the cells it gathers."""
+    source = (pixels + 0.5) / factor - 0.5
+    base = np.floor(source)
+    taps = base.astype(np.int64)[:, None] + np.arange(-1, 3) - first_cell
+    matrix = np.zeros((len(pixels), cells))
+    np.add.at(matrix, (np.arange(len(pixels))[:, None], taps), _cubic_weights(source - base))
+    return matrix
+
+
+@dataclasses.dataclass(frozen=True)
+class _WindowOperators:
+    """For one axis and a ×2 maximum ``m = 2c + phase``: ``raw[phase] (S, n)`` and ``smoothed[phase]
+    (S + 2·margin, n)`` matrices from the ``n`` network cells ``c + first_cell ..`` to the upsampled pixels
+    ``c·f + start[phase] ..`` (``S`` of them: the ×2 pixel's reach of ± f / 2, and a pixel more), the
+    smoothed ones with ``margin`` more on each side for the NMS and the sub-pixel neighbours."""
+
+    raw: np.ndarray  # (2, S, n)
+    smoothed: np.ndarray  # (2, S + 2 margin, n)
+    start: np.ndarray  # (2,)
+    first_cell: int
+    margin: int
+
+
+@functools.lru_cache(maxsize=32)
+def _window_operators(factor: int, params: DecoderParams) -> _WindowOperators:
+    radius = params.smoothing_kernel // 2 if params.smoothing_sigma > 0 else 0
+    margin = params.nms_window // 2 + 1
+    centres = factor * (np.arange(2) + 0.5) / 2 - 0.5  # the ×2 pixels' centres, upsampled pixels from c·f
+    start = np.floor(centres - factor / 2 - 1).astype(np.int64)
+    span = int(np.ceil(factor + 3))
+    extended = [np.arange(s - margin - radius, s + span + margin + radius) for s in start]
+    taps = np.floor((np.concatenate(extended) + 0.5) / factor - 0.5).astype(np.int64)
+    first_cell, cells = int(taps.min()) - 1, int(taps.max() - taps.min()) + 4
+    raw, smoothed = [], []
+    for pixels in extended:
+        matrix = _upsampling_matrix(factor, pixels, first_cell, cells)
+        raw.append(matrix[radius + margin:radius + margin + span])
+        if radius:
+            kernel = _smoothing_kernel(params)
+            smoothed.append(sum(weight * matrix[t:t + span + 2 * margin] for t, weight in enumerate(kernel)))
+        else:
+            smoothed.append(matrix[:span + 2 * margin])
+    as_array = functools.partial(np.asarray, dtype=np.float32)
+    return _WindowOperators(as_array(raw), as_array(smoothed), start, first_cell, margin)
+
+
+def _local_upsampling_peaks(maps: np.ndarray, channels: int, params: DecoderParams, upsampling: Tuple[int, int]):
+    """The peaks of ``maps`` upsampled by ``upsampling (fy, fx)``, computed only on small upsampled windows
+    around the ×2 maxima above half the threshold (:func:`_candidate_maxima`). Returns upsampled-grid
+    ``ys, xs``, channels, sub-pixel offsets and unsmoothed scores."""
+    height, width = maps.shape[:2]
+    factor_y, factor_x = upsampling
+    grid = np.ascontiguousarray(maps[..., :channels])
+    my, mx, ks = _candidate_maxima(grid, 0.5 * params.heatmap_threshold)
+    along_y, along_x = _window_operators(factor_y, params), _window_operators(factor_x, params)
+    (cy, phase_y), (cx, phase_x) = np.divmod(my, 2), np.divmod(mx, 2)
+    rows = np.clip(cy[:, None] + along_y.first_cell + np.arange(along_y.raw.shape[2]), 0, height - 1)
+    cols = np.clip(cx[:, None] + along_x.first_cell + np.arange(along_x.raw.shape[2]), 0, width - 1)
+    patches = grid[rows[:, :, None], cols[:, None, :], ks[:, None, None]]  # (n, cells_y, cells_x)
+    smoothed = along_y.smoothed[phase_y] @ patches @ along_x.smoothed[phase_x].transpose(0, 2, 1)
+    raw = along_y.raw[phase_y] @ patches @ along_x.raw[phase_x].transpose(0, 2, 1)  # (n, S_y, S_x)
+    margin, nms = along_y.margin, params.nms_window // 2
+    span_y, span_x = raw.shape[1:]
+    local_max = functools.reduce(np.maximum, (smoothed[:, margin - nms + t:margin - nms + t + span_y]
+                                              for t in range(2 * nms + 1)))
+    local_max = functools.reduce(np.maximum, (local_max[:, :, margin - nms + t:margin - nms + t + span_x]
+                                              for t in range(2 * nms + 1)))
+    centre = smoothed[:, margin:margin + span_y, margin:margin + span_x]
+    up_y = (cy * factor_y + along_y.start[phase_y])[:, None] + np.arange(span_y)  # (n, S_y) upsampled rows
+    up_x = (cx * factor_x + along_x.start[phase_x])[:, None] + np.arange(span_x)
+    inside = ((up_y >= 0) & (up_y < height * factor_y))[:, :, None] & ((up_x >= 0) & (up_x < width * factor_x))[:, None]
+    c, i, j = np.nonzero((centre == local_max) & (raw > params.heatmap_threshold) & inside)
+    ys, xs, ks = up_y[c, i], up_x[c, j], ks[c]
+    _, first = np.unique((ks * height * factor_y + ys) * width * factor_x + xs, return_index=True)
+    c, i, j, ys, xs, ks = c[first], i[first], j[first], ys[first], xs[first], ks[first]
+    scores = raw[c, i, j]
+    offsets = np.zeros((len(xs), 2))
+    if params.subpixel and len(xs):
+        i, j = i + margin, j + margin
+        offsets = _parabola_offsets(smoothed[c, i, j], smoothed[c, i, j - 1], smoothed[c, i, j + 1],
+                                    smoothed[c, i - 1, j], smoothed[c, i + 1, j])
+    return ys, xs, ks, offsets, scores
+
+
 def _parabola_offsets(centre, left, right, up, down) -> np.ndarray:
     """Sub-pixel (dx, dy) in [-0.5, 0.5]: a parabola through the log values of each peak and its 4 neighbours.
 
@@ -166,11 +318,13 @@ def _parabola_offsets(centre, left, right, up, down) -> np.ndarray:
 
 
 def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequence[Tuple[int, int]],
-                    params: DecoderParams, image_height: int) -> List[np.ndarray]:
+                    params: DecoderParams, image_height: int, upsampling: Tuple[int, int] = (1, 1)) -> List[np.ndarray]:
     """Per limb, ``(m, 3)`` candidates [start index, end index, score], best first.
 
     Every (start, end) peak pair of every limb is scored at once: ``N`` points sampled on the segment
-    (rounded to pixels), the limb's PAF ``pafs[..., 2l : 2l + 2]`` projected on the segment direction;
+    (rounded to pixels; or, with ``upsampling (fy, fx)`` other than 1, peaks on the upsampled grid and
+    ``pafs`` at network resolution, sampled bilinearly there), the limb's PAF ``pafs[..., 2l : 2l + 2]``
+    projected on the segment direction;
     a pair needs more than ``min_fraction_above · N`` samples above ``paf_threshold`` and a positive
     score, the mean of the samples above the threshold (TLT).
     """
@@ -183,6 +337,7 @@ def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequen
         pairs.append((np.full(starts.size, limb), starts, ends, peaks[a][starts, :2], peaks[b][ends, :2]))
     limb_ids, start_ids, end_ids, start_xy, end_xy = (np.concatenate(x) for x in zip(*pairs))
     n = params.line_integral_samples
+    sample = _projected_samples if tuple(upsampling) == (1, 1) else functools.partial(_bilinear_samples, upsampling=upsampling)
     vector = end_xy - start_xy  # (P, 2)
     length = np.linalg.norm(vector, axis=-1)
     unit = vector / (length[:, None] + 1e-6)
@@ -190,10 +345,10 @@ def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequen
     needed = int(np.floor(params.min_fraction_above * n)) + 1  # samples that must be above the threshold
     if n - needed + 1 < n // 2:  # a cheap screen: a pair with n - needed + 1 samples below it is out
         screen = np.linspace(0, n - 1, n - needed + 3)[1:-1].round().astype(np.int64)
-        passed = (_projected_samples(pafs, limb_ids, start_xy, vector, unit, t[screen]) > params.paf_threshold).any(-1)
+        passed = (sample(pafs, limb_ids, start_xy, vector, unit, t[screen]) > params.paf_threshold).any(-1)
         limb_ids, start_ids, end_ids, start_xy = limb_ids[passed], start_ids[passed], end_ids[passed], start_xy[passed]
         vector, length, unit = vector[passed], length[passed], unit[passed]
-    samples = _projected_samples(pafs, limb_ids, start_xy, vector, unit, t)  # (P, n)
+    samples = sample(pafs, limb_ids, start_xy, vector, unit, t)  # (P, n)
     above = samples > params.paf_threshold
     count = above.sum(axis=-1)
     score = (samples * above).sum(axis=-1) / (count + 1e-6)
@@ -216,6 +371,29 @@ def _projected_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndar
     flat = (py * width + px) * channels + 2 * limb_ids[:, None]
     values = np.ascontiguousarray(pafs).reshape(-1)
     return values[flat] * unit[:, :1] + values[flat + 1] * unit[:, 1:]
+
+
+def _bilinear_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndarray, vector: np.ndarray,
+                      unit: np.ndarray, t: np.ndarray, upsampling: Tuple[int, int]) -> np.ndarray:
+    """As :func:`_projected_samples` for points on the grid upsampled by ``upsampling (fy, fx)`` and ``pafs``
+    at network resolution: each point ``u`` maps to ``(u + 0.5) / f − 0.5`` there, sampled bilinearly
+    (border replicated)."""
+    height, width, channels = pafs.shape
+    points = start_xy[:, None, :] + t[None, :, None] * vector[:, None, :]  # (P, T, 2), upsampled grid
+    x = np.clip((points[..., 0] + 0.5) / upsampling[1] - 0.5, 0, width - 1)
+    y = np.clip((points[..., 1] + 0.5) / upsampling[0] - 0.5, 0, height - 1)
+    x0 = np.minimum(x.astype(np.int64), width - 2) if width > 1 else np.zeros(x.shape, np.int64)
+    y0 = np.minimum(y.astype(np.int64), height - 2) if height > 1 else np.zeros(y.shape, np.int64)
+    wx, wy = x - x0, y - y0
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    values = np.ascontiguousarray(pafs).reshape(-1)
+    channel = 2 * limb_ids[:, None]
+    projected = 0.0
+    for rows, cols, weight in ((y0, x0, (1 - wy) * (1 - wx)), (y0, x1, (1 - wy) * wx), (y1, x0, wy * (1 - wx)),
+                               (y1, x1, wy * wx)):
+        flat = (rows * width + cols) * channels + channel
+        projected = projected + weight * (values[flat] * unit[:, :1] + values[flat + 1] * unit[:, 1:])
+    return projected
 
 
 def match(candidates: np.ndarray, method: str) -> np.ndarray:
@@ -328,15 +506,27 @@ def merge_fragments(parts: np.ndarray, totals: np.ndarray, peaks: Sequence[np.nd
         parts, totals = np.delete(parts, small, axis=0), np.delete(totals, small)
 
 
+def _person_scores(keypoint_scores: np.ndarray, counts: np.ndarray, rule: str) -> np.ndarray:
+    """``(N,)`` person scores from ``keypoint_scores (N, K)`` (0: missing) and ``counts (N,)`` found keypoints."""
+    num_keypoints = keypoint_scores.shape[1]
+    if num_keypoints == 0:
+        return np.zeros(len(keypoint_scores))
+    total = keypoint_scores.sum(axis=1)
+    if rule == "skeleton_mean":
+        return total / num_keypoints
+    return total / np.maximum(counts, 1) * np.sqrt(counts / num_keypoints)
+
+
 def decode(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, int]],
-           params: DecoderParams = DecoderParams()) -> People:
-    """Decode one image's maps into people (see the module docstring for layouts)."""
+           params: DecoderParams = DecoderParams(), upsampling: Tuple[int, int] = (1, 1)) -> People:
+    """Decode one image's maps into people (see the module docstring for layouts). With ``upsampling
+    (fy, fx)``, the maps are at network resolution and keypoints come back on the grid upsampled by it."""
     num_keypoints = heatmaps.shape[-1] - 1
     if pafs.shape[-1] != 2 * len(limbs) or pafs.shape[:2] != heatmaps.shape[:2]:
         raise ValueError(f"maps do not match the skeleton: heatmaps {heatmaps.shape}, pafs {pafs.shape}, "
                          f"{num_keypoints} keypoints and {len(limbs)} limbs")
-    peaks = find_peaks(heatmaps, params, num_keypoints)
-    candidates = limb_candidates(peaks, pafs, limbs, params, heatmaps.shape[0])
+    peaks = find_peaks(heatmaps, params, num_keypoints, upsampling)
+    candidates = limb_candidates(peaks, pafs, limbs, params, heatmaps.shape[0] * upsampling[0], upsampling)
     connections = [match(c, params.matching) for c in candidates]
     parts, totals = assemble(peaks, connections, limbs, num_keypoints)
     if params.single_part_people:
@@ -350,6 +540,6 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, in
     for k in range(num_keypoints):
         found = parts[:, k] >= 0
         keypoints[found, k] = peaks[k][parts[found, k]]
-    scores = keypoints[..., 2].sum(axis=1) / num_keypoints if num_keypoints else np.zeros(len(parts))
+    scores = _person_scores(keypoints[..., 2], counts, params.person_score)
     order = np.argsort(-scores, kind="stable")
     return People(keypoints[order], scores[order])

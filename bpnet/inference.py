@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from bpnet import spec_loader
 from bpnet.coco_eval import KPI_NAMES, evaluate_keypoints
-from bpnet.decode import DecoderParams
+from bpnet.decode import DECODER_PRESETS, DecoderParams
 from bpnet.errors import BpnetError, SpecError
 from bpnet.files import atomic_path, contained_path, remove_stale_temporaries, write_png
 from bpnet.model.io import ModelInfo, load_model, train_spec_info
@@ -94,6 +94,16 @@ def search_step(upsampling_factor: Tuple[int, int]) -> int:
     return max(1, min(upsampling_factor) // 2)
 
 
+def decoder_params(spec: InferenceSpec, stride: int) -> DecoderParams:
+    """The decoder settings of an inference spec: its ``decoder_preset``, with the thresholds and sub-pixel
+    refinement the spec sets, and the coarse search step for its upsampling factor (full upsampling)."""
+    params = DECODER_PRESETS[spec.decoder_preset]
+    thresholds = {name: getattr(spec, name) for name in ("heatmap_threshold", "paf_threshold")
+                  if getattr(spec, name) is not None}
+    return dataclasses.replace(params, **thresholds, subpixel=spec.subpixel_refinement,
+                               search_step=search_step(spec.output_upsampling_factor or (stride, stride)))
+
+
 def load_predictor(inference_spec: Union[InferenceSpec, str, None] = None, model_path: Optional[str] = None,
                    overrides: Sequence[str] = ()) -> Tuple[Predictor, InferenceSpec]:
     """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings.
@@ -133,10 +143,9 @@ def load_predictor(inference_spec: Union[InferenceSpec, str, None] = None, model
         keep_aspect_ratio_mode=spec.keep_aspect_ratio_mode,
         output_upsampling_factor=spec.output_upsampling_factor,
         scales=spec.scales if spec.multi_scale_inference else (1.0,),
-        decoder=DecoderParams(heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold,
-                              subpixel=spec.subpixel_refinement,
-                              search_step=search_step(spec.output_upsampling_factor or (info.stride, info.stride))),
+        decoder=decoder_params(spec, info.stride),
         flip_test=spec.flip_test,
+        upsampling_mode=spec.upsampling_mode,
     )
     return Predictor(backend, info, settings), spec
 

@@ -3,8 +3,9 @@
 It measures what the decoder (with given settings) can recover from perfect network outputs, so
 it bounds the AP any trained model can reach through it. Per image: scale to the network input as
 ``adjust_network_input`` does (the shorter side to ``input_size``, aspect kept), render the model
-skeleton's heatmaps and PAFs at stride ``stride`` (σ and PAF width of the m1 spec), upsample them
-bicubically by the stride (as inference does), decode, map back to the image, write COCO results.
+skeleton's heatmaps and PAFs at stride ``stride`` (σ and PAF width of the m1 spec), decode them as
+upsampled bicubically by the stride (as inference does: around the peaks, or in full with
+``upsampling_mode: full``), map back to the image, write COCO results.
 """
 
 import dataclasses
@@ -44,7 +45,8 @@ class OracleSettings:
     stride: int = 8
     sigma: float = 7.0
     paf_half_width: float = 1.0
-    upsampling: int = 8  # maps are decoded after bicubic upsampling by this factor (TLT: the stride)
+    upsampling: int = 8  # maps are decoded as upsampled bicubically by this factor (TLT: the stride)
+    upsampling_mode: str = "local"  # local: the decoder upsamples around peaks; full: the maps are upsampled first
     decoder: DecoderParams = ORACLE_DECODER
 
 
@@ -73,8 +75,12 @@ def oracle_prediction(annotations, height: int, width: int, skeleton: Skeleton, 
         joints[..., :2] *= scale
     else:
         joints = np.zeros((0, skeleton.num_keypoints, 3))
-    heat, paf = perfect_maps(joints, skeleton.limbs, (out_h, out_w), settings)
-    found = decode(heat, paf, skeleton.limbs, settings.decoder)
+    if settings.upsampling_mode == "local":
+        heat, paf = perfect_maps(joints, skeleton.limbs, (out_h, out_w), dataclasses.replace(settings, upsampling=1))
+        found = decode(heat, paf, skeleton.limbs, settings.decoder, (settings.upsampling, settings.upsampling))
+    else:
+        heat, paf = perfect_maps(joints, skeleton.limbs, (out_h, out_w), settings)
+        found = decode(heat, paf, skeleton.limbs, settings.decoder)
     keypoints = found.keypoints.copy()
     keypoints[..., :2] = ((keypoints[..., :2] + 0.5) * settings.stride / settings.upsampling - 0.5) / scale
     return Prediction(keypoints, found.scores, skeleton)

@@ -13,8 +13,10 @@ normalisation) to a multiple of the model's stride, so that output cell ``i`` co
 ``[i·stride, (i + 1)·stride)`` exactly; the padding leaves the coordinate mapping unchanged. (TLT fed
 sizes off the stride grid as they were, and its output grid then drifted from the mapping: a reference
 bug, docs/differences_from_tlt.md.) Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the
-chosen stage are upsampled
-bicubically by ``output_upsampling_factor`` and decoded; peaks map back to the original image through
+chosen stage are decoded as if upsampled
+bicubically by ``output_upsampling_factor`` (``upsampling_mode: local``, the default for one scale: the
+decoder upsamples small windows around the peaks itself, bpnet.decode; ``full``: the whole maps are
+upsampled first, as TLT); peaks map back to the original image through
 ``x_input = (x_map + 0.5) · stride / factor − 0.5`` and the inverse resize and padding. With
 ``scales`` (multi-scale), the maps of every scale are brought to input resolution, resized to the
 largest scale's and averaged before decoding.
@@ -22,7 +24,7 @@ largest scale's and averaged before decoding.
 
 import dataclasses
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -209,6 +211,7 @@ class PredictorSettings:
     output_upsampling_factor: Optional[Tuple[int, int]] = None  # default: the stride
     scales: Sequence[float] = (1.0,)
     decoder: DecoderParams = DecoderParams()
+    upsampling_mode: Literal["local", "full"] = "local"  # local: the decoder upsamples around peaks only
     flip_test: bool = False  # average with the unmirrored outputs of the mirror image (2 network runs)
 
 
@@ -226,49 +229,62 @@ class Predictor:
         except ValueError as exc:
             raise BpnetError(f"flip_test: {exc}") from None
 
-    def _maps(self, image: np.ndarray, scale: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
-        """Upsampled (heatmaps, PAFs) of one image at one scale, and its geometry."""
+    def _maps(self, image: np.ndarray, scale: float, upsample: bool = True) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+        """(heatmaps, PAFs) of one image at one scale, upsampled by the factor unless ``upsample`` is False, and
+        its geometry."""
         shape = tuple(max(self.info.stride, int(round(s * scale))) for s in self.settings.input_shape)
         tensor, geometry = preprocess(image, shape, self.settings.keep_aspect_ratio_mode, self.info)
         heat, paf = self.flip_test(self.backend, tensor) if self.flip_test else self.backend(tensor[None])
+        if not upsample:
+            return heat[0], paf[0], geometry
         size = (heat.shape[2] * self.factor_x, heat.shape[1] * self.factor_y)
-        heat = resize_maps(heat[0], size)
-        paf = resize_maps(paf[0], size)
-        return heat, paf, geometry
+        return resize_maps(heat[0], size), resize_maps(paf[0], size), geometry
+
+    def _mapping(self, geometry: Geometry, stride_x: float, stride_y: float) -> Callable[[np.ndarray], np.ndarray]:
+        def to_original(points: np.ndarray) -> np.ndarray:
+            on_input = np.stack([(points[..., 0] + 0.5) * stride_x - 0.5, (points[..., 1] + 0.5) * stride_y - 0.5], -1)
+            return geometry.to_original(on_input)
+        return to_original
+
+    def decoder_maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Callable[[np.ndarray], np.ndarray]]:
+        """What the decoder takes for one BGR image: heatmaps, PAFs, the upsampling factor ``(fy, fx)`` it applies
+        itself, and the function from its keypoint coordinates to original image pixels.
+
+        With ``upsampling_mode: local`` and one scale, the maps are the network's own and the factor is
+        ``output_upsampling_factor``; otherwise they are :meth:`upsampled_maps` and the factor is 1."""
+        if self.settings.upsampling_mode == "local" and len(self.settings.scales) == 1:
+            heat, paf, geometry = self._maps(image, self.settings.scales[0], upsample=False)
+            to_original = self._mapping(geometry, self.info.stride / self.factor_x, self.info.stride / self.factor_y)
+            return heat, paf, (self.factor_y, self.factor_x), to_original
+        heat, paf, to_original = self.upsampled_maps(image)
+        return heat, paf, (1, 1), to_original
 
     def upsampled_maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-        """The maps the decoder searches for one BGR image: ``heatmaps (H', W', K + 1)`` and ``PAFs (H', W', 2L)``
+        """The maps upsampled in full for one BGR image: ``heatmaps (H', W', K + 1)`` and ``PAFs (H', W', 2L)``
         (scales averaged), and a function mapping ``(..., 2)`` x, y on them to original image pixels."""
         scales = sorted(self.settings.scales)
         if len(scales) == 1:
             heat, paf, geometry = self._maps(image, scales[0])
-            stride_x, stride_y = self.info.stride / self.factor_x, self.info.stride / self.factor_y
-        else:
-            per_scale = [self._maps(image, s) for s in scales]
-            geometry = per_scale[-1][2]
-            target = geometry.input_size
-            heat = np.zeros((target[1], target[0], per_scale[0][0].shape[-1]), np.float32)
-            paf = np.zeros((target[1], target[0], per_scale[0][1].shape[-1]), np.float32)
-            for h, p, g in per_scale:  # input resolution: crop the stride padding, resize to the largest input
-                crop_w = int(round(g.input_size[0] * self.factor_x * 1.0 / self.info.stride))
-                crop_h = int(round(g.input_size[1] * self.factor_y * 1.0 / self.info.stride))
-                to_input = (g.input_size[0], g.input_size[1])
-                h = resize_maps(resize_maps(h[:crop_h, :crop_w], to_input), target)
-                p = resize_maps(resize_maps(p[:crop_h, :crop_w], to_input), target)
-                heat += h / len(per_scale)
-                paf += p / len(per_scale)
-            stride_x = stride_y = 1.0
-
-        def to_original(points: np.ndarray) -> np.ndarray:
-            on_input = np.stack([(points[..., 0] + 0.5) * stride_x - 0.5, (points[..., 1] + 0.5) * stride_y - 0.5], -1)
-            return geometry.to_original(on_input)
-
-        return heat, paf, to_original
+            return heat, paf, self._mapping(geometry, self.info.stride / self.factor_x, self.info.stride / self.factor_y)
+        per_scale = [self._maps(image, s) for s in scales]
+        geometry = per_scale[-1][2]
+        target = geometry.input_size
+        heat = np.zeros((target[1], target[0], per_scale[0][0].shape[-1]), np.float32)
+        paf = np.zeros((target[1], target[0], per_scale[0][1].shape[-1]), np.float32)
+        for h, p, g in per_scale:  # input resolution: crop the stride padding, resize to the largest input
+            crop_w = int(round(g.input_size[0] * self.factor_x * 1.0 / self.info.stride))
+            crop_h = int(round(g.input_size[1] * self.factor_y * 1.0 / self.info.stride))
+            to_input = (g.input_size[0], g.input_size[1])
+            h = resize_maps(resize_maps(h[:crop_h, :crop_w], to_input), target)
+            p = resize_maps(resize_maps(p[:crop_h, :crop_w], to_input), target)
+            heat += h / len(per_scale)
+            paf += p / len(per_scale)
+        return heat, paf, self._mapping(geometry, 1.0, 1.0)
 
     def predict_one(self, image: np.ndarray, source: Optional[str] = None) -> Prediction:
         """Decoded people of one BGR image, keypoints in its pixels."""
-        heat, paf, to_original = self.upsampled_maps(image)
-        people = decode(heat, paf, self.info.skeleton.limbs, self.settings.decoder)
+        heat, paf, upsampling, to_original = self.decoder_maps(image)
+        people = decode(heat, paf, self.info.skeleton.limbs, self.settings.decoder, upsampling)
         keypoints = people.keypoints.copy()
         found = keypoints[..., 2] > 0
         keypoints[..., :2] = np.where(found[..., None], to_original(keypoints[..., :2]), 0.0)

