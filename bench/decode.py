@@ -223,7 +223,7 @@ def main():
         samples = [synthetic_maps(skeleton, people, rng) for _ in range(args.images)]
         truths = [s[2] for s in samples]
         rows += rows_for(f"synthetic, {people} people", [s[:2] for s in samples], skeleton.limbs, args.decoders,
-                         lambda outputs: {"correct": round(correct(outputs, truths), 3)})
+                         lambda outputs, truths=truths: {"correct": round(correct(outputs, truths), 3)})
     if args.real_spec:
         rows += real_rows(args, args.decoders)
     if args.json:

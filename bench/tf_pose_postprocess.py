@@ -7,8 +7,8 @@ What it does, in the original's order:
    an integer enlargement repeats each cell ``factor × factor`` times.
 2. Smooth the upsampled heatmaps with a 25-tap Gaussian (σ 3, zero padding: a depthwise 'SAME'
    convolution), keep the pixels equal to the 3 × 3 max-pool of the smoothed map ('SAME').
-3. pafprocess: a peak is such a pixel whose *smoothed* value is above ``THRESH_HEAT`` (0.05); its score is
-   the unsmoothed upsampled value. For every limb and every (start, end) pair: 10 samples at
+3. pafprocess: a peak is such a pixel whose *smoothed* value is above ``THRESH_HEAT`` (0.05); its score
+   is the unsmoothed upsampled value. For every limb and every (start, end) pair: 10 samples at
    ``start + i · (end − start) / 10`` (i = 0..9, rounded by ``int(v + 0.5)``), the PAF projected on the
    unit direction; a pair needs more than ``THRESH_VECTOR_CNT1`` (6) samples above
    ``THRESH_VECTOR_SCORE`` (0.05) and a positive score ``mean(samples) + min(0, 0.5 · H / length − 1)``
@@ -17,8 +17,9 @@ What it does, in the original's order:
    start or end is in one row sets that row's end part (even over another peak) and adds the end's
    score and the connection's; in two rows it merges them when no part is set in both (a set part being
    an id > 0, as the original tests it) or else extends the first; in none, it starts a row, except for
-   the last two limbs (ear–shoulder); in three or more, nothing happens. Rows with fewer than ``THRESH_PART_CNT`` (4) parts or a mean
-   ``score / count`` below ``THRESH_HUMAN_SCORE`` (0.3) are dropped; a person's score is ``score / count``.
+   the last two limbs (ear–shoulder); in three or more, nothing happens. Rows with fewer than
+   ``THRESH_PART_CNT`` (4) parts or a mean ``score / count`` below ``THRESH_HUMAN_SCORE`` (0.3) are
+   dropped; a person's score is ``score / count``.
 
 The skeleton must be OpenPose COCO-18's, limbs in pafprocess's ``COCOPAIRS`` order (bpnet's
 ``model_pose_config/openpose_coco18.json``). Output: ``(N, 18, 3)`` [x, y, score] on the upsampled grid and the

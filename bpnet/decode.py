@@ -365,35 +365,36 @@ def _projected_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndar
                        unit: np.ndarray, t: np.ndarray) -> np.ndarray:
     """``(P, len(t))`` PAF of each pair's limb at ``start + t · vector`` (rounded to pixels), projected on ``unit``."""
     height, width, channels = pafs.shape
-    points = start_xy[:, None, :] + t[None, :, None] * vector[:, None, :]  # (P, T, 2)
-    px = np.clip(np.round(points[..., 0]).astype(np.int64), 0, width - 1)
-    py = np.clip(np.round(points[..., 1]).astype(np.int64), 0, height - 1)
-    flat = (py * width + px) * channels + 2 * limb_ids[:, None]
+    px = np.clip(np.round(start_xy[:, 0] + t[:, None] * vector[:, 0]).astype(np.int64), 0, width - 1)  # (T, P)
+    py = np.clip(np.round(start_xy[:, 1] + t[:, None] * vector[:, 1]).astype(np.int64), 0, height - 1)
+    flat = (py * width + px) * channels + 2 * limb_ids
     values = np.ascontiguousarray(pafs).reshape(-1)
-    return values[flat] * unit[:, :1] + values[flat + 1] * unit[:, 1:]
+    return (values[flat] * unit[:, 0] + values[flat + 1] * unit[:, 1]).T
 
 
 def _bilinear_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndarray, vector: np.ndarray,
                       unit: np.ndarray, t: np.ndarray, upsampling: Tuple[int, int]) -> np.ndarray:
     """As :func:`_projected_samples` for points on the grid upsampled by ``upsampling (fy, fx)`` and ``pafs``
     at network resolution: each point ``u`` maps to ``(u + 0.5) / f − 0.5`` there, sampled bilinearly
-    (border replicated)."""
+    (border replicated). Computed as ``(T, P)`` arrays: long inner loops."""
     height, width, channels = pafs.shape
-    points = start_xy[:, None, :] + t[None, :, None] * vector[:, None, :]  # (P, T, 2), upsampled grid
-    x = np.clip((points[..., 0] + 0.5) / upsampling[1] - 0.5, 0, width - 1)
-    y = np.clip((points[..., 1] + 0.5) / upsampling[0] - 0.5, 0, height - 1)
-    x0 = np.minimum(x.astype(np.int64), width - 2) if width > 1 else np.zeros(x.shape, np.int64)
-    y0 = np.minimum(y.astype(np.int64), height - 2) if height > 1 else np.zeros(y.shape, np.int64)
-    wx, wy = x - x0, y - y0
-    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    factor_y, factor_x = upsampling
+    x = np.clip((start_xy[:, 0] + t[:, None] * vector[:, 0] + 0.5) / factor_x - 0.5, 0, width - 1)  # (T, P)
+    y = np.clip((start_xy[:, 1] + t[:, None] * vector[:, 1] + 0.5) / factor_y - 0.5, 0, height - 1)
+    x0 = np.minimum(x.astype(np.int64), max(width - 2, 0))  # x ≥ 0: truncation is floor
+    y0 = np.minimum(y.astype(np.int64), max(height - 2, 0))
+    wx, wy = x - x0, y - y0  # in [0, 1]
+    step_x, step_y = (channels if width > 1 else 0), (width * channels if height > 1 else 0)
+    flat = (y0 * width + x0) * channels + 2 * limb_ids
     values = np.ascontiguousarray(pafs).reshape(-1)
-    channel = 2 * limb_ids[:, None]
-    projected = 0.0
-    for rows, cols, weight in ((y0, x0, (1 - wy) * (1 - wx)), (y0, x1, (1 - wy) * wx), (y1, x0, wy * (1 - wx)),
-                               (y1, x1, wy * wx)):
-        flat = (rows * width + cols) * channels + channel
-        projected = projected + weight * (values[flat] * unit[:, :1] + values[flat + 1] * unit[:, 1:])
-    return projected
+    unit_x, unit_y = unit[:, 0], unit[:, 1]
+
+    def projected(offset):
+        return values[flat + offset] * unit_x + values[flat + offset + 1] * unit_y
+
+    top = projected(0) * (1 - wx) + projected(step_x) * wx
+    bottom = projected(step_y) * (1 - wx) + projected(step_y + step_x) * wx
+    return (top * (1 - wy) + bottom * wy).T
 
 
 def match(candidates: np.ndarray, method: str) -> np.ndarray:
@@ -402,11 +403,15 @@ def match(candidates: np.ndarray, method: str) -> np.ndarray:
         return candidates
     if method == "greedy":
         used_a, used_b, chosen = set(), set(), []
-        for row, (a, b, _) in enumerate(candidates):
+        pairs = candidates[:, :2].tolist()
+        most = min(len({a for a, _ in pairs}), len({b for _, b in pairs}))  # then every later pair is blocked
+        for row, (a, b) in enumerate(pairs):
             if a not in used_a and b not in used_b:
                 used_a.add(a)
                 used_b.add(b)
                 chosen.append(row)
+                if len(chosen) == most:
+                    break
         return candidates[chosen]
     a_ids, a_inv = np.unique(candidates[:, 0], return_inverse=True)
     b_ids, b_inv = np.unique(candidates[:, 1], return_inverse=True)
@@ -430,29 +435,30 @@ def assemble(peaks: Sequence[np.ndarray], connections: Sequence[np.ndarray], lim
     totals: List[float] = []
     alive: List[bool] = []
     owner: Dict[Tuple[int, int], int] = {}  # (keypoint, peak index) -> person
+    peak_scores = [channel[:, 2].tolist() for channel in peaks]
     for (a, b), connection in zip(limbs, connections):
         for start, end, score in connection.tolist():
             start, end = int(start), int(end)
-            owners = sorted({owner[key] for key in ((a, start), (b, end)) if key in owner})
-            if not owners:
+            owner_a, owner_b = owner.get((a, start)), owner.get((b, end))
+            if owner_a is None and owner_b is None:
                 row = [-1] * num_keypoints
                 row[a], row[b] = start, end
                 owner[(a, start)] = owner[(b, end)] = len(people)
                 people.append(row)
-                totals.append(score + peaks[a][start, 2] + peaks[b][end, 2])
+                totals.append(score + peak_scores[a][start] + peak_scores[b][end])
                 alive.append(True)
-            elif len(owners) == 1:
-                person = owners[0]
+            elif owner_a is None or owner_b is None or owner_a == owner_b:
+                person = owner_b if owner_a is None else owner_a
                 row, added = people[person], 0.0
                 for keypoint, index in ((a, start), (b, end)):
                     if row[keypoint] < 0:
                         row[keypoint] = index
                         owner[(keypoint, index)] = person
-                        added += peaks[keypoint][index, 2]
+                        added += peak_scores[keypoint][index]
                 if row[a] == start and row[b] == end:
                     totals[person] += score + added
             else:
-                first, second = owners
+                first, second = min(owner_a, owner_b), max(owner_a, owner_b)
                 if all(x < 0 or y < 0 for x, y in zip(people[first], people[second])):
                     for keypoint, index in enumerate(people[second]):
                         if index >= 0:

@@ -246,7 +246,8 @@ class Predictor:
             return geometry.to_original(on_input)
         return to_original
 
-    def decoder_maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Callable[[np.ndarray], np.ndarray]]:
+    def decoder_maps(self, image: np.ndarray
+                     ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Callable[[np.ndarray], np.ndarray]]:
         """What the decoder takes for one BGR image: heatmaps, PAFs, the upsampling factor ``(fy, fx)`` it applies
         itself, and the function from its keypoint coordinates to original image pixels.
 
