@@ -330,12 +330,16 @@ def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequen
     """
     if not limbs:
         return []
-    pairs = []
-    for limb, (a, b) in enumerate(limbs):
-        starts = np.repeat(np.arange(len(peaks[a])), len(peaks[b]))
-        ends = np.tile(np.arange(len(peaks[b])), len(peaks[a]))
-        pairs.append((np.full(starts.size, limb), starts, ends, peaks[a][starts, :2], peaks[b][ends, :2]))
-    limb_ids, start_ids, end_ids, start_xy, end_xy = (np.concatenate(x) for x in zip(*pairs))
+    limb_starts, limb_ends = np.array(limbs, dtype=np.int64).T
+    counts = np.array([len(p) for p in peaks], dtype=np.int64)
+    first_peak = np.cumsum(counts) - counts  # of each keypoint in the concatenated peaks
+    all_xy = np.concatenate([p[:, :2] for p in peaks]).reshape(-1, 2)
+    sizes = counts[limb_starts] * counts[limb_ends]  # pairs per limb
+    limb_ids = np.repeat(np.arange(len(limbs)), sizes)
+    within = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    start_ids, end_ids = np.divmod(within, counts[limb_ends][limb_ids])  # start-major, as the peaks' order
+    start_xy = all_xy[first_peak[limb_starts][limb_ids] + start_ids]
+    end_xy = all_xy[first_peak[limb_ends][limb_ids] + end_ids]
     n = params.line_integral_samples
     sample = _projected_samples if tuple(upsampling) == (1, 1) else functools.partial(_bilinear_samples, upsampling=upsampling)
     vector = end_xy - start_xy  # (P, 2)
@@ -486,30 +490,58 @@ def _add_single_part_people(parts: np.ndarray, totals: np.ndarray, peaks: Sequen
 
 def merge_fragments(parts: np.ndarray, totals: np.ndarray, peaks: Sequence[np.ndarray], merge_distance: float):
     """Join partial skeletons that no limb links (a person whose connecting keypoints are unlabeled or
-    unseen) to the nearest larger compatible person, nearest pairs first."""
-    def points(row):
-        found = np.flatnonzero(row >= 0)
-        return np.array([peaks[k][row[k], :2] for k in found]).reshape(-1, 2)
+    unseen) to the nearest larger compatible person, nearest pairs first.
 
-    while True:
-        counts = (parts >= 0).sum(axis=1)
-        best = None
-        for small in np.argsort(counts, kind="stable"):
-            small_points = points(parts[small])
-            for host in np.flatnonzero(counts > counts[small]):
-                if np.any((parts[small] >= 0) & (parts[host] >= 0)):
-                    continue
-                host_points = points(parts[host])
-                extent = max(np.ptp(host_points, axis=0).max(), 1.0)
-                gap = np.min(np.linalg.norm(small_points[:, None] - host_points[None], axis=-1)) / extent
-                if gap < merge_distance and (best is None or gap < best[0]):
-                    best = (gap, small, host)
-        if best is None:
-            return parts, totals
-        _, small, host = best
+    ``gaps[i, j]``: the distance between the closest keypoints of fragment ``i`` and person ``j`` over ``j``'s
+    keypoint extent, where ``j`` has more keypoints and none of ``i``'s types (else inf); after a merge only
+    the host's row and column change."""
+    parts, totals = parts.copy(), totals.astype(np.float64, copy=True)
+    found = parts >= 0
+    xy = np.full(parts.shape + (2,), np.nan)
+    for k, channel in enumerate(peaks):
+        xy[found[:, k], k] = channel[parts[found[:, k], k], :2]
+    everyone = np.arange(len(parts))
+    gaps = _fragment_gaps(found, xy, everyone, everyone)
+    while len(parts) > 1:
+        small, host = np.unravel_index(np.argmin(gaps), gaps.shape)
+        if not gaps[small, host] < merge_distance:
+            break
         parts[host] = np.maximum(parts[host], parts[small])
         totals[host] += totals[small]
-        parts, totals = np.delete(parts, small, axis=0), np.delete(totals, small)
+        xy[host] = np.where(found[small][:, None], xy[small], xy[host])
+        found[host] |= found[small]
+        keep = np.arange(len(parts)) != small
+        parts, totals, found, xy, gaps = parts[keep], totals[keep], found[keep], xy[keep], gaps[keep][:, keep]
+        host -= host > small
+        everyone = np.arange(len(parts))
+        gaps[host] = _fragment_gaps(found, xy, np.array([host]), everyone)[0]
+        gaps[:, host] = _fragment_gaps(found, xy, everyone, np.array([host]))[:, 0]
+    return parts, totals
+
+
+def _fragment_gaps(found: np.ndarray, xy: np.ndarray, smalls: np.ndarray, hosts: np.ndarray) -> np.ndarray:
+    """``(len(smalls), len(hosts))`` gaps of :func:`merge_fragments` (``found (N, K)``, ``xy (N, K, 2)``, NaN where
+    missing)."""
+    counts = found.sum(axis=1)
+    allowed = (counts[hosts][None, :] > counts[smalls][:, None]) & ~(found[smalls].astype(np.int64)
+                                                                     @ found[hosts].T.astype(np.int64)).astype(bool)
+    if not allowed.any():
+        return np.full(allowed.shape, np.inf)
+    gaps = np.full(allowed.shape, np.inf)
+    some_small, some_host = np.flatnonzero(allowed.any(axis=1)), np.flatnonzero(allowed.any(axis=0))
+    smalls, hosts, allowed = smalls[some_small], hosts[some_host], allowed[np.ix_(some_small, some_host)]
+    host_xy = xy[hosts]
+    extent = np.maximum(np.nan_to_num(np.nanmax(host_xy, axis=1) - np.nanmin(host_xy, axis=1), nan=0.0).max(axis=1), 1.0)
+
+    def points(rows):  # the found keypoints of ``rows`` (each has one at least), and where each row's begin
+        owner, keypoint = np.nonzero(found[rows])
+        return xy[rows[owner], keypoint], np.searchsorted(owner, np.arange(len(rows)))
+
+    (small_points, small_starts), (host_points, host_starts) = points(smalls), points(hosts)
+    distances = np.hypot(small_points[:, None, 0] - host_points[None, :, 0], small_points[:, None, 1] - host_points[None, :, 1])
+    closest = np.minimum.reduceat(np.minimum.reduceat(distances, small_starts, axis=0), host_starts, axis=1)
+    gaps[np.ix_(some_small, some_host)] = np.where(allowed, closest / extent[None, :], np.inf)
+    return gaps
 
 
 def _person_scores(keypoint_scores: np.ndarray, counts: np.ndarray, rule: str) -> np.ndarray:

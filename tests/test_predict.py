@@ -95,17 +95,19 @@ def test_same_padding_shift_by_hand():
     assert [same_padding_shift(s) for s in (256, 248, 255, 427, 9)] == [0, 0, 1, 5, 7]  # 427 → 214 → 107: 1 + 4
 
 
+@pytest.mark.parametrize("upsampling_mode", ["local", "full"])
 @pytest.mark.parametrize("mode, scales, width", [(m, (1.0,), w) for m in MODES for w in (600, 500)]
                          + [("adjust_network_input", (0.75, 1.0, 1.25), 500)])
-def test_predictor_maps_keypoints_back_to_the_original_image(mode, scales, width):
+def test_predictor_maps_keypoints_back_to_the_original_image(mode, scales, width, upsampling_mode):
     """Input widths on the stride grid (adjust_network_input: 600 → 512) and off it (500 → 427, padded to 432):
     every keypoint within one input pixel, because the input is padded to the stride. Without the padding
-    the off-grid widths miss by up to 5 input pixels (the grid shift of ``same`` padding)."""
+    the off-grid widths miss by up to 5 input pixels (the grid shift of ``same`` padding). Local upsampling
+    around the peaks and full upsampling alike (multi-scale always upsamples in full)."""
     image = np.zeros((300, width, 3), np.uint8)
     joints = np.stack([standing_person(150, 150, 220), standing_person(350, 160, 200)])
     backend = PerfectBackend(image, joints, mode, (256, 256), scales)
     predictor = Predictor(backend, INFO, PredictorSettings(input_shape=(256, 256), keep_aspect_ratio_mode=mode,
-                                                           scales=scales))
+                                                           scales=scales, upsampling_mode=upsampling_mode))
     prediction = predictor.predict_one(image)
     assert len(prediction) == 2
     geometry = next(iter(backend.geometries.values()))
