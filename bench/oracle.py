@@ -1,7 +1,8 @@
 """The decoding oracle on real annotations: GT → targets → decoder → pycocotools (bpnet.oracle).
 
     python bench/oracle.py --annotations JSON [--images DIR] [--input_size 368]
-                           [--skeleton fully_connected|dataset|POSE_CONFIG] [--merge_distance D] [--json]
+                           [--skeleton fully_connected|dataset|POSE_CONFIG] [--merge_distance D]
+                           [--upsampling_mode local|full] [--json]
 
 Prints the ten COCO keypoint stats (one JSON line with --json) and the decoder settings used.
 ``--images`` is accepted for symmetry with evaluation; the oracle needs only image sizes.
@@ -26,10 +27,19 @@ def main():
     parser.add_argument("--annotations", required=True)
     parser.add_argument("--images", default=None)
     parser.add_argument("--input_size", type=int, default=368)
-    parser.add_argument("--skeleton", default="fully_connected",
-                        help="model skeleton: 'fully_connected' (the dataset's keypoints, a limb between every pair), "
-                             "'dataset' (its own limbs, COCO: 19) or a pose config JSON (e.g. bpnet_18joints.json)")
+    parser.add_argument(
+        "--skeleton",
+        default="fully_connected",
+        help="model skeleton: 'fully_connected' (the dataset's keypoints, a limb between every pair), "
+        "'dataset' (its own limbs, COCO: 19) or a pose config JSON (e.g. bpnet_18joints.json)",
+    )
     parser.add_argument("--merge_distance", type=float, default=0.0, help="decoder merge_distance (0: off)")
+    parser.add_argument(
+        "--upsampling_mode",
+        choices=["local", "full"],
+        default="local",
+        help="decode the stride-8 maps with local upsampling around the peaks, or upsample them in full",
+    )
     parser.add_argument("--dataset_spec", default="data_pose_config/coco_spec.json")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -37,8 +47,11 @@ def main():
         coco = COCO(args.annotations)
     dataset = load_dataset_spec(args.dataset_spec)
     category = dataset.category
-    settings = OracleSettings(input_size=args.input_size,
-                              decoder=dataclasses.replace(ORACLE_DECODER, merge_distance=args.merge_distance))
+    settings = OracleSettings(
+        input_size=args.input_size,
+        upsampling_mode=args.upsampling_mode,
+        decoder=dataclasses.replace(ORACLE_DECODER, merge_distance=args.merge_distance),
+    )
     start = time.perf_counter()
     if args.skeleton in ("fully_connected", "dataset"):
         skeleton = dataset_skeleton(category)
@@ -48,9 +61,19 @@ def main():
     stats = run_oracle(coco, category, dataset.visibility_flags, skeleton, settings)
     seconds = time.perf_counter() - start
     if args.json:
-        print(json.dumps({"stats": stats, "images": len(coco.getImgIds()), "seconds": round(seconds, 2),
-                          "skeleton": skeleton.name,
-                          "decoder": dataclasses.asdict(settings.decoder), "input_size": args.input_size}))
+        print(
+            json.dumps(
+                {
+                    "stats": stats,
+                    "images": len(coco.getImgIds()),
+                    "seconds": round(seconds, 2),
+                    "skeleton": skeleton.name,
+                    "decoder": dataclasses.asdict(settings.decoder),
+                    "input_size": args.input_size,
+                    "upsampling_mode": args.upsampling_mode,
+                }
+            )
+        )
         return
     for name, value in stats.items():
         print(f"{name:<22} {value:.4f}")

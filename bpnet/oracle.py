@@ -9,7 +9,7 @@ upsampled bicubically by the stride (as inference does: around the peaks, or in 
 """
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 import numpy as np
 
@@ -34,8 +34,7 @@ def fully_connected(skeleton: Skeleton) -> Skeleton:
     return Skeleton(f"{skeleton.name}_fully_connected", skeleton.keypoints, pairs)
 
 
-ORACLE_DECODER = DecoderParams(min_parts=1, min_mean_score=0.0, single_part_people=True, subpixel=True,
-                               matching="optimal")
+ORACLE_DECODER = DecoderParams(min_parts=1, min_mean_score=0.0, single_part_people=True, subpixel=True, matching="optimal")
 """Settings that can report people with 1–3 labeled keypoints (COCO scores them too)."""
 
 
@@ -46,12 +45,13 @@ class OracleSettings:
     sigma: float = 7.0
     paf_half_width: float = 1.0
     upsampling: int = 8  # maps are decoded as upsampled bicubically by this factor (TLT: the stride)
-    upsampling_mode: str = "local"  # local: the decoder upsamples around peaks; full: the maps are upsampled first
+    upsampling_mode: Literal["local", "full"] = "local"  # local: the decoder upsamples around peaks; full: all first
     decoder: DecoderParams = ORACLE_DECODER
 
 
-def perfect_maps(joints: np.ndarray, limbs, target_shape: Tuple[int, int], settings: OracleSettings
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+def perfect_maps(
+    joints: np.ndarray, limbs, target_shape: Tuple[int, int], settings: OracleSettings
+) -> Tuple[np.ndarray, np.ndarray]:
     """The training targets of ``joints (P, K, 3)`` (network-input pixels) on a ``target_shape`` (h, w) grid,
     bicubically upsampled by ``settings.upsampling`` as inference does: ``(heatmaps, PAFs)``."""
     out_h, out_w = target_shape
@@ -86,8 +86,14 @@ def oracle_prediction(annotations, height: int, width: int, skeleton: Skeleton, 
     return Prediction(keypoints, found.scores, skeleton)
 
 
-def run_oracle(coco, category: Category, visibility: VisibilityFlags, skeleton: Skeleton,
-               settings: OracleSettings = OracleSettings(), image_ids: Optional[list] = None) -> Dict[str, float]:
+def run_oracle(
+    coco,
+    category: Category,
+    visibility: VisibilityFlags,
+    skeleton: Skeleton,
+    settings: OracleSettings = OracleSettings(),
+    image_ids: Optional[list] = None,
+) -> Dict[str, float]:
     """The ten COCO keypoint stats of the oracle over ``image_ids`` (default: every image) of a ``COCO`` object."""
     mapping = skeleton.mapping_from(category, visibility)
     image_ids = image_ids or sorted(coco.getImgIds())
