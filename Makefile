@@ -26,6 +26,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bpnet tests bench
+	$(BIN)/ruff format --check bpnet tests bench
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

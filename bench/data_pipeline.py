@@ -24,8 +24,10 @@ class LoopTargetsMaker(SampleMaker):
 
     def targets(self, joints):
         labels = self.dataloader.label_processor_config
-        return (loop_heatmaps(joints, self.target_shape, self.stride, labels.heatmap_gaussian_sigma),
-                loop_pafs(joints, self.skeleton.limbs, self.target_shape, self.stride, labels.paf_ortho_dist_thresh))
+        return (
+            loop_heatmaps(joints, self.target_shape, self.stride, labels.heatmap_gaussian_sigma),
+            loop_pafs(joints, self.skeleton.limbs, self.target_shape, self.stride, labels.paf_ortho_dist_thresh),
+        )
 
 
 def resized(spec, size):
@@ -61,9 +63,12 @@ def main():
     rows = {"vectorised": measure(spec, vectorised, args.batches), "loop_baseline": measure(spec, baseline, args.batches)}
     dims = spec.dataloader.image_config.image_dims
     result = {
-        "input": f"{dims.height}x{dims.width}", "target": "x".join(map(str, spec.dataloader.pose_config.target_shape)),
-        "batch_size": spec.dataloader.batch_size, "cores": cores,
-        "images_per_s": round(rows["vectorised"], 1), "images_per_s_per_core": round(rows["vectorised"] / cores, 1),
+        "input": f"{dims.height}x{dims.width}",
+        "target": "x".join(map(str, spec.dataloader.pose_config.target_shape)),
+        "batch_size": spec.dataloader.batch_size,
+        "cores": cores,
+        "images_per_s": round(rows["vectorised"], 1),
+        "images_per_s_per_core": round(rows["vectorised"] / cores, 1),
         "baseline_images_per_s": round(rows["loop_baseline"], 1),
         "baseline_images_per_s_per_core": round(rows["loop_baseline"] / cores, 1),
         "ratio": round(rows["vectorised"] / rows["loop_baseline"], 2),

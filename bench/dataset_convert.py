@@ -49,11 +49,17 @@ def _workload(spec_path: str, mode: str, repeat: int, folder: str) -> str:
 
 def _measure(spec: str, mode: str, workers: int, folder: str) -> dict:
     start = time.perf_counter()
-    summary = convert_dataset(spec, os.path.join(folder, f"out-{workers}", "records"), mode=mode,
-                              generate_masks=True, workers=workers, progress=False)
+    summary = convert_dataset(
+        spec, os.path.join(folder, f"out-{workers}", "records"), mode=mode, generate_masks=True, workers=workers, progress=False
+    )
     seconds = time.perf_counter() - start
-    return {"workers": workers, "seconds": round(seconds, 3), "images": summary.num_images,
-            "masks": summary.num_masks, "images_per_s": round(summary.num_images / seconds, 1)}
+    return {
+        "workers": workers,
+        "seconds": round(seconds, 3),
+        "images": summary.num_images,
+        "masks": summary.num_masks,
+        "images_per_s": round(summary.num_images / seconds, 1),
+    }
 
 
 def main() -> None:
@@ -72,9 +78,17 @@ def main() -> None:
         multi = _measure(spec, args.mode, args.workers, folder)
     ratio = round(multi["images_per_s"] / single["images_per_s"], 2)
     if args.json:
-        print(json.dumps({"images": single["images"], "masks": single["masks"],
-                          "images_per_s": {"1": single["images_per_s"], str(args.workers): multi["images_per_s"]},
-                          "ratio": ratio, "cpu_count": os.cpu_count()}))
+        print(
+            json.dumps(
+                {
+                    "images": single["images"],
+                    "masks": single["masks"],
+                    "images_per_s": {"1": single["images_per_s"], str(args.workers): multi["images_per_s"]},
+                    "ratio": ratio,
+                    "cpu_count": os.cpu_count(),
+                }
+            )
+        )
         return
     print(f"{'workers':>8} {'images':>7} {'masks':>6} {'seconds':>8} {'images/s':>9}")
     for row in (single, multi):

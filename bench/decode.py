@@ -58,11 +58,24 @@ INPUT, STRIDE = 368, 8
 NETWORK_MAPS = OracleSettings(input_size=INPUT, stride=STRIDE, sigma=7.0, paf_half_width=1.0, upsampling=1)
 # A standing person, by keypoint name, in units of body height (x right, y down).
 TEMPLATE = {
-    "nose": (0.0, 0.06), "neck": (0.0, 0.17), "right_shoulder": (-0.11, 0.18), "right_elbow": (-0.14, 0.33),
-    "right_wrist": (-0.15, 0.46), "left_shoulder": (0.11, 0.18), "left_elbow": (0.14, 0.33), "left_wrist": (0.15, 0.46),
-    "right_hip": (-0.07, 0.52), "right_knee": (-0.08, 0.74), "right_ankle": (-0.08, 0.96), "left_hip": (0.07, 0.52),
-    "left_knee": (0.08, 0.74), "left_ankle": (0.08, 0.96), "right_eye": (-0.03, 0.04), "left_eye": (0.03, 0.04),
-    "right_ear": (-0.06, 0.05), "left_ear": (0.06, 0.05),
+    "nose": (0.0, 0.06),
+    "neck": (0.0, 0.17),
+    "right_shoulder": (-0.11, 0.18),
+    "right_elbow": (-0.14, 0.33),
+    "right_wrist": (-0.15, 0.46),
+    "left_shoulder": (0.11, 0.18),
+    "left_elbow": (0.14, 0.33),
+    "left_wrist": (0.15, 0.46),
+    "right_hip": (-0.07, 0.52),
+    "right_knee": (-0.08, 0.74),
+    "right_ankle": (-0.08, 0.96),
+    "left_hip": (0.07, 0.52),
+    "left_knee": (0.08, 0.74),
+    "left_ankle": (0.08, 0.96),
+    "right_eye": (-0.03, 0.04),
+    "left_eye": (0.03, 0.04),
+    "right_ear": (-0.06, 0.05),
+    "left_ear": (0.06, 0.05),
 }
 
 
@@ -75,6 +88,7 @@ def bpnet_local(preset: str):
     def run(heat, paf, limbs):
         people = decode(heat, paf, limbs, DECODER_PRESETS[preset], (STRIDE, STRIDE))
         return people.keypoints, people.scores
+
     return run, STRIDE
 
 
@@ -84,6 +98,7 @@ def bpnet_full(preset: str):
     def run(heat, paf, limbs):
         people = decode(*upsampled(heat, paf, STRIDE), limbs, params)
         return people.keypoints, people.scores
+
     return run, STRIDE
 
 
@@ -154,9 +169,14 @@ def rows_for(maps_name: str, maps_list, limbs, decoders, score=None):
     for name in decoders:
         times, outputs = timed(name, maps_list, limbs)
         medians[name] = float(np.median(times))
-        row = {"maps": maps_name, "decoder": name, "images": len(maps_list),
-               "people": int(sum(len(scores) for _, scores in outputs)), "median_ms": round(medians[name], 2),
-               "p90_ms": round(float(np.percentile(times, 90)), 2)}
+        row = {
+            "maps": maps_name,
+            "decoder": name,
+            "images": len(maps_list),
+            "people": int(sum(len(scores) for _, scores in outputs)),
+            "median_ms": round(medians[name], 2),
+            "p90_ms": round(float(np.percentile(times, 90)), 2),
+        }
         row.update(score(outputs) if score else {})
         rows.append(row)
     for row in rows:
@@ -174,8 +194,7 @@ def real_rows(args, decoders):
 
     predictor, _ = load_predictor(args.real_spec, overrides=["upsampling_mode=local"])
     if predictor.info.stride != STRIDE or (predictor.factor_y, predictor.factor_x) != (STRIDE, STRIDE):
-        raise SystemExit(f"{args.real_spec}: the ports assume stride {STRIDE} and output_upsampling_factor "
-                         f"[{STRIDE}, {STRIDE}]")
+        raise SystemExit(f"{args.real_spec}: the ports assume stride {STRIDE} and output_upsampling_factor [{STRIDE}, {STRIDE}]")
     skeleton = predictor.info.skeleton
     paths = sorted(p for p in Path(args.real_images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     maps, mappers = [], []
@@ -196,11 +215,13 @@ def real_rows(args, decoders):
                 keypoints = keypoints.copy()
                 found = keypoints[..., 2] > 0
                 keypoints[..., :2] = np.where(found[..., None], to_original(keypoints[..., :2]), 0.0)
-                detections += Prediction(keypoints, scores, skeleton).to_coco(ids[path.name], category["keypoints"],
-                                                                              category["id"])
+                detections += Prediction(keypoints, scores, skeleton).to_coco(
+                    ids[path.name], category["keypoints"], category["id"]
+                )
             with contextlib.redirect_stdout(io.StringIO()):
                 stats = evaluate_keypoints(coco, detections, sorted(ids[p.name] for p in paths))
             return {"AP": round(stats["AP_0.50:0.95_all"], 4), "AP50": round(stats["AP_0.5"], 4)}
+
     return rows_for(f"real: {Path(args.real_spec).name}", maps, skeleton.limbs, decoders, score)
 
 
@@ -208,8 +229,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=15, help="synthetic images per people count")
     parser.add_argument("--people", type=int, nargs="*", default=[1, 5, 10, 20, 40])
-    parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=list(DECODERS), metavar="NAME",
-                        help=f"decoders to run (default all: {', '.join(DECODERS)})")
+    parser.add_argument(
+        "--decoders",
+        nargs="+",
+        default=list(DECODERS),
+        choices=list(DECODERS),
+        metavar="NAME",
+        help=f"decoders to run (default all: {', '.join(DECODERS)})",
+    )
     parser.add_argument("--real_spec", help="inference spec of a real network")
     parser.add_argument("--real_images", help="folder of images for the real network")
     parser.add_argument("--real_annotations", help="COCO keypoint annotations of those images (prints AP)")
@@ -222,8 +249,13 @@ def main():
     for people in args.people:
         samples = [synthetic_maps(skeleton, people, rng) for _ in range(args.images)]
         truths = [s[2] for s in samples]
-        rows += rows_for(f"synthetic, {people} people", [s[:2] for s in samples], skeleton.limbs, args.decoders,
-                         lambda outputs, truths=truths: {"correct": round(correct(outputs, truths), 3)})
+        rows += rows_for(
+            f"synthetic, {people} people",
+            [s[:2] for s in samples],
+            skeleton.limbs,
+            args.decoders,
+            lambda outputs, truths=truths: {"correct": round(correct(outputs, truths), 3)},
+        )
     if args.real_spec:
         rows += real_rows(args, args.decoders)
     if args.json:

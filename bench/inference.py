@@ -71,8 +71,11 @@ def variants(name: str, model_path: str, work: str, calibration: np.ndarray):
     onnx.save(to_onnx(model, info), fp32)
     int8 = os.path.join(work, f"{name}.int8.onnx")
     quantize_int8(fp32, int8, calibration)
-    return [(f"{name} Keras FP32", keras_runner(model), model_path), (f"{name} ORT FP32", onnx_runner(fp32), fp32),
-            (f"{name} ORT INT8", onnx_runner(int8), int8)]
+    return [
+        (f"{name} Keras FP32", keras_runner(model), model_path),
+        (f"{name} ORT FP32", onnx_runner(fp32), fp32),
+        (f"{name} ORT INT8", onnx_runner(int8), int8),
+    ]
 
 
 def main():
@@ -99,8 +102,9 @@ def main():
             if args.infer_spec and args.dataset_spec:
                 from bpnet.inference import evaluate
 
-                stats = evaluate(args.infer_spec, args.dataset_spec, os.path.join(work, f"eval_{len(rows)}"),
-                                 model_file, progress=False)
+                stats = evaluate(
+                    args.infer_spec, args.dataset_spec, os.path.join(work, f"eval_{len(rows)}"), model_file, progress=False
+                )
                 row["ap"] = stats["AP_0.50:0.95_all"]
             rows.append(row)
     base = rows[0]
@@ -114,8 +118,10 @@ def main():
     header = f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b8 img/s':>9} {'×':>6}"
     print(header + (f" {'AP':>6}" if "ap" in base else ""))
     for row in rows:
-        line = (f"{row['variant']:<24} {row['latency_ms']:>8.2f} {row['latency_speedup']:>6.2f} "
-                f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f}")
+        line = (
+            f"{row['variant']:<24} {row['latency_ms']:>8.2f} {row['latency_speedup']:>6.2f} "
+            f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f}"
+        )
         print(line + (f" {row['ap']:>6.3f}" if "ap" in row else ""))
 
 

@@ -45,5 +45,5 @@ def loop_pafs(joints, limbs, target_shape, stride, half_width_cells):
             total[inside] += (ux, uy)
             count[inside] += 1
         np.divide(total, count[..., None], out=total, where=count[..., None] > 0)
-        out[..., 2 * limb: 2 * limb + 2] = total
+        out[..., 2 * limb : 2 * limb + 2] = total
     return out

@@ -43,8 +43,9 @@ def _keypoints(heatmap: np.ndarray) -> List[Tuple[float, float, float]]:
     heat = np.where(heatmap < HEATMAP_THRESHOLD, 0.0, heatmap)
     padded = np.pad(heat, 1)
     centre = padded[1:-1, 1:-1]
-    is_peak = ((centre > padded[1:-1, 2:]) & (centre > padded[1:-1, :-2]) & (centre > padded[2:, 1:-1])
-               & (centre > padded[:-2, 1:-1]))
+    is_peak = (
+        (centre > padded[1:-1, 2:]) & (centre > padded[1:-1, :-2]) & (centre > padded[2:, 1:-1]) & (centre > padded[:-2, 1:-1])
+    )
     ys, xs = np.nonzero(is_peak)
     order = np.argsort(xs, kind="stable")
     xs, ys = xs[order], ys[order]
@@ -52,8 +53,8 @@ def _keypoints(heatmap: np.ndarray) -> List[Tuple[float, float, float]]:
     for i in range(len(xs)):
         if suppressed[i]:
             continue
-        near = np.hypot(xs[i + 1:] - xs[i], ys[i + 1:] - ys[i]) < SUPPRESSION_DISTANCE
-        suppressed[i + 1:] |= near
+        near = np.hypot(xs[i + 1 :] - xs[i], ys[i + 1 :] - ys[i]) < SUPPRESSION_DISTANCE
+        suppressed[i + 1 :] |= near
         kept.append((float(xs[i]), float(ys[i]), float(heat[ys[i], xs[i]])))
     return kept
 
@@ -85,8 +86,9 @@ def _connections(start: np.ndarray, end: np.ndarray, paf: np.ndarray) -> List[Tu
     return chosen
 
 
-def lw_openpose_postprocess(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, int]],
-                            factor: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+def lw_openpose_postprocess(
+    heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, int]], factor: int = 4
+) -> Tuple[np.ndarray, np.ndarray]:
     """Network-resolution ``heatmaps (h, w, 19)`` and ``pafs (h, w, 38)`` (x, y per limb, ``limbs`` order)
     → ``(N, 18, 3)`` keypoints on the ×``factor`` grid and ``(N,)`` COCO scores."""
     size = (heatmaps.shape[1] * factor, heatmaps.shape[0] * factor)
@@ -96,7 +98,7 @@ def lw_openpose_postprocess(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Seque
     per_part = [np.array(_keypoints(heat_up[:, :, k]), np.float64).reshape(-1, 3) for k in range(num_parts)]
     entries: List[np.ndarray] = []  # num_parts peak indices (-1: none), score sum, part count
     for limb, (a, b) in enumerate(limbs):
-        connections = _connections(per_part[a], per_part[b], paf_up[:, :, 2 * limb:2 * limb + 2])
+        connections = _connections(per_part[a], per_part[b], paf_up[:, :, 2 * limb : 2 * limb + 2])
         if not connections:
             continue
         if limb == 0:

@@ -67,8 +67,15 @@ def val_ap(infer_spec: str, dataset_spec: str, model_path: str, folder: str) -> 
 
 def retrain(train_spec: str, pruned_path: str, epochs: int, folder: str) -> str:
     spec = yaml.safe_load(Path(train_spec).read_text())
-    spec.update(load_graph=True, pretrained_weights=pruned_path, num_epoch=epochs, checkpoint_dir=folder,
-                checkpoint_n_epoch=epochs, validation_every_n_epoch=0, inference_spec=None)
+    spec.update(
+        load_graph=True,
+        pretrained_weights=pruned_path,
+        num_epoch=epochs,
+        checkpoint_dir=folder,
+        checkpoint_n_epoch=epochs,
+        validation_every_n_epoch=0,
+        inference_spec=None,
+    )
     path = os.path.join(folder, "retrain.yaml")
     os.makedirs(folder, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -91,10 +98,16 @@ def main():
     height, width = load_inference_spec(infer_spec).input_shape
     model, info = load_model(args.model)
     work = tempfile.mkdtemp(prefix="bench_prune_")
-    rows = [{"threshold": 0.0, "params": model.count_params(), "gflops": conv_flops(model, height, width) / 1e9,
-             "latency_ms": latency_ms(model, height, width, args.repeats),
-             "ap_pruned": val_ap(infer_spec, dataset_spec, args.model, os.path.join(work, "eval_unpruned")),
-             "ap_retrained": None}]
+    rows = [
+        {
+            "threshold": 0.0,
+            "params": model.count_params(),
+            "gflops": conv_flops(model, height, width) / 1e9,
+            "latency_ms": latency_ms(model, height, width, args.repeats),
+            "ap_pruned": val_ap(infer_spec, dataset_spec, args.model, os.path.join(work, "eval_unpruned")),
+            "ap_retrained": None,
+        }
+    ]
     for threshold in args.thresholds:
         result = prune_model(model, PruneSettings(threshold=threshold))
         folder = os.path.join(work, f"pth_{threshold}")
@@ -102,26 +115,36 @@ def main():
         os.makedirs(folder, exist_ok=True)
         save_model(result.model, pruned_path, info)
         retrained = retrain(train_spec, pruned_path, args.retrain_epochs, os.path.join(folder, "retrain"))
-        rows.append({"threshold": threshold, "params": result.params_after,
-                     "gflops": conv_flops(result.model, height, width) / 1e9,
-                     "latency_ms": latency_ms(result.model, height, width, args.repeats),
-                     "ap_pruned": val_ap(infer_spec, dataset_spec, pruned_path, os.path.join(folder, "eval")),
-                     "ap_retrained": val_ap(infer_spec, dataset_spec, retrained, os.path.join(folder, "eval_retrained")),
-                     "retrained_model": retrained})
+        rows.append(
+            {
+                "threshold": threshold,
+                "params": result.params_after,
+                "gflops": conv_flops(result.model, height, width) / 1e9,
+                "latency_ms": latency_ms(result.model, height, width, args.repeats),
+                "ap_pruned": val_ap(infer_spec, dataset_spec, pruned_path, os.path.join(folder, "eval")),
+                "ap_retrained": val_ap(infer_spec, dataset_spec, retrained, os.path.join(folder, "eval_retrained")),
+                "retrained_model": retrained,
+            }
+        )
     base = rows[0]
     for row in rows:
         row["params_ratio"] = row["params"] / base["params"]
         row["speedup"] = base["latency_ms"] / row["latency_ms"]
     if args.json:
-        print(json.dumps({"model": args.model, "input": [height, width], "retrain_epochs": args.retrain_epochs,
-                          "rows": rows}, indent=2))
+        print(
+            json.dumps(
+                {"model": args.model, "input": [height, width], "retrain_epochs": args.retrain_epochs, "rows": rows}, indent=2
+            )
+        )
         return
     print(f"{args.model} at {height}x{width}; retrain {args.retrain_epochs} epoch(s) per threshold")
     print(f"{'pth':>5} {'params':>10} {'ratio':>6} {'GFLOPs':>7} {'ms':>7} {'speedup':>7} {'AP pruned':>9} {'AP retrained':>12}")
     for row in rows:
         retrained = "-" if row["ap_retrained"] is None else f"{row['ap_retrained']:.3f}"
-        print(f"{row['threshold']:>5} {row['params']:>10,} {row['params_ratio']:>6.3f} {row['gflops']:>7.3f} "
-              f"{row['latency_ms']:>7.2f} {row['speedup']:>7.2f} {row['ap_pruned']:>9.3f} {retrained:>12}")
+        print(
+            f"{row['threshold']:>5} {row['params']:>10,} {row['params_ratio']:>6.3f} {row['gflops']:>7.3f} "
+            f"{row['latency_ms']:>7.2f} {row['speedup']:>7.2f} {row['ap_pruned']:>9.3f} {retrained:>12}"
+        )
 
 
 if __name__ == "__main__":

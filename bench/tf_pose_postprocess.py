@@ -87,8 +87,9 @@ def _connections(peaks_a, peaks_b, paf_x: np.ndarray, paf_y: np.ndarray, height:
     return chosen
 
 
-def tf_pose_postprocess(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, int]],
-                        factor: int = 8) -> Tuple[np.ndarray, np.ndarray]:
+def tf_pose_postprocess(
+    heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, int]], factor: int = 8
+) -> Tuple[np.ndarray, np.ndarray]:
     """Network-resolution ``heatmaps (h, w, 19)`` and ``pafs (h, w, 38)`` (x, y per limb, ``limbs`` order)
     → ``(N, 18, 3)`` keypoints on the ×``factor`` grid and ``(N,)`` scores."""
     heat_up = np.repeat(np.repeat(heatmaps, factor, axis=0), factor, axis=1)
@@ -101,8 +102,9 @@ def tf_pose_postprocess(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[
     flat = [peak for part_peaks in peaks for peak in part_peaks]
     rows: List[List[float]] = []  # 18 peak ids (-1: none), score sum, part count
     for limb, (a, b) in enumerate(limbs):
-        for ia, ib, score in _connections(peaks[a], peaks[b], paf_up[:, :, 2 * limb], paf_up[:, :, 2 * limb + 1],
-                                          heat_up.shape[0]):
+        for ia, ib, score in _connections(
+            peaks[a], peaks[b], paf_up[:, :, 2 * limb], paf_up[:, :, 2 * limb + 1], heat_up.shape[0]
+        ):
             cid_a, cid_b = ids[a][ia], ids[b][ib]
             holders = [r for r, row in enumerate(rows) if row[a] == cid_a or row[b] == cid_b]
             if len(holders) == 1:

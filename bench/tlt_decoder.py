@@ -14,8 +14,17 @@ import cv2
 import numpy as np
 
 
-def tlt_decode(heatmaps, pafs, limbs, heatmap_threshold=0.1, paf_threshold=0.05, samples=10,
-               count_threshold=0.8, num_parts_thresh=4, overall_score_thresh=0.4):
+def tlt_decode(
+    heatmaps,
+    pafs,
+    limbs,
+    heatmap_threshold=0.1,
+    paf_threshold=0.05,
+    samples=10,
+    count_threshold=0.8,
+    num_parts_thresh=4,
+    overall_score_thresh=0.4,
+):
     num_parts = heatmaps.shape[2] - 1
     all_peaks, peak_counter = [], 0
     for part in range(num_parts):
@@ -29,8 +38,9 @@ def tlt_decode(heatmaps, pafs, limbs, heatmap_threshold=0.1, paf_threshold=0.05,
         up[:, 1:] = smoothed[:, :-1]
         down = np.zeros(smoothed.shape)
         down[:, :-1] = smoothed[:, 1:]
-        binary = np.logical_and.reduce((smoothed >= left, smoothed >= right, smoothed >= up, smoothed >= down,
-                                        smoothed > 0, heat > heatmap_threshold))
+        binary = np.logical_and.reduce(
+            (smoothed >= left, smoothed >= right, smoothed >= up, smoothed >= down, smoothed > 0, heat > heatmap_threshold)
+        )
         peaks = list(zip(np.nonzero(binary)[1], np.nonzero(binary)[0]))
         with_score = [p + (heat[p[1], p[0]],) for p in peaks]
         ids = range(peak_counter, peak_counter + len(peaks))
@@ -105,8 +115,11 @@ def tlt_decode(heatmaps, pafs, limbs, heatmap_threshold=0.1, paf_threshold=0.05,
                 row[-1] = 2
                 row[-2] = sum(candidate[connection_all[k][i, :2].astype(int), 2]) + connection_all[k][i][2]
                 subset = np.vstack([subset, row])
-    keep = [i for i in range(len(subset))
-            if subset[i][-1] >= num_parts_thresh and subset[i][-2] / subset[i][-1] >= overall_score_thresh]
+    keep = [
+        i
+        for i in range(len(subset))
+        if subset[i][-1] >= num_parts_thresh and subset[i][-2] / subset[i][-1] >= overall_score_thresh
+    ]
     subset = subset[keep]
     people = np.zeros((len(subset), num_parts, 3))
     for n, row in enumerate(subset):

@@ -29,18 +29,26 @@ CONFIGS = {
 
 
 def measure(skeleton, size, batch, stages, width, steps):
-    spec = specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=stages,
-                                    width_multiplier=width, kernel_regularization_factor=5e-4, bias_regularization_factor=0.0)
+    spec = specs.BpNetLiteModelSpec(
+        backbone_attributes=specs.BackboneAttributes(architecture="vgg"),
+        stages=stages,
+        width_multiplier=width,
+        kernel_regularization_factor=5e-4,
+        bias_regularization_factor=0.0,
+    )
     model = build_model(spec, skeleton)
-    optimizer = WeightedMomentumOptimizer(SoftstartAnnealingSchedule(2e-5, 8e-8, 0.05, 0.5, 10_000), 0.9,
-                                          grad_weights=stagewise_lr_multipliers(model))
+    optimizer = WeightedMomentumOptimizer(
+        SoftstartAnnealingSchedule(2e-5, 8e-8, 0.05, 0.5, 10_000), 0.9, grad_weights=stagewise_lr_multipliers(model)
+    )
     step = make_train_step(model, optimizer, tf.distribute.get_strategy(), batch)
     rng = np.random.default_rng(0)
     out = size // 8
     images = tf.constant(rng.uniform(-0.5, 0.5, (batch, size, size, 3)).astype(np.float32))
-    labels = {"heatmaps": tf.constant(rng.uniform(0, 1, (batch, out, out, skeleton.num_heatmap_channels)).astype(np.float32)),
-              "pafs": tf.constant(rng.uniform(-1, 1, (batch, out, out, skeleton.num_paf_channels)).astype(np.float32)),
-              "mask": tf.ones((batch, out, out, 1))}
+    labels = {
+        "heatmaps": tf.constant(rng.uniform(0, 1, (batch, out, out, skeleton.num_heatmap_channels)).astype(np.float32)),
+        "pafs": tf.constant(rng.uniform(-1, 1, (batch, out, out, skeleton.num_paf_channels)).astype(np.float32)),
+        "mask": tf.ones((batch, out, out, 1)),
+    }
     for _ in range(2):
         step(images, labels)
     start = time.perf_counter()
@@ -48,8 +56,13 @@ def measure(skeleton, size, batch, stages, width, steps):
         loss = step(images, labels)[0]
     float(loss)
     seconds = time.perf_counter() - start
-    return {"images_per_s": round(steps * batch / seconds, 2), "step_ms": round(1000 * seconds / steps, 1),
-            "batch": batch, "input": f"{size}x{size}", "params": model.count_params()}
+    return {
+        "images_per_s": round(steps * batch / seconds, 2),
+        "step_ms": round(1000 * seconds / steps, 1),
+        "batch": batch,
+        "input": f"{size}x{size}",
+        "params": model.count_params(),
+    }
 
 
 def main():

@@ -45,15 +45,13 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _ProgressBarSafeHandler) for h in root.handlers):
         handler = _ProgressBarSafeHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s [bpnet] %(levelname)s %(name)s: %(message)s",
-                                               "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(logging.Formatter("%(asctime)s [bpnet] %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(level)
     debug = level == "DEBUG"
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if debug else "3"
     for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR if name == "tf2onnx" else
-                                         logging.WARNING)
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR if name == "tf2onnx" else logging.WARNING)
 
 
 def import_tensorflow_quietly() -> None:
@@ -99,7 +97,10 @@ def uses_tensorflow(func: Callable[..., Any]) -> Callable[..., Any]:
 def set_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--set key.path=value`` (repeatable): change a spec value without editing the file (bpnet addition)."""
     return click.option(
-        "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY.PATH=VALUE",
         help="Override a spec value (repeatable), typed and validated like the file, e.g. --set num_epoch=3.",
     )(func)
 
@@ -113,8 +114,13 @@ def _set_log_level(ctx: click.Context, _param: click.Parameter, value: Optional[
 def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``-ll/--log_level`` on a subcommand, as TLT places it (``bpnet train ... -ll DEBUG``)."""
     return click.option(
-        "-ll", "--log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
-        expose_value=False, is_eager=True, callback=_set_log_level,
+        "-ll",
+        "--log_level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_log_level,
         help="Logging level (overrides the one given before the subcommand).",
     )(func)
 
@@ -168,59 +174,112 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="bpnet")
-@click.option("-ll", "--log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO",
-              show_default=True, help="Logging level.")
+@click.option(
+    "-ll",
+    "--log_level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Logging level.",
+)
 def cli(log_level: str) -> None:
     """bpnet: bottom-up multi-person 2D pose estimation (TLT BodyPoseNet workflow on TF2/Keras 3)."""
     configure_logging(log_level.upper())
 
 
 @cli.command("dataset_convert")
-@click.option("-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False),
-              help="Dataset spec (.json or .yaml), e.g. data_pose_config/coco_spec.json.")
-@click.option("-o", "--output_filename", required=True, type=click.Path(),
-              help="Output TFRecord path prefix, e.g. data/train -> data/train-fold-000-of-001.")
-@click.option("-m", "--mode", default="train", show_default=True,
-              type=click.Choice(["train", "test"], case_sensitive=False),
-              help="train converts train_data; test converts test_data.")
+@click.option(
+    "-d",
+    "--dataset_spec",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Dataset spec (.json or .yaml), e.g. data_pose_config/coco_spec.json.",
+)
+@click.option(
+    "-o",
+    "--output_filename",
+    required=True,
+    type=click.Path(),
+    help="Output TFRecord path prefix, e.g. data/train -> data/train-fold-000-of-001.",
+)
+@click.option(
+    "-m",
+    "--mode",
+    default="train",
+    show_default=True,
+    type=click.Choice(["train", "test"], case_sensitive=False),
+    help="train converts train_data; test converts test_data.",
+)
 @click.option("-p", "--num_partitions", default=1, show_default=True, type=int, help="Number of folds.")
-@click.option("-s", "--num_shards", default=0, show_default=True, type=int,
-              help="Shards per fold (0: one file per fold, no shard suffix).")
+@click.option(
+    "-s", "--num_shards", default=0, show_default=True, type=int, help="Shards per fold (0: one file per fold, no shard suffix)."
+)
 @click.option("--generate_masks", is_flag=True, help="Write the loss masks (needed for training).")
 @click.option("--check_files", is_flag=True, help="Check every image (and mask) exists and decodes.")
-@click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False),
-              help="Folder for status.json (default: the output folder).")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Worker processes for masks and file checks  [default: all cores]")
+@click.option(
+    "-r",
+    "--results_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder for status.json (default: the output folder).",
+)
+@click.option(
+    "--workers", default=None, type=click.IntRange(min=1), help="Worker processes for masks and file checks  [default: all cores]"
+)
 @set_option
 @log_level_option
 @uses_tensorflow
-def dataset_convert(dataset_spec: str, output_filename: str, mode: str, num_partitions: int, num_shards: int,
-                    generate_masks: bool, check_files: bool, results_dir: Optional[str],
-                    workers: Optional[int], overrides: Tuple[str, ...]) -> None:
+def dataset_convert(
+    dataset_spec: str,
+    output_filename: str,
+    mode: str,
+    num_partitions: int,
+    num_shards: int,
+    generate_masks: bool,
+    check_files: bool,
+    results_dir: Optional[str],
+    workers: Optional[int],
+    overrides: Tuple[str, ...],
+) -> None:
     """Convert a COCO-format keypoint dataset into TFRecords and loss masks."""
     from bpnet.data.convert import convert_dataset
 
-    summary = convert_dataset(dataset_spec, output_filename, mode=mode.lower(), num_partitions=num_partitions,
-                              num_shards=num_shards, generate_masks=generate_masks, check_files=check_files,
-                              results_dir=results_dir, workers=workers, overrides=overrides)
+    summary = convert_dataset(
+        dataset_spec,
+        output_filename,
+        mode=mode.lower(),
+        num_partitions=num_partitions,
+        num_shards=num_shards,
+        generate_masks=generate_masks,
+        check_files=check_files,
+        results_dir=results_dir,
+        workers=workers,
+        overrides=overrides,
+    )
     click.echo(f"dataset_convert: {summary.line()}")
     for path in summary.output_files:
         click.echo(f"  {path}")
 
 
 @cli.command("dataset_inspect")
-@click.option("-e", "--experiment_spec_file", required=True, type=click.Path(dir_okay=False),
-              help="Train spec whose records, augmentation and targets to show.")
-@click.option("-n", "--num_samples", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Number of augmented samples to write.")
+@click.option(
+    "-e",
+    "--experiment_spec_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Train spec whose records, augmentation and targets to show.",
+)
+@click.option(
+    "-n", "--num_samples", default=8, show_default=True, type=click.IntRange(min=1), help="Number of augmented samples to write."
+)
 @click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
 @click.option("--seed", default=None, type=int, help="Random seed  [default: the spec's random_seed]")
 @set_option
 @log_level_option
 @uses_tensorflow
-def dataset_inspect(experiment_spec_file: str, num_samples: int, output_dir: str, seed: Optional[int],
-                    overrides: Tuple[str, ...]) -> None:
+def dataset_inspect(
+    experiment_spec_file: str, num_samples: int, output_dir: str, seed: Optional[int], overrides: Tuple[str, ...]
+) -> None:
     """Render augmented training samples with their keypoints, targets and loss mask (bpnet addition)."""
     from bpnet.data.inspect import inspect_dataset
 
@@ -230,48 +289,96 @@ def dataset_inspect(experiment_spec_file: str, num_samples: int, output_dir: str
 
 @cli.command("train")
 @click.option("-e", "--experiment_spec_file", required=True, type=click.Path(dir_okay=False), help="Train spec (YAML).")
-@click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False),
-              help="Results folder (overrides the spec's checkpoint_dir). Rerun to resume.")
+@click.option(
+    "-r",
+    "--results_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Results folder (overrides the spec's checkpoint_dir). Rerun to resume.",
+)
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused (models are not encrypted).")
-@click.option("--gpus", default=None, type=click.IntRange(min=1),
-              help="GPUs to train on (MirroredStrategy when several); --gpus 1 without a GPU trains on the CPU  "
-                   "[default: every visible GPU, else the CPU]")
+@click.option(
+    "--gpus",
+    default=None,
+    type=click.IntRange(min=1),
+    help="GPUs to train on (MirroredStrategy when several); --gpus 1 without a GPU trains on the CPU  "
+    "[default: every visible GPU, else the CPU]",
+)
 @click.option("--use_amp", is_flag=True, help="Mixed precision (float16 compute, float32 weights).")
-@click.option("--logical_cpus", default=0, type=click.IntRange(min=0),
-              help="Split the CPU into N devices under MirroredStrategy (testing the distributed path).")
+@click.option(
+    "--logical_cpus",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Split the CPU into N devices under MirroredStrategy (testing the distributed path).",
+)
 @click.option("--deterministic", is_flag=True, help="TensorFlow op determinism (bit-exact reruns; slower on GPU).")
 @set_option
 @log_level_option
 @uses_tensorflow
-def train(experiment_spec_file: str, results_dir: Optional[str], key: str, gpus: Optional[int], use_amp: bool,
-          logical_cpus: int, deterministic: bool, overrides: Tuple[str, ...]) -> None:
+def train(
+    experiment_spec_file: str,
+    results_dir: Optional[str],
+    key: str,
+    gpus: Optional[int],
+    use_amp: bool,
+    logical_cpus: int,
+    deterministic: bool,
+    overrides: Tuple[str, ...],
+) -> None:
     """Train a model; rerunning the same command resumes from the last checkpoint."""
     from bpnet.train.trainer import train as run_training
 
-    result = run_training(experiment_spec_file, results_dir, gpus=gpus, use_amp=use_amp, logical_cpus=logical_cpus,
-                          deterministic=deterministic, overrides=overrides)
+    result = run_training(
+        experiment_spec_file,
+        results_dir,
+        gpus=gpus,
+        use_amp=use_amp,
+        logical_cpus=logical_cpus,
+        deterministic=deterministic,
+        overrides=overrides,
+    )
     if result.nothing_to_do:
-        click.echo(f"train: already trained to epoch {result.epochs}; nothing to do (raise num_epoch, e.g. "
-                   f"--set num_epoch={result.epochs + 5}, to train further); final model {result.final_model}")
+        click.echo(
+            f"train: already trained to epoch {result.epochs}; nothing to do (raise num_epoch, e.g. "
+            f"--set num_epoch={result.epochs + 5}, to train further); final model {result.final_model}"
+        )
         return
     click.echo(f"train: {result.epochs} epochs, {result.steps} steps; final model {result.final_model}")
 
 
 @cli.command("evaluate")
-@click.option("-i", "--inference_spec", default=None, type=click.Path(dir_okay=False),
-              help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]")
-@click.option("-m", "--model_filename", default=None, type=click.Path(dir_okay=False),
-              help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]")
+@click.option(
+    "-i",
+    "--inference_spec",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]",
+)
+@click.option(
+    "-m",
+    "--model_filename",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]",
+)
 @click.option("--dataset", default="coco", type=click.Choice(["coco"]), show_default=True, help="Dataset format.")
-@click.option("-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False),
-              help="Dataset spec; its test_data is evaluated.")
+@click.option(
+    "-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False), help="Dataset spec; its test_data is evaluated."
+)
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
 @click.option("--results_dir", default="results/evaluate", show_default=True, type=click.Path(file_okay=False))
 @set_option
 @log_level_option
 @uses_tensorflow
-def evaluate(inference_spec: Optional[str], model_filename: Optional[str], dataset: str, dataset_spec: str, key: str,
-             results_dir: str, overrides: Tuple[str, ...]) -> None:
+def evaluate(
+    inference_spec: Optional[str],
+    model_filename: Optional[str],
+    dataset: str,
+    dataset_spec: str,
+    key: str,
+    results_dir: str,
+    overrides: Tuple[str, ...],
+) -> None:
     """COCO keypoint AP of a model on the dataset spec's test_data (pycocotools)."""
     from bpnet.inference import evaluate as run_evaluation
 
@@ -282,70 +389,158 @@ def evaluate(inference_spec: Optional[str], model_filename: Optional[str], datas
 
 
 @cli.command("inference")
-@click.option("-i", "--inference_spec", default=None, type=click.Path(dir_okay=False),
-              help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]")
-@click.option("-m", "--model_filename", default=None, type=click.Path(dir_okay=False),
-              help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]")
-@click.option("--input_type", default="image", show_default=True, type=click.Choice(["image", "dir", "json", "video"]),
-              help="video: a video file or a camera index (bpnet addition).")
+@click.option(
+    "-i",
+    "--inference_spec",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]",
+)
+@click.option(
+    "-m",
+    "--model_filename",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]",
+)
+@click.option(
+    "--input_type",
+    default="image",
+    show_default=True,
+    type=click.Choice(["image", "dir", "json", "video"]),
+    help="video: a video file or a camera index (bpnet addition).",
+)
 @click.option("--input", "source", required=True, help="Image, folder, JSON list, video file or camera index.")
 @click.option("--image_root_path", default="", help="Prefix joined to image paths (image and json inputs).")
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
 @click.option("--results_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--dump_visualizations", is_flag=True, help="Render skeletons to images_annotated/ (a video for video input).")
-@click.option("--numbered_outputs", is_flag=True,
-              help="Name renderings 0.png, 1.png... in input order, as TLT did  [default: the input's own name]")
-@click.option("--max_frames", default=None, type=click.IntRange(min=1),
-              help="Video input: stop after this many frames (bpnet addition).")
+@click.option(
+    "--numbered_outputs",
+    is_flag=True,
+    help="Name renderings 0.png, 1.png... in input order, as TLT did  [default: the input's own name]",
+)
+@click.option(
+    "--max_frames", default=None, type=click.IntRange(min=1), help="Video input: stop after this many frames (bpnet addition)."
+)
 @set_option
 @log_level_option
 @uses_tensorflow
-def inference(inference_spec: Optional[str], model_filename: Optional[str], input_type: str, source: str,
-              image_root_path: str, key: str, results_dir: str, dump_visualizations: bool, numbered_outputs: bool,
-              max_frames: Optional[int], overrides: Tuple[str, ...]) -> None:
+def inference(
+    inference_spec: Optional[str],
+    model_filename: Optional[str],
+    input_type: str,
+    source: str,
+    image_root_path: str,
+    key: str,
+    results_dir: str,
+    dump_visualizations: bool,
+    numbered_outputs: bool,
+    max_frames: Optional[int],
+    overrides: Tuple[str, ...],
+) -> None:
     """Detect people in images or a video; write detections.json and optional renderings."""
     from bpnet.inference import inference as run_inference
 
-    summary = run_inference(inference_spec, input_type, source, results_dir, model_path=model_filename,
-                            image_root_path=image_root_path, dump_visualizations=dump_visualizations,
-                            numbered_outputs=numbered_outputs, max_frames=max_frames, overrides=overrides)
-    click.echo(f"inference: {summary['inputs']} inputs, {summary['people']} people, {summary['skipped']} skipped; "
-               f"results in {os.path.abspath(results_dir)}")
+    summary = run_inference(
+        inference_spec,
+        input_type,
+        source,
+        results_dir,
+        model_path=model_filename,
+        image_root_path=image_root_path,
+        dump_visualizations=dump_visualizations,
+        numbered_outputs=numbered_outputs,
+        max_frames=max_frames,
+        overrides=overrides,
+    )
+    click.echo(
+        f"inference: {summary['inputs']} inputs, {summary['people']} people, {summary['skipped']} skipped; "
+        f"results in {os.path.abspath(results_dir)}"
+    )
 
 
 @cli.command("prune")
 @click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="Model to prune (.keras/.h5/.hdf5).")
-@click.option("-o", "--output_file", required=True, type=click.Path(dir_okay=False),
-              help="Pruned model; .keras is appended without a .keras/.h5/.hdf5 suffix.")
+@click.option(
+    "-o",
+    "--output_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Pruned model; .keras is appended without a .keras/.h5/.hdf5 suffix.",
+)
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
-@click.option("-n", "--normalizer", default="max", show_default=True, type=click.Choice(["max", "L2"]),
-              help="Layer-wise normalisation of the filter norms.")
-@click.option("-eq", "--equalization_criterion", default="union", show_default=True,
-              type=click.Choice(["union", "intersection", "arithmetic_mean", "geometric_mean"]),
-              help="How filter norms of layers meeting in element-wise operations are merged.")
-@click.option("-pg", "--pruning_granularity", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Kept filter counts are rounded up to a multiple of this.")
-@click.option("-pth", "--pruning_threshold", default=0.1, show_default=True, type=click.FloatRange(min=0.0),
-              help="Filters whose normalised norm is at most this are removed.")
-@click.option("-nf", "--min_num_filters", default=16, show_default=True, type=click.IntRange(min=0),
-              help="Filters kept per layer at least.")
-@click.option("-el", "--excluded_layers", multiple=True,
-              help="Layer not to prune (repeat, or give several after one -el); model outputs never are.")
+@click.option(
+    "-n",
+    "--normalizer",
+    default="max",
+    show_default=True,
+    type=click.Choice(["max", "L2"]),
+    help="Layer-wise normalisation of the filter norms.",
+)
+@click.option(
+    "-eq",
+    "--equalization_criterion",
+    default="union",
+    show_default=True,
+    type=click.Choice(["union", "intersection", "arithmetic_mean", "geometric_mean"]),
+    help="How filter norms of layers meeting in element-wise operations are merged.",
+)
+@click.option(
+    "-pg",
+    "--pruning_granularity",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Kept filter counts are rounded up to a multiple of this.",
+)
+@click.option(
+    "-pth",
+    "--pruning_threshold",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Filters whose normalised norm is at most this are removed.",
+)
+@click.option(
+    "-nf", "--min_num_filters", default=16, show_default=True, type=click.IntRange(min=0), help="Filters kept per layer at least."
+)
+@click.option(
+    "-el",
+    "--excluded_layers",
+    multiple=True,
+    help="Layer not to prune (repeat, or give several after one -el); model outputs never are.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log each layer's kept filter count.")
 @click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False), help="Where status.json goes.")
 @log_level_option
 @uses_tensorflow
-def prune(model: str, output_file: str, key: str, normalizer: str, equalization_criterion: str, pruning_granularity: int,
-          pruning_threshold: float, min_num_filters: int, excluded_layers: Tuple[str, ...], verbose: bool,
-          results_dir: Optional[str]) -> None:
+def prune(
+    model: str,
+    output_file: str,
+    key: str,
+    normalizer: str,
+    equalization_criterion: str,
+    pruning_granularity: int,
+    pruning_threshold: float,
+    min_num_filters: int,
+    excluded_layers: Tuple[str, ...],
+    verbose: bool,
+    results_dir: Optional[str],
+) -> None:
     """Remove low-norm convolution filters; retrain the result with load_graph: True."""
     from bpnet.prune import PruneSettings, output_model_path, prune_file
 
     if verbose:
         logging.getLogger("bpnet.prune").setLevel(logging.DEBUG)
-    settings = PruneSettings(threshold=pruning_threshold, normalizer=normalizer,
-                             equalization_criterion=equalization_criterion, granularity=pruning_granularity,
-                             min_filters=min_num_filters, excluded_layers=excluded_layers)
+    settings = PruneSettings(
+        threshold=pruning_threshold,
+        normalizer=normalizer,
+        equalization_criterion=equalization_criterion,
+        granularity=pruning_granularity,
+        min_filters=min_num_filters,
+        excluded_layers=excluded_layers,
+    )
     output = output_model_path(output_file)
     result = prune_file(model, output, settings, results_dir)
     click.echo(f"prune: {result.line()}; saved {os.path.abspath(output)}")
@@ -353,36 +548,85 @@ def prune(model: str, output_file: str, key: str, normalizer: str, equalization_
 
 @cli.command("export")
 @click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="Model to export (.keras/.h5/.hdf5).")
-@click.option("-o", "--output_file", default=None, type=click.Path(dir_okay=False),
-              help="ONNX file (.onnx forced)  [default: the model's name with .onnx]")
+@click.option(
+    "-o",
+    "--output_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="ONNX file (.onnx forced)  [default: the model's name with .onnx]",
+)
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
-@click.option("-e", "--experiment_spec", default=None, type=click.Path(dir_okay=False),
-              help="Train spec; only needed for models without bpnet metadata (normalisation, skeleton).")
-@click.option("-t", "--backend", default="onnx", type=click.Choice(["onnx", "tfonnx", "uff"]),
-              help="Accepted for TLT compatibility: onnx and tfonnx both write ONNX through tf2onnx; uff is obsolete.")
-@click.option("--target", default=None, type=click.Choice(["tensorrt", "onnxruntime"]),
-              help="What to build from the ONNX file (bpnet addition)  [default: tensorrt with --engine_file, else onnxruntime]")
+@click.option(
+    "-e",
+    "--experiment_spec",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Train spec; only needed for models without bpnet metadata (normalisation, skeleton).",
+)
+@click.option(
+    "-t",
+    "--backend",
+    default="onnx",
+    type=click.Choice(["onnx", "tfonnx", "uff"]),
+    help="Accepted for TLT compatibility: onnx and tfonnx both write ONNX through tf2onnx; uff is obsolete.",
+)
+@click.option(
+    "--target",
+    default=None,
+    type=click.Choice(["tensorrt", "onnxruntime"]),
+    help="What to build from the ONNX file (bpnet addition)  [default: tensorrt with --engine_file, else onnxruntime]",
+)
 @click.option("--data_type", default=ExportRequest.data_type, show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))
 @click.option("--engine_file", default=None, type=click.Path(dir_okay=False), help="Where the TensorRT engine is saved.")
-@click.option("-d", "--input_dims", default=ExportRequest.input_dims, show_default=True,
-              help="H,W,C or C,H,W: the TensorRT profile and calibration size.")
-@click.option("-i", "--data_format", default=ExportRequest.data_format, show_default=True,
-              type=click.Choice(["channels_last", "channels_first"]))
+@click.option(
+    "-d",
+    "--input_dims",
+    default=ExportRequest.input_dims,
+    show_default=True,
+    help="H,W,C or C,H,W: the TensorRT profile and calibration size.",
+)
+@click.option(
+    "-i",
+    "--data_format",
+    default=ExportRequest.data_format,
+    show_default=True,
+    type=click.Choice(["channels_last", "channels_first"]),
+)
 @click.option("--cal_image_dir", default=None, type=click.Path(file_okay=False), help="Calibration images (INT8).")
-@click.option("--cal_data_file", default=None, type=click.Path(dir_okay=False),
-              help="Calibration tensors (.npy): written from --cal_image_dir if missing, else reused.")
-@click.option("--cal_cache_file", default=None, type=click.Path(dir_okay=False),
-              help=f"TensorRT calibration cache: written, and reused if it exists  [default: {DEFAULT_CAL_CACHE_FILE}]")
-@click.option("--batches", default=ExportRequest.batches, show_default=True, type=click.IntRange(min=1),
-              help="Calibration batches.")
-@click.option("--batch_size", default=ExportRequest.batch_size, show_default=True, type=click.IntRange(min=1),
-              help="Calibration batch size.")
+@click.option(
+    "--cal_data_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Calibration tensors (.npy): written from --cal_image_dir if missing, else reused.",
+)
+@click.option(
+    "--cal_cache_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help=f"TensorRT calibration cache: written, and reused if it exists  [default: {DEFAULT_CAL_CACHE_FILE}]",
+)
+@click.option(
+    "--batches", default=ExportRequest.batches, show_default=True, type=click.IntRange(min=1), help="Calibration batches."
+)
+@click.option(
+    "--batch_size",
+    default=ExportRequest.batch_size,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Calibration batch size.",
+)
 @click.option("--max_batch_size", default=ExportRequest.max_batch_size, show_default=True, type=click.IntRange(min=1))
 @click.option("--opt_batch_size", default=ExportRequest.opt_batch_size, show_default=True, type=click.IntRange(min=1))
-@click.option("--static_batch_size", default=ExportRequest.static_batch_size, show_default=True, type=int,
-              help="≤ 0: dynamic batch.")
-@click.option("--max_workspace_size", default=ExportRequest.max_workspace_size, show_default=True, type=click.IntRange(min=1),
-              help="TensorRT workspace in bytes.")
+@click.option(
+    "--static_batch_size", default=ExportRequest.static_batch_size, show_default=True, type=int, help="≤ 0: dynamic batch."
+)
+@click.option(
+    "--max_workspace_size",
+    default=ExportRequest.max_workspace_size,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="TensorRT workspace in bytes.",
+)
 @click.option("-s", "--strict_type_constraints", is_flag=True, help="TensorRT obeys the precision constraints.")
 @click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
 @click.option("--sdk_compatible_model", is_flag=True, help="Add TLT's PAF upsampling for DeepStream (deployment only).")
@@ -392,12 +636,34 @@ def prune(model: str, output_file: str, key: str, normalizer: str, equalization_
 @set_option
 @log_level_option
 @uses_tensorflow
-def export(model: str, output_file: Optional[str], key: str, experiment_spec: Optional[str], backend: str,
-           target: Optional[str], data_type: str, engine_file: Optional[str], input_dims: str, data_format: str,
-           cal_image_dir: Optional[str], cal_data_file: Optional[str], cal_cache_file: Optional[str], batches: int,
-           batch_size: int, max_batch_size: int, opt_batch_size: int, static_batch_size: int,
-           max_workspace_size: int, strict_type_constraints: bool, force_ptq: bool, sdk_compatible_model: bool,
-           upsample_ratio: int, verbose: bool, results_dir: Optional[str], overrides: Tuple[str, ...]) -> None:
+def export(
+    model: str,
+    output_file: Optional[str],
+    key: str,
+    experiment_spec: Optional[str],
+    backend: str,
+    target: Optional[str],
+    data_type: str,
+    engine_file: Optional[str],
+    input_dims: str,
+    data_format: str,
+    cal_image_dir: Optional[str],
+    cal_data_file: Optional[str],
+    cal_cache_file: Optional[str],
+    batches: int,
+    batch_size: int,
+    max_batch_size: int,
+    opt_batch_size: int,
+    static_batch_size: int,
+    max_workspace_size: int,
+    strict_type_constraints: bool,
+    force_ptq: bool,
+    sdk_compatible_model: bool,
+    upsample_ratio: int,
+    verbose: bool,
+    results_dir: Optional[str],
+    overrides: Tuple[str, ...],
+) -> None:
     """Write ONNX; build a TensorRT engine (GPU) or an INT8 ONNX model (CPU)."""
     from bpnet.export.pipeline import export as run_export
     from bpnet.export.pipeline import summary_lines
@@ -407,13 +673,29 @@ def export(model: str, output_file: Optional[str], key: str, experiment_spec: Op
     if verbose:
         configure_logging("DEBUG")
     request = ExportRequest(
-        model=model, output_file=output_file, experiment_spec=experiment_spec, data_type=data_type, target=target,
-        engine_file=engine_file, input_dims=input_dims, data_format=data_format, cal_image_dir=cal_image_dir,
-        cal_data_file=cal_data_file, cal_cache_file=cal_cache_file, batches=batches, batch_size=batch_size,
-        max_batch_size=max_batch_size, opt_batch_size=opt_batch_size, static_batch_size=static_batch_size,
-        max_workspace_size=max_workspace_size, strict_type_constraints=strict_type_constraints,
-        sdk_compatible_model=sdk_compatible_model, upsample_ratio=upsample_ratio, results_dir=results_dir,
-        spec_overrides=overrides)
+        model=model,
+        output_file=output_file,
+        experiment_spec=experiment_spec,
+        data_type=data_type,
+        target=target,
+        engine_file=engine_file,
+        input_dims=input_dims,
+        data_format=data_format,
+        cal_image_dir=cal_image_dir,
+        cal_data_file=cal_data_file,
+        cal_cache_file=cal_cache_file,
+        batches=batches,
+        batch_size=batch_size,
+        max_batch_size=max_batch_size,
+        opt_batch_size=opt_batch_size,
+        static_batch_size=static_batch_size,
+        max_workspace_size=max_workspace_size,
+        strict_type_constraints=strict_type_constraints,
+        sdk_compatible_model=sdk_compatible_model,
+        upsample_ratio=upsample_ratio,
+        results_dir=results_dir,
+        spec_overrides=overrides,
+    )
     for kind, path in summary_lines(run_export(request)).items():
         click.echo(f"export: {kind:<18} {path}")
 
@@ -423,13 +705,20 @@ def export(model: str, output_file: Optional[str], key: str, experiment_spec: Op
 @click.option("-i", "--image_dir", required=True, type=click.Path(file_okay=False), help="The annotations' images.")
 @click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Where the sample is copied.")
 @click.option("-n", "--num_images", default=500, show_default=True, type=click.IntRange(min=1))
-@click.option("-pth", "--min_people", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Labeled, non-crowd people an image needs at least.")
+@click.option(
+    "-pth",
+    "--min_people",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Labeled, non-crowd people an image needs at least.",
+)
 @click.option("--randomize", is_flag=True, help="Shuffle before picking (else the first by image id).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @log_level_option
-def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: str, num_images: int, min_people: int,
-                              randomize: bool, seed: int) -> None:
+def sample_calibration_images(
+    annotation_file: str, image_dir: str, output_dir: str, num_images: int, min_people: int, randomize: bool, seed: int
+) -> None:
     """Pick INT8 calibration images with people from a COCO annotation file (TLT notebook helper)."""
     from bpnet.export.calibration import sample_calibration_images as run_sampling
 
@@ -441,8 +730,9 @@ def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: 
 @click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
 @click.option("--num_images", default=100, show_default=True, type=click.IntRange(min=1), help="Images to draw.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same files.")
-@click.option("--split", default="train", show_default=True,
-              help="Writes <split>2017/ and annotations/person_keypoints_<split>2017.json.")
+@click.option(
+    "--split", default="train", show_default=True, help="Writes <split>2017/ and annotations/person_keypoints_<split>2017.json."
+)
 @log_level_option
 def synthesize(output_dir: str, num_images: int, seed: int, split: str) -> None:
     """Draw a COCO-format person-keypoint dataset of articulated figures (bpnet addition)."""
@@ -456,8 +746,14 @@ def synthesize(output_dir: str, num_images: int, seed: int, split: str) -> None:
 
 
 @cli.command("quickstart")
-@click.option("-r", "--results_dir", default="results/quickstart", show_default=True, type=click.Path(file_okay=False),
-              help="Where the data, model, evaluation and renderings go; rerun to resume.")
+@click.option(
+    "-r",
+    "--results_dir",
+    default="results/quickstart",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the data, model, evaluation and renderings go; rerun to resume.",
+)
 @click.option("--train_images", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option("--val_images", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="[default: the quickstart spec's num_epoch]")

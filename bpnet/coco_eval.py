@@ -7,13 +7,22 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 KPI_NAMES = (
-    "AP_0.50:0.95_all", "AP_0.5", "AP_0.75", "AP_0.50:0.95_medium", "AP_0.50:0.95_large",
-    "AR_0.50:0.95_all", "AR_0.5", "AR_0.75", "AR_0.50:0.95_medium", "AR_0.50:0.95_large",
+    "AP_0.50:0.95_all",
+    "AP_0.5",
+    "AP_0.75",
+    "AP_0.50:0.95_medium",
+    "AP_0.50:0.95_large",
+    "AR_0.50:0.95_all",
+    "AR_0.5",
+    "AR_0.75",
+    "AR_0.50:0.95_medium",
+    "AR_0.50:0.95_large",
 )
 
 
-def evaluate_keypoints(ground_truth, detections: List[dict], image_ids: Optional[Sequence[int]] = None,
-                       verbose: bool = False) -> Dict[str, float]:
+def evaluate_keypoints(
+    ground_truth, detections: List[dict], image_ids: Optional[Sequence[int]] = None, verbose: bool = False
+) -> Dict[str, float]:
     """``COCOeval(iouType="keypoints")`` stats 0..9 for COCO-format ``detections`` against a ``COCO`` object.
 
     With no detections every stat is 0 (pycocotools cannot load an empty result list).

@@ -63,8 +63,9 @@ DECODER_PRESETS: Dict[str, DecoderParams] = {
     "tlt": DecoderParams(),
     # From tf-pose-estimation (heatmap threshold 0.05) and Lightweight OpenPose (3 parts, mean score 0.2),
     # with bpnet's fragment merging and ranking; measured on real networks' maps in docs/decoding.md.
-    "accurate": DecoderParams(heatmap_threshold=0.05, min_parts=3, min_mean_score=0.2, merge_distance=1.0,
-                              person_score="found_mean_sqrt"),
+    "accurate": DecoderParams(
+        heatmap_threshold=0.05, min_parts=3, min_mean_score=0.2, merge_distance=1.0, person_score="found_mean_sqrt"
+    ),
 }
 """Decoder settings by name (the inference spec's ``decoder_preset``)."""
 
@@ -80,8 +81,9 @@ class People:
         return int(self.scores.shape[0])
 
 
-def find_peaks(heatmaps: np.ndarray, params: DecoderParams, channels: Optional[int] = None,
-               upsampling: Tuple[int, int] = (1, 1)) -> List[np.ndarray]:
+def find_peaks(
+    heatmaps: np.ndarray, params: DecoderParams, channels: Optional[int] = None, upsampling: Tuple[int, int] = (1, 1)
+) -> List[np.ndarray]:
     """Per channel of ``heatmaps (H, W, C)`` (the first ``channels`` of them, default all), ``(n, 3)``
     peaks [x, y, score], strongest first.
 
@@ -112,7 +114,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecoderParams, channels: Optional[i
     for k in range(channels):
         mine = np.flatnonzero(ks == k)
         mine = mine[np.lexsort((ys[mine], xs[mine], -scores[mine]))]
-        peaks.append(np.column_stack([positions[mine], scores[mine]])[:params.max_peaks_per_part])
+        peaks.append(np.column_stack([positions[mine], scores[mine]])[: params.max_peaks_per_part])
     return peaks
 
 
@@ -135,8 +137,9 @@ def _full_search_peaks(maps: np.ndarray, params: DecoderParams):
         height, width = maps.shape[:2]
         xl, xr = np.clip(xs - 1, 0, width - 1), np.clip(xs + 1, 0, width - 1)
         yu, yd = np.clip(ys - 1, 0, height - 1), np.clip(ys + 1, 0, height - 1)
-        offsets = _parabola_offsets(smoothed[ys, xs, ks], smoothed[ys, xl, ks], smoothed[ys, xr, ks],
-                                    smoothed[yu, xs, ks], smoothed[yd, xs, ks])
+        offsets = _parabola_offsets(
+            smoothed[ys, xs, ks], smoothed[ys, xl, ks], smoothed[ys, xr, ks], smoothed[yu, xs, ks], smoothed[yd, xs, ks]
+        )
     return ys, xs, ks, offsets
 
 
@@ -161,13 +164,13 @@ def _coarse_to_fine_peaks(maps: np.ndarray, channels: int, params: DecoderParams
     if radius:
         kernel = _smoothing_kernel(params)
         inner = windows.shape[1] - 2 * radius
-        smoothed = sum(w * smoothed[:, t:t + inner] for t, w in enumerate(kernel))
-        smoothed = sum(w * smoothed[:, :, t:t + inner] for t, w in enumerate(kernel))
+        smoothed = sum(w * smoothed[:, t : t + inner] for t, w in enumerate(kernel))
+        smoothed = sum(w * smoothed[:, :, t : t + inner] for t, w in enumerate(kernel))
         rows, cols = rows[:, radius:-radius], cols[:, radius:-radius]
         windows = windows[:, radius:-radius, radius:-radius]
     size = smoothed.shape[1] - 2 * nms
-    local_max = functools.reduce(np.maximum, (smoothed[:, t:t + size] for t in range(2 * nms + 1)))
-    local_max = functools.reduce(np.maximum, (local_max[:, :, t:t + size] for t in range(2 * nms + 1)))
+    local_max = functools.reduce(np.maximum, (smoothed[:, t : t + size] for t in range(2 * nms + 1)))
+    local_max = functools.reduce(np.maximum, (local_max[:, :, t : t + size] for t in range(2 * nms + 1)))
     inner = slice(nms, smoothed.shape[1] - nms)
     is_peak = (smoothed[:, inner, inner] == local_max) & (windows[:, inner, inner] > params.heatmap_threshold)
     is_peak[:, :1] = is_peak[:, -1:] = is_peak[:, :, :1] = is_peak[:, :, -1:] = False  # the sub-pixel margin
@@ -178,8 +181,9 @@ def _coarse_to_fine_peaks(maps: np.ndarray, channels: int, params: DecoderParams
     ys, xs, ks = ys[first], xs[first], ks[first]
     offsets = np.zeros((len(xs), 2))
     if params.subpixel and len(xs):
-        offsets = _parabola_offsets(smoothed[c, i, j], smoothed[c, i, j - 1], smoothed[c, i, j + 1],
-                                    smoothed[c, i - 1, j], smoothed[c, i + 1, j])
+        offsets = _parabola_offsets(
+            smoothed[c, i, j], smoothed[c, i, j - 1], smoothed[c, i, j + 1], smoothed[c, i - 1, j], smoothed[c, i + 1, j]
+        )
     return ys, xs, ks, offsets
 
 
@@ -192,9 +196,13 @@ def _candidate_maxima(grid: np.ndarray, threshold: float) -> Tuple[np.ndarray, n
     above = np.flatnonzero(double > threshold)
     double = double.reshape(2 * height, 2 * width, channels)
     square = np.ones((3, 3), np.uint8)  # OpenCV's dilation ignores the border, as padding with -inf
-    local_max = np.concatenate([cv2.dilate(double[..., first:first + _MAX_DILATE_CHANNELS], square)
-                                .reshape(2 * height, 2 * width, -1)
-                                for first in range(0, channels, _MAX_DILATE_CHANNELS)], axis=-1).reshape(-1)
+    local_max = np.concatenate(
+        [
+            cv2.dilate(double[..., first : first + _MAX_DILATE_CHANNELS], square).reshape(2 * height, 2 * width, -1)
+            for first in range(0, channels, _MAX_DILATE_CHANNELS)
+        ],
+        axis=-1,
+    ).reshape(-1)
     double = double.reshape(-1)
     peaks = above[double[above] == local_max[above]]
     rest, ks = np.divmod(peaks, channels)
@@ -255,12 +263,12 @@ def _window_operators(factor: int, params: DecoderParams) -> _WindowOperators:
     raw, smoothed = [], []
     for pixels in extended:
         matrix = _upsampling_matrix(factor, pixels, first_cell, cells)
-        raw.append(matrix[radius + margin:radius + margin + span])
+        raw.append(matrix[radius + margin : radius + margin + span])
         if radius:
             kernel = _smoothing_kernel(params)
-            smoothed.append(sum(weight * matrix[t:t + span + 2 * margin] for t, weight in enumerate(kernel)))
+            smoothed.append(sum(weight * matrix[t : t + span + 2 * margin] for t, weight in enumerate(kernel)))
         else:
-            smoothed.append(matrix[:span + 2 * margin])
+            smoothed.append(matrix[: span + 2 * margin])
     as_array = functools.partial(np.asarray, dtype=np.float32)
     return _WindowOperators(as_array(raw), as_array(smoothed), start, first_cell, margin)
 
@@ -282,11 +290,13 @@ def _local_upsampling_peaks(maps: np.ndarray, channels: int, params: DecoderPara
     raw = along_y.raw[phase_y] @ patches @ along_x.raw[phase_x].transpose(0, 2, 1)  # (n, S_y, S_x)
     margin, nms = along_y.margin, params.nms_window // 2
     span_y, span_x = raw.shape[1:]
-    local_max = functools.reduce(np.maximum, (smoothed[:, margin - nms + t:margin - nms + t + span_y]
-                                              for t in range(2 * nms + 1)))
-    local_max = functools.reduce(np.maximum, (local_max[:, :, margin - nms + t:margin - nms + t + span_x]
-                                              for t in range(2 * nms + 1)))
-    centre = smoothed[:, margin:margin + span_y, margin:margin + span_x]
+    local_max = functools.reduce(
+        np.maximum, (smoothed[:, margin - nms + t : margin - nms + t + span_y] for t in range(2 * nms + 1))
+    )
+    local_max = functools.reduce(
+        np.maximum, (local_max[:, :, margin - nms + t : margin - nms + t + span_x] for t in range(2 * nms + 1))
+    )
+    centre = smoothed[:, margin : margin + span_y, margin : margin + span_x]
     up_y = (cy * factor_y + along_y.start[phase_y])[:, None] + np.arange(span_y)  # (n, S_y) upsampled rows
     up_x = (cx * factor_x + along_x.start[phase_x])[:, None] + np.arange(span_x)
     inside = ((up_y >= 0) & (up_y < height * factor_y))[:, :, None] & ((up_x >= 0) & (up_x < width * factor_x))[:, None]
@@ -298,8 +308,9 @@ def _local_upsampling_peaks(maps: np.ndarray, channels: int, params: DecoderPara
     offsets = np.zeros((len(xs), 2))
     if params.subpixel and len(xs):
         i, j = i + margin, j + margin
-        offsets = _parabola_offsets(smoothed[c, i, j], smoothed[c, i, j - 1], smoothed[c, i, j + 1],
-                                    smoothed[c, i - 1, j], smoothed[c, i + 1, j])
+        offsets = _parabola_offsets(
+            smoothed[c, i, j], smoothed[c, i, j - 1], smoothed[c, i, j + 1], smoothed[c, i - 1, j], smoothed[c, i + 1, j]
+        )
     return ys, xs, ks, offsets, scores
 
 
@@ -317,8 +328,14 @@ def _parabola_offsets(centre, left, right, up, down) -> np.ndarray:
     return np.stack(offsets, axis=1)
 
 
-def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequence[Tuple[int, int]],
-                    params: DecoderParams, image_height: int, upsampling: Tuple[int, int] = (1, 1)) -> List[np.ndarray]:
+def limb_candidates(
+    peaks: Sequence[np.ndarray],
+    pafs: np.ndarray,
+    limbs: Sequence[Tuple[int, int]],
+    params: DecoderParams,
+    image_height: int,
+    upsampling: Tuple[int, int] = (1, 1),
+) -> List[np.ndarray]:
     """Per limb, ``(m, 3)`` candidates [start index, end index, score], best first.
 
     Every (start, end) peak pair of every limb is scored at once: ``N`` points sampled on the segment
@@ -362,11 +379,12 @@ def limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequen
     kept = kept[np.lexsort((-score[kept], limb_ids[kept]))]
     bounds = np.searchsorted(limb_ids[kept], np.arange(len(limbs) + 1))
     table = np.column_stack([start_ids[kept], end_ids[kept], score[kept]])
-    return [table[bounds[limb]:bounds[limb + 1]] for limb in range(len(limbs))]
+    return [table[bounds[limb] : bounds[limb + 1]] for limb in range(len(limbs))]
 
 
-def _projected_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndarray, vector: np.ndarray,
-                       unit: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _projected_samples(
+    pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndarray, vector: np.ndarray, unit: np.ndarray, t: np.ndarray
+) -> np.ndarray:
     """``(P, len(t))`` PAF of each pair's limb at ``start + t · vector`` (rounded to pixels), projected on ``unit``."""
     height, width, channels = pafs.shape
     px = np.clip(np.round(start_xy[:, 0] + t[:, None] * vector[:, 0]).astype(np.int64), 0, width - 1)  # (T, P)
@@ -376,8 +394,15 @@ def _projected_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndar
     return (values[flat] * unit[:, 0] + values[flat + 1] * unit[:, 1]).T
 
 
-def _bilinear_samples(pafs: np.ndarray, limb_ids: np.ndarray, start_xy: np.ndarray, vector: np.ndarray,
-                      unit: np.ndarray, t: np.ndarray, upsampling: Tuple[int, int]) -> np.ndarray:
+def _bilinear_samples(
+    pafs: np.ndarray,
+    limb_ids: np.ndarray,
+    start_xy: np.ndarray,
+    vector: np.ndarray,
+    unit: np.ndarray,
+    t: np.ndarray,
+    upsampling: Tuple[int, int],
+) -> np.ndarray:
     """As :func:`_projected_samples` for points on the grid upsampled by ``upsampling (fy, fx)`` and ``pafs``
     at network resolution: each point ``u`` maps to ``(u + 0.5) / f − 0.5`` there, sampled bilinearly
     (border replicated). Computed as ``(T, P)`` arrays: long inner loops."""
@@ -428,8 +453,9 @@ def match(candidates: np.ndarray, method: str) -> np.ndarray:
     return candidates[chosen][np.argsort(-candidates[chosen][:, 2], kind="stable")]
 
 
-def assemble(peaks: Sequence[np.ndarray], connections: Sequence[np.ndarray], limbs: Sequence[Tuple[int, int]],
-             num_keypoints: int) -> Tuple[np.ndarray, np.ndarray]:
+def assemble(
+    peaks: Sequence[np.ndarray], connections: Sequence[np.ndarray], limbs: Sequence[Tuple[int, int]], num_keypoints: int
+) -> Tuple[np.ndarray, np.ndarray]:
     """OpenPose-style assembly. Returns ``parts (N, K)`` peak indices (-1 missing) and ``(N,)`` score sums.
 
     A connection extends the person holding one of its ends; when its two ends belong to two people
@@ -523,8 +549,9 @@ def _fragment_gaps(found: np.ndarray, xy: np.ndarray, smalls: np.ndarray, hosts:
     """``(len(smalls), len(hosts))`` gaps of :func:`merge_fragments` (``found (N, K)``, ``xy (N, K, 2)``, NaN where
     missing)."""
     counts = found.sum(axis=1)
-    allowed = (counts[hosts][None, :] > counts[smalls][:, None]) & ~(found[smalls].astype(np.int64)
-                                                                     @ found[hosts].T.astype(np.int64)).astype(bool)
+    allowed = (counts[hosts][None, :] > counts[smalls][:, None]) & ~(
+        found[smalls].astype(np.int64) @ found[hosts].T.astype(np.int64)
+    ).astype(bool)
     if not allowed.any():
         return np.full(allowed.shape, np.inf)
     gaps = np.full(allowed.shape, np.inf)
@@ -555,14 +582,21 @@ def _person_scores(keypoint_scores: np.ndarray, counts: np.ndarray, rule: str) -
     return total / np.maximum(counts, 1) * np.sqrt(counts / num_keypoints)
 
 
-def decode(heatmaps: np.ndarray, pafs: np.ndarray, limbs: Sequence[Tuple[int, int]],
-           params: DecoderParams = DecoderParams(), upsampling: Tuple[int, int] = (1, 1)) -> People:
+def decode(
+    heatmaps: np.ndarray,
+    pafs: np.ndarray,
+    limbs: Sequence[Tuple[int, int]],
+    params: DecoderParams = DecoderParams(),
+    upsampling: Tuple[int, int] = (1, 1),
+) -> People:
     """Decode one image's maps into people (see the module docstring for layouts). With ``upsampling
     (fy, fx)``, the maps are at network resolution and keypoints come back on the grid upsampled by it."""
     num_keypoints = heatmaps.shape[-1] - 1
     if pafs.shape[-1] != 2 * len(limbs) or pafs.shape[:2] != heatmaps.shape[:2]:
-        raise ValueError(f"maps do not match the skeleton: heatmaps {heatmaps.shape}, pafs {pafs.shape}, "
-                         f"{num_keypoints} keypoints and {len(limbs)} limbs")
+        raise ValueError(
+            f"maps do not match the skeleton: heatmaps {heatmaps.shape}, pafs {pafs.shape}, "
+            f"{num_keypoints} keypoints and {len(limbs)} limbs"
+        )
     peaks = find_peaks(heatmaps, params, num_keypoints, upsampling)
     candidates = limb_candidates(peaks, pafs, limbs, params, heatmaps.shape[0] * upsampling[0], upsampling)
     connections = [match(c, params.matching) for c in candidates]

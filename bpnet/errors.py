@@ -34,10 +34,20 @@ _OS_HINTS = {
     errno.ENAMETOOLONG: "file name too long",
 }
 
-_TENSORFLOW_FILE_ERRORS = {"PermissionDeniedError", "NotFoundError", "ResourceExhaustedError", "DataLossError",
-                           "FailedPreconditionError", "AlreadyExistsError"}
-_FILE_SYSTEM_TEXT = {"No space left on device": _OS_HINTS[errno.ENOSPC], "Disk quota exceeded": _OS_HINTS[errno.EDQUOT],
-                     "Read-only file system": _OS_HINTS[errno.EROFS], "Permission denied": _OS_HINTS[errno.EACCES]}
+_TENSORFLOW_FILE_ERRORS = {
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ResourceExhaustedError",
+    "DataLossError",
+    "FailedPreconditionError",
+    "AlreadyExistsError",
+}
+_FILE_SYSTEM_TEXT = {
+    "No space left on device": _OS_HINTS[errno.ENOSPC],
+    "Disk quota exceeded": _OS_HINTS[errno.EDQUOT],
+    "Read-only file system": _OS_HINTS[errno.EROFS],
+    "Permission denied": _OS_HINTS[errno.EACCES],
+}
 
 
 def _first_line(text: str) -> str:

@@ -42,9 +42,11 @@ def _network_predictor_parts(spec: InferenceSpec, model_path: str):
     info = ModelInfo(skeleton, network.image_scale, network.image_offset, network.stride, channel_order=network.channel_order)
     start, stop = network.heatmap_channels
     if stop - start != skeleton.num_heatmap_channels or len(network.paf_channels) != skeleton.num_paf_channels:
-        raise SpecError(f"network: {stop - start} heatmap and {len(network.paf_channels)} PAF channels do not fit the "
-                        f"pose config {network.pose_config_path} ({skeleton.num_heatmap_channels} and "
-                        f"{skeleton.num_paf_channels})")
+        raise SpecError(
+            f"network: {stop - start} heatmap and {len(network.paf_channels)} PAF channels do not fit the "
+            f"pose config {network.pose_config_path} ({skeleton.num_heatmap_channels} and "
+            f"{skeleton.num_paf_channels})"
+        )
     if not model_path.endswith(".onnx"):
         raise BpnetError(f"{model_path}: a network described by the inference spec must be an ONNX model")
     layout = OutputLayout(network.heatmap_output, network.heatmap_channels, network.paf_output, network.paf_channels)
@@ -74,8 +76,10 @@ def _exported_predictor_parts(model_path: str):
     if metadata is None:
         raise BpnetError(f"{model_path}: {where}")
     if metadata.get("sdk_compatible"):
-        raise BpnetError(f"{model_path}: an --sdk_compatible_model export is for DeepStream only; export without it "
-                         "for bpnet evaluate/inference")
+        raise BpnetError(
+            f"{model_path}: an --sdk_compatible_model export is for DeepStream only; export without it "
+            "for bpnet evaluate/inference"
+        )
     info = ModelInfo.parse(metadata, f"{model_path}: bpnet metadata")
     try:
         heatmap, paf = metadata["outputs"]["heatmap"]["name"], metadata["outputs"]["paf"]["name"]
@@ -83,8 +87,7 @@ def _exported_predictor_parts(model_path: str):
         raise BpnetError(f"{model_path}: bpnet metadata: outputs: missing the heatmap and paf output names") from None
     if not model_path.endswith(".onnx"):
         return TensorRTBackend(model_path, heatmap, paf), info
-    layout = OutputLayout(heatmap, (0, info.skeleton.num_heatmap_channels), paf,
-                          tuple(range(info.skeleton.num_paf_channels)))
+    layout = OutputLayout(heatmap, (0, info.skeleton.num_heatmap_channels), paf, tuple(range(info.skeleton.num_paf_channels)))
     return OnnxBackend(model_path, layout), info
 
 
@@ -98,14 +101,18 @@ def decoder_params(spec: InferenceSpec, stride: int) -> DecoderParams:
     """The decoder settings of an inference spec: its ``decoder_preset``, with the thresholds and sub-pixel
     refinement the spec sets, and the coarse search step for its upsampling factor (full upsampling)."""
     params = DECODER_PRESETS[spec.decoder_preset]
-    thresholds = {name: getattr(spec, name) for name in ("heatmap_threshold", "paf_threshold")
-                  if getattr(spec, name) is not None}
-    return dataclasses.replace(params, **thresholds, subpixel=spec.subpixel_refinement,
-                               search_step=search_step(spec.output_upsampling_factor or (stride, stride)))
+    thresholds = {name: getattr(spec, name) for name in ("heatmap_threshold", "paf_threshold") if getattr(spec, name) is not None}
+    return dataclasses.replace(
+        params,
+        **thresholds,
+        subpixel=spec.subpixel_refinement,
+        search_step=search_step(spec.output_upsampling_factor or (stride, stride)),
+    )
 
 
-def load_predictor(inference_spec: Union[InferenceSpec, str, None] = None, model_path: Optional[str] = None,
-                   overrides: Sequence[str] = ()) -> Tuple[Predictor, InferenceSpec]:
+def load_predictor(
+    inference_spec: Union[InferenceSpec, str, None] = None, model_path: Optional[str] = None, overrides: Sequence[str] = ()
+) -> Tuple[Predictor, InferenceSpec]:
     """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings.
 
     ``inference_spec`` is a spec object, a spec file (with ``key.path=value`` ``overrides``), or None for
@@ -129,14 +136,18 @@ def load_predictor(inference_spec: Union[InferenceSpec, str, None] = None, model
         model, info = load_model(model_path)
         if info is None:
             if not spec.train_spec:
-                raise BpnetError(f"{model_path}: no bpnet metadata (skeleton, normalisation) in the model; give its "
-                                 f"train spec as train_spec in the inference spec")
+                raise BpnetError(
+                    f"{model_path}: no bpnet metadata (skeleton, normalisation) in the model; give its "
+                    f"train spec as train_spec in the inference spec"
+                )
             info = train_spec_info(load_train_spec(spec.train_spec))
         heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
         if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
-            raise BpnetError(f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but "
-                             f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
-                             f"{info.skeleton.num_paf_channels}")
+            raise BpnetError(
+                f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but "
+                f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
+                f"{info.skeleton.num_paf_channels}"
+            )
         backend = KerasBackend(model, spec.output_stage_to_use)
     settings = PredictorSettings(
         input_shape=spec.input_shape,
@@ -153,11 +164,20 @@ def load_predictor(inference_spec: Union[InferenceSpec, str, None] = None, model
 def _tlt_header(predictor: Predictor, spec: InferenceSpec) -> Dict:
     """The pose config and inference spec at the top of TLT's ``detections.json``."""
     skeleton = predictor.info.skeleton
-    return {"pose_config_type": skeleton.name,
-            "categories": [{"supercategory": "person", "id": 1, "name": "person", "num_joints": skeleton.num_keypoints,
-                            "keypoints": list(skeleton.keypoints),
-                            "skeleton": [[a + 1, b + 1] for a, b in skeleton.limbs]}],
-            "inference_spec": spec_loader.to_dict(spec)}
+    return {
+        "pose_config_type": skeleton.name,
+        "categories": [
+            {
+                "supercategory": "person",
+                "id": 1,
+                "name": "person",
+                "num_joints": skeleton.num_keypoints,
+                "keypoints": list(skeleton.keypoints),
+                "skeleton": [[a + 1, b + 1] for a, b in skeleton.limbs],
+            }
+        ],
+        "inference_spec": spec_loader.to_dict(spec),
+    }
 
 
 def _write_json(path: str, data) -> None:
@@ -201,13 +221,19 @@ def _load_coco(annotation_file: str):
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(annotation_file)
     except (ValueError, KeyError, TypeError) as exc:
-        raise BpnetError(f"{annotation_file}: not a COCO annotation file ({type(exc).__name__}: {exc}) "
-                         "(test_data.annotation_root_dir_path)") from None
+        raise BpnetError(
+            f"{annotation_file}: not a COCO annotation file ({type(exc).__name__}: {exc}) (test_data.annotation_root_dir_path)"
+        ) from None
 
 
-def evaluate(inference_spec: Union[InferenceSpec, str, None], dataset_spec: Union[DatasetSpec, str], results_dir: str,
-             model_path: Optional[str] = None, progress: bool = True, overrides: Sequence[str] = ()
-             ) -> Dict[str, float]:
+def evaluate(
+    inference_spec: Union[InferenceSpec, str, None],
+    dataset_spec: Union[DatasetSpec, str],
+    results_dir: str,
+    model_path: Optional[str] = None,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+) -> Dict[str, float]:
     """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files.
 
     Specs are objects or files (see :func:`load_predictor`; ``overrides`` apply to the inference spec)."""
@@ -222,8 +248,10 @@ def evaluate(inference_spec: Union[InferenceSpec, str, None], dataset_spec: Unio
             file_name = coco.loadImgs(image_id)[0].get("file_name")
             path = contained_path(images_dir, file_name) if isinstance(file_name, str) else None
             if path is None:
-                raise BpnetError(f"{annotation_file}: image {image_id}: file_name {file_name!r} is not a path inside "
-                                 f"the image folder {images_dir}")
+                raise BpnetError(
+                    f"{annotation_file}: image {image_id}: file_name {file_name!r} is not a path inside "
+                    f"the image folder {images_dir}"
+                )
             prediction = predictor.predict_one(read_image(path), path)
             coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
             raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
@@ -235,9 +263,12 @@ def evaluate(inference_spec: Union[InferenceSpec, str, None], dataset_spec: Unio
             writer.writerow(RESULTS_CSV_COLUMNS)
             writer.writerows(results_csv_row(name, stats[name]) for name in KPI_NAMES)
         if not coco_results:
-            logger.warning("No person was found in any of the %d images: check the model (-m), the inference spec's "
-                           "input_shape and keep_aspect_ratio_mode (the scale the model was trained at), and "
-                           "heatmap_threshold", len(image_ids))
+            logger.warning(
+                "No person was found in any of the %d images: check the model (-m), the inference spec's "
+                "input_shape and keep_aspect_ratio_mode (the scale the model was trained at), and "
+                "heatmap_threshold",
+                len(image_ids),
+            )
         status.write("SUCCESS", "Evaluation finished successfully.", kpi=stats)
     return stats
 
@@ -266,8 +297,9 @@ def _inputs(input_type: str, source: str, image_root_path: str) -> List[Tuple[st
     if not entries or not all(isinstance(e, dict) and isinstance(e.get("full_image_path"), str) for e in entries):
         raise BpnetError(f"{source}: expected a list of image paths or {{images: [{{full_image_path: ...}}]}}")
     reserved = {"full_image_path", "viz_id", "keypoints", "scores"}
-    return [(os.path.join(image_root_path, e["full_image_path"]), {k: v for k, v in e.items() if k not in reserved})
-            for e in entries]
+    return [
+        (os.path.join(image_root_path, e["full_image_path"]), {k: v for k, v in e.items() if k not in reserved}) for e in entries
+    ]
 
 
 def rendering_names(paths: Sequence[str], numbered: bool) -> List[str]:
@@ -305,8 +337,9 @@ def _video_frames(source: str, max_frames: Optional[int]) -> Tuple[Iterator[np.n
     return frames(), fps, name, total
 
 
-def _video_inference(predictor: Predictor, source: str, annotated: str, dump_visualizations: bool,
-                     progress: bool, max_frames: Optional[int] = None) -> List[Dict]:
+def _video_inference(
+    predictor: Predictor, source: str, annotated: str, dump_visualizations: bool, progress: bool, max_frames: Optional[int] = None
+) -> List[Dict]:
     """Per-frame entries of a video; the rendered video is written under a temporary name and renamed when
     complete, so an interrupted run never leaves a truncated ``.mp4`` under the final name."""
     frames, fps, name, total = _video_frames(source, max_frames)
@@ -314,8 +347,7 @@ def _video_inference(predictor: Predictor, source: str, annotated: str, dump_vis
     video_path = os.path.join(annotated, f"{name}.mp4")
     with contextlib.ExitStack() as stack:
         writer = None
-        for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", total=total,
-                                           disable=not progress)):
+        for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", total=total, disable=not progress)):
             prediction = predictor.predict_one(frame, f"{source}#{index}")
             entries.append({"frame": index, **prediction.to_json()})
             if not dump_visualizations:
@@ -339,13 +371,19 @@ same inputs, model and spec resumes from it, a different one starts afresh. Remo
 ``detections.json`` is complete."""
 
 
-def _run_fingerprint(inputs: Sequence[Tuple[str, Dict]], model_path: str, spec: InferenceSpec,
-                     renderings: Optional[Sequence[str]]) -> str:
+def _run_fingerprint(
+    inputs: Sequence[Tuple[str, Dict]], model_path: str, spec: InferenceSpec, renderings: Optional[Sequence[str]]
+) -> str:
     model = os.path.abspath(model_path)
     stat = os.stat(model) if os.path.isfile(model) else None
-    identity = {"inputs": list(inputs), "model": model, "model_size": stat.st_size if stat else None,
-                "model_mtime_ns": stat.st_mtime_ns if stat else None, "spec": spec_loader.to_dict(spec),
-                "renderings": list(renderings) if renderings else None}
+    identity = {
+        "inputs": list(inputs),
+        "model": model,
+        "model_size": stat.st_size if stat else None,
+        "model_mtime_ns": stat.st_mtime_ns if stat else None,
+        "spec": spec_loader.to_dict(spec),
+        "renderings": list(renderings) if renderings else None,
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -398,8 +436,15 @@ class _Journal:
         self.handle.close()
 
 
-def _image_inference(predictor: Predictor, inputs: Sequence[Tuple[str, Dict]], results_dir: str, annotated: str,
-                     renderings: Optional[Sequence[str]], fingerprint: str, progress: bool) -> Tuple[List[Dict], int]:
+def _image_inference(
+    predictor: Predictor,
+    inputs: Sequence[Tuple[str, Dict]],
+    results_dir: str,
+    annotated: str,
+    renderings: Optional[Sequence[str]],
+    fingerprint: str,
+    progress: bool,
+) -> Tuple[List[Dict], int]:
     """Per-image entries (and the count skipped), resuming from and appending to the journal; each image is
     rendered to ``annotated/renderings[i]`` when ``renderings`` is given."""
     paths = [path for path, _ in inputs]
@@ -407,8 +452,7 @@ def _image_inference(predictor: Predictor, inputs: Sequence[Tuple[str, Dict]], r
     try:
         if journal.done:
             logger.info("Resuming: %d of %d images were done by an interrupted run", len(journal.done), len(paths))
-        for index, path in enumerate(tqdm(paths, desc="inference", unit="img", disable=not progress,
-                                          initial=len(journal.done))):
+        for index, path in enumerate(tqdm(paths, desc="inference", unit="img", disable=not progress, initial=len(journal.done))):
             if index in journal.done:
                 continue
             try:
@@ -427,10 +471,19 @@ def _image_inference(predictor: Predictor, inputs: Sequence[Tuple[str, Dict]], r
     return entries, len(paths) - len(entries)
 
 
-def inference(inference_spec: Union[InferenceSpec, str, None], input_type: str, source: str, results_dir: str,
-              model_path: Optional[str] = None, image_root_path: str = "", dump_visualizations: bool = False,
-              progress: bool = True, overrides: Sequence[str] = (), numbered_outputs: bool = False,
-              max_frames: Optional[int] = None) -> Dict[str, int]:
+def inference(
+    inference_spec: Union[InferenceSpec, str, None],
+    input_type: str,
+    source: str,
+    results_dir: str,
+    model_path: Optional[str] = None,
+    image_root_path: str = "",
+    dump_visualizations: bool = False,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+    numbered_outputs: bool = False,
+    max_frames: Optional[int] = None,
+) -> Dict[str, int]:
     """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders
     (``images_annotated/<input stem>.png``, or TLT's ``<index>.png`` with ``numbered_outputs``).
 
@@ -449,8 +502,7 @@ def inference(inference_spec: Union[InferenceSpec, str, None], input_type: str, 
             inputs = _inputs(input_type, source, image_root_path)
             renderings = rendering_names([p for p, _ in inputs], numbered_outputs) if dump_visualizations else None
             fingerprint = _run_fingerprint(inputs, spec.model_path or "", spec, renderings)
-            entries, skipped = _image_inference(predictor, inputs, results_dir, annotated, renderings, fingerprint,
-                                                progress)
+            entries, skipped = _image_inference(predictor, inputs, results_dir, annotated, renderings, fingerprint, progress)
             if not entries:
                 raise BpnetError(f"{source}: no readable image")
         _write_json(os.path.join(results_dir, "detections.json"), {**_tlt_header(predictor, spec), "images": entries})

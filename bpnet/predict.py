@@ -57,8 +57,9 @@ class Geometry:
         return out
 
 
-def preprocess(image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[str], info: ModelInfo
-               ) -> Tuple[np.ndarray, Geometry]:
+def preprocess(
+    image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[str], info: ModelInfo
+) -> Tuple[np.ndarray, Geometry]:
     """A BGR uint8 image → ``(H, W, 3)`` float32 network input and its :class:`Geometry`.
 
     ``H`` and ``W`` are the resized image's, rounded up to a multiple of ``info.stride`` by padding on the
@@ -88,8 +89,7 @@ def preprocess(image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[s
     resized = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
     pad_bottom, pad_right = -size[1] % info.stride, -size[0] % info.stride
     if pad_bottom or pad_right:
-        resized = cv2.copyMakeBorder(resized, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT,
-                                     value=(PAD_VALUE,) * 3)
+        resized = cv2.copyMakeBorder(resized, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
     if info.channel_order == "RGB":
         resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     tensor = resized.astype(np.float32) / np.asarray(info.image_scale, np.float32) - np.asarray(info.image_offset, np.float32)
@@ -136,8 +136,9 @@ class OnnxBackend:
         outputs = {o.name: o.shape[-1] for o in self.session.get_outputs()}
         layout = layout or self._layout_by_channels(path, outputs, info)
         first = next(iter(outputs))
-        self.layout = dataclasses.replace(layout, heatmap_output=layout.heatmap_output or first,
-                                          paf_output=layout.paf_output or first)
+        self.layout = dataclasses.replace(
+            layout, heatmap_output=layout.heatmap_output or first, paf_output=layout.paf_output or first
+        )
         for name in (self.layout.heatmap_output, self.layout.paf_output):
             if name not in outputs:
                 raise BpnetError(f"{path}: no output named {name!r} (outputs: {', '.join(outputs)})")
@@ -147,22 +148,29 @@ class OnnxBackend:
     def _check_channels(self, channels: Dict[str, int]) -> None:
         """Refuse a layout that asks for channels an output does not have (``channels``: output → count)."""
         start, stop = self.layout.heatmap_channels
-        needs = ((self.layout.heatmap_output, stop, "heatmap"), (self.layout.paf_output, max(self.layout.paf_channels) + 1,
-                                                                 "PAF"))
+        needs = (
+            (self.layout.heatmap_output, stop, "heatmap"),
+            (self.layout.paf_output, max(self.layout.paf_channels) + 1, "PAF"),
+        )
         for name, needed, kind in needs:
             if name in channels and channels[name] < needed:
-                raise BpnetError(f"{self.path}: output {name!r} has {channels[name]} channels, but the model's metadata "
-                                 f"needs {needed} for its {kind} maps")
+                raise BpnetError(
+                    f"{self.path}: output {name!r} has {channels[name]} channels, but the model's metadata "
+                    f"needs {needed} for its {kind} maps"
+                )
 
     @staticmethod
     def _layout_by_channels(path: str, outputs, info: ModelInfo) -> OutputLayout:
         heat = [n for n, c in outputs.items() if c == info.skeleton.num_heatmap_channels]
         paf = [n for n, c in outputs.items() if c == info.skeleton.num_paf_channels]
         if not heat or not paf:
-            raise BpnetError(f"{path}: outputs {outputs} do not match the skeleton ({info.skeleton.num_heatmap_channels} "
-                             f"heatmap and {info.skeleton.num_paf_channels} PAF channels)")
-        return OutputLayout(heat[-1], (0, info.skeleton.num_heatmap_channels), paf[-1],
-                            tuple(range(info.skeleton.num_paf_channels)))
+            raise BpnetError(
+                f"{path}: outputs {outputs} do not match the skeleton ({info.skeleton.num_heatmap_channels} "
+                f"heatmap and {info.skeleton.num_paf_channels} PAF channels)"
+            )
+        return OutputLayout(
+            heat[-1], (0, info.skeleton.num_heatmap_channels), paf[-1], tuple(range(info.skeleton.num_paf_channels))
+        )
 
     def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         names = list(dict.fromkeys([self.layout.heatmap_output, self.layout.paf_output]))
@@ -197,8 +205,10 @@ class FlipTest:
         mirror_heat = mirror_heat[:, :, ::-1][..., self.heat_permutation]
         mirror_paf = mirror_paf[:, :, ::-1][..., self.paf_permutation] * self.paf_sign
         if mirror_heat.shape != heat.shape or mirror_paf.shape != paf.shape:
-            raise BpnetError(f"flip_test: the mirrored input gave outputs of shape {mirror_heat.shape[1:3]}, "
-                             f"not {heat.shape[1:3]}; the network's stride is not {self.stride}")
+            raise BpnetError(
+                f"flip_test: the mirrored input gave outputs of shape {mirror_heat.shape[1:3]}, "
+                f"not {heat.shape[1:3]}; the network's stride is not {self.stride}"
+            )
         return (heat + mirror_heat) / 2.0, (paf + mirror_paf) / 2.0
 
 
@@ -244,10 +254,12 @@ class Predictor:
         def to_original(points: np.ndarray) -> np.ndarray:
             on_input = np.stack([(points[..., 0] + 0.5) * stride_x - 0.5, (points[..., 1] + 0.5) * stride_y - 0.5], -1)
             return geometry.to_original(on_input)
+
         return to_original
 
-    def decoder_maps(self, image: np.ndarray
-                     ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Callable[[np.ndarray], np.ndarray]]:
+    def decoder_maps(
+        self, image: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Callable[[np.ndarray], np.ndarray]]:
         """What the decoder takes for one BGR image: heatmaps, PAFs, the upsampling factor ``(fy, fx)`` it applies
         itself, and the function from its keypoint coordinates to original image pixels.
 

@@ -32,8 +32,18 @@ logger = logging.getLogger(__name__)
 NORMALIZERS = ("max", "L2")
 EQUALIZATION_CRITERIA = ("union", "intersection", "arithmetic_mean", "geometric_mean")
 _CHANNELWISE_WEIGHTED = ("BatchNormalization",)
-_PASS_THROUGH = ("Activation", "ReLU", "Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D",
-                 "UpSampling2D", "ZeroPadding2D", "Cropping2D", "LeakyReLU")
+_PASS_THROUGH = (
+    "Activation",
+    "ReLU",
+    "Dropout",
+    "SpatialDropout2D",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "UpSampling2D",
+    "ZeroPadding2D",
+    "Cropping2D",
+    "LeakyReLU",
+)
 _ELEMENT_WISE = ("Multiply", "Add", "Subtract", "Maximum", "Minimum", "Average")
 
 
@@ -52,8 +62,9 @@ class PruneSettings:
         if self.normalizer not in NORMALIZERS:
             raise BpnetError(f"normalizer: {self.normalizer!r} is not one of {', '.join(NORMALIZERS)}")
         if self.equalization_criterion not in EQUALIZATION_CRITERIA:
-            raise BpnetError(f"equalization_criterion: {self.equalization_criterion!r} is not one of "
-                             f"{', '.join(EQUALIZATION_CRITERIA)}")
+            raise BpnetError(
+                f"equalization_criterion: {self.equalization_criterion!r} is not one of {', '.join(EQUALIZATION_CRITERIA)}"
+            )
         if self.granularity < 1:
             raise BpnetError(f"pruning_granularity: must be at least 1, got {self.granularity}")
         if self.min_filters < 0:
@@ -76,8 +87,7 @@ class PruneResult:
         return self.params_after / self.params_before
 
     def line(self) -> str:
-        return (f"parameters {self.params_before:,} → {self.params_after:,} "
-                f"(pruned/original {self.ratio:.3f})")
+        return f"parameters {self.params_before:,} → {self.params_after:,} (pruned/original {self.ratio:.3f})"
 
 
 def filter_norms(kernel: np.ndarray) -> np.ndarray:
@@ -302,13 +312,14 @@ def prune_file(model_path: str, output_path: str, settings: PruneSettings, resul
         remove_stale_temporaries(os.path.dirname(os.path.abspath(output_path)))
         save_model(result.model, output_path, info)
         if status:
-            status.write("SUCCESS", f"Pruned model saved to {output_path}",
-                         kpi={"params_before": result.params_before, "params_after": result.params_after,
-                              "ratio": result.ratio})
+            status.write(
+                "SUCCESS",
+                f"Pruned model saved to {output_path}",
+                kpi={"params_before": result.params_before, "params_after": result.params_after, "ratio": result.ratio},
+            )
     return result
 
 
 def output_model_path(path: str) -> str:
     """TLT appends ``.hdf5`` when the suffix is missing; bpnet appends ``.keras`` (the Keras 3 format)."""
     return path if path.endswith((".keras", ".h5", ".hdf5")) else path + ".keras"
-

@@ -75,8 +75,13 @@ def _convert_split(data_dir: Path, mode: str, say: Callable[[str], None]) -> Non
     if done.is_file() and done.read_text() == synthesis.read_text():
         say(f"dataset_convert {mode}: kept")
         return
-    summary = convert_dataset(str(data_dir / "dataset_spec.json"), str(prefix), mode=mode, generate_masks=True,
-                              results_dir=str(data_dir / f"convert_{mode}"))
+    summary = convert_dataset(
+        str(data_dir / "dataset_spec.json"),
+        str(prefix),
+        mode=mode,
+        generate_masks=True,
+        results_dir=str(data_dir / f"convert_{mode}"),
+    )
     _write_text(done, synthesis.read_text())
     say(f"dataset_convert {mode}: {summary.line()}")
 
@@ -111,8 +116,12 @@ def write_specs(results_dir: Path, epochs: Optional[int]) -> Dict[str, Path]:
     infer = yaml.safe_load(QUICKSTART_INFER_SPEC.read_text())
     infer["model_path"] = str(results_dir / "model" / "bpnet_model.keras")
     infer["train_spec"] = str(spec_dir / "train.yaml")
-    paths = {"dataset": data_dir / "dataset_spec.json", "train": spec_dir / "train.yaml",
-             "retrain": spec_dir / "retrain.yaml", "infer": spec_dir / "infer.yaml"}
+    paths = {
+        "dataset": data_dir / "dataset_spec.json",
+        "train": spec_dir / "train.yaml",
+        "retrain": spec_dir / "retrain.yaml",
+        "infer": spec_dir / "infer.yaml",
+    }
     _write_text(paths["dataset"], json.dumps(dataset, indent=2))
     _write_text(paths["train"], yaml.safe_dump(train, sort_keys=False))
     _write_text(paths["retrain"], yaml.safe_dump(retrain, sort_keys=False))
@@ -120,8 +129,9 @@ def write_specs(results_dir: Path, epochs: Optional[int]) -> Dict[str, Path]:
     return paths
 
 
-def quickstart(results_dir: str, settings: QuickstartSettings = QuickstartSettings(),
-               say: Callable[[str], None] = logger.info) -> QuickstartResult:
+def quickstart(
+    results_dir: str, settings: QuickstartSettings = QuickstartSettings(), say: Callable[[str], None] = logger.info
+) -> QuickstartResult:
     """Run the whole workflow into ``results_dir`` (see the module docstring)."""
     from bpnet.inference import evaluate, inference
     from bpnet.train.trainer import train
@@ -136,10 +146,10 @@ def quickstart(results_dir: str, settings: QuickstartSettings = QuickstartSettin
     result = train(str(paths["train"]), str(root / "model"))
     say(f"train: {result.epochs} epochs, {result.steps} steps; model {result.final_model}")
     stats = evaluate(str(paths["infer"]), str(paths["dataset"]), str(root / "evaluate"), result.final_model)
-    val_images = sorted((data_dir / "val2017").glob("*.jpg"))[:settings.inference_images]
+    val_images = sorted((data_dir / "val2017").glob("*.jpg"))[: settings.inference_images]
     listing = root / "inference_inputs.json"
     _write_text(listing, json.dumps([str(p) for p in val_images]))
-    inference(str(paths["infer"]), "json", str(listing), str(root / "inference"), result.final_model,
-              dump_visualizations=True)
-    return QuickstartResult(str(root), stats, result.final_model, str(root / "evaluate"),
-                            str(root / "inference" / "images_annotated"))
+    inference(str(paths["infer"]), "json", str(listing), str(root / "inference"), result.final_model, dump_visualizations=True)
+    return QuickstartResult(
+        str(root), stats, result.final_model, str(root / "evaluate"), str(root / "inference" / "images_annotated")
+    )

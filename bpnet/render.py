@@ -17,8 +17,9 @@ def limb_colours(num_limbs: int) -> Sequence[Tuple[int, int, int]]:
     return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
 
 
-def draw_skeletons(image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, limbs: Sequence[Tuple[int, int]],
-                   thickness: int = 2) -> np.ndarray:
+def draw_skeletons(
+    image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, limbs: Sequence[Tuple[int, int]], thickness: int = 2
+) -> np.ndarray:
     """Draw every person's limbs (both ends drawn) and keypoints on a copy of ``image``."""
     out = image.copy()
     colours = limb_colours(len(limbs))
@@ -38,8 +39,9 @@ def draw_skeletons(image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, lim
     return out
 
 
-def draw_labels(image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, labels: Sequence[str],
-                scale: float = 0.5) -> np.ndarray:
+def draw_labels(
+    image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, labels: Sequence[str], scale: float = 0.5
+) -> np.ndarray:
     """Write ``labels[p]`` above the highest drawn keypoint of person ``p`` (white on a dark box), on a copy."""
     out = image.copy()
     for person, person_drawn, label in zip(joints, drawn, labels):
@@ -71,8 +73,13 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) 
     return (image * (1 - weight) + colour * weight).astype(np.uint8)
 
 
-def draw_paf_arrows(image: np.ndarray, pafs: np.ndarray, stride: float, threshold: float = 0.3,
-                    colours: Optional[Sequence[Tuple[int, int, int]]] = None) -> np.ndarray:
+def draw_paf_arrows(
+    image: np.ndarray,
+    pafs: np.ndarray,
+    stride: float,
+    threshold: float = 0.3,
+    colours: Optional[Sequence[Tuple[int, int, int]]] = None,
+) -> np.ndarray:
     """Draw an arrow per output cell and limb whose PAF vector is longer than ``threshold``.
 
     ``pafs`` is ``(h, w, 2L)`` (x, y per limb); ``stride`` is image pixels per cell.
@@ -87,13 +94,19 @@ def draw_paf_arrows(image: np.ndarray, pafs: np.ndarray, stride: float, threshol
             cx, cy = (col + 0.5) * stride, (row + 0.5) * stride
             tip = (cx + 0.45 * stride * vx[row, col], cy + 0.45 * stride * vy[row, col])
             tail = (cx - 0.45 * stride * vx[row, col], cy - 0.45 * stride * vy[row, col])
-            cv2.arrowedLine(out, tuple(int(round(v)) for v in tail), tuple(int(round(v)) for v in tip),
-                            colours[limb], 1, cv2.LINE_AA, tipLength=0.4)
+            cv2.arrowedLine(
+                out,
+                tuple(int(round(v)) for v in tail),
+                tuple(int(round(v)) for v in tip),
+                colours[limb],
+                1,
+                cv2.LINE_AA,
+                tipLength=0.4,
+            )
     return out
 
 
-def shade(image: np.ndarray, region: np.ndarray, colour: Tuple[int, int, int] = (0, 0, 255),
-          alpha: float = 0.45) -> np.ndarray:
+def shade(image: np.ndarray, region: np.ndarray, colour: Tuple[int, int, int] = (0, 0, 255), alpha: float = 0.45) -> np.ndarray:
     """Tint the pixels where ``region`` (bool, image size) is true."""
     out = image.copy()
     out[region] = (out[region] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)

@@ -37,15 +37,22 @@ class Prediction:
             for d, k in enumerate(order):
                 if k >= 0 and person[k, 2] > 0:
                     values[d] = (person[k, 0], person[k, 1], 1.0)
-            results.append({"image_id": int(image_id), "category_id": int(category_id),
-                            "keypoints": [float(v) for v in values.ravel()], "score": float(score)})
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(category_id),
+                    "keypoints": [float(v) for v in values.ravel()],
+                    "score": float(score),
+                }
+            )
         return results
 
     def to_json(self) -> Dict:
         """TLT's per-image ``detections.json`` entry: ``keypoints`` as [[x, y] × K] per person (missing: 0, 0)."""
-        return {"keypoints": [[[float(x), float(y)] if s > 0 else [0.0, 0.0] for x, y, s in person]
-                              for person in self.keypoints],
-                "scores": [float(s) for s in self.scores]}
+        return {
+            "keypoints": [[[float(x), float(y)] if s > 0 else [0.0, 0.0] for x, y, s in person] for person in self.keypoints],
+            "scores": [float(s) for s in self.scores],
+        }
 
     def draw(self, image: np.ndarray, thickness: int = 2, labels: bool = True) -> np.ndarray:
         """A copy of the BGR ``image`` with every person's skeleton (one colour per limb) and keypoints, and with

@@ -176,8 +176,10 @@ class Skeleton:
             elif (mirror[b], mirror[a]) in index:
                 target, signs = index[(mirror[b], mirror[a])], (1.0, -1.0)
             else:
-                raise ValueError(f"skeleton '{self.name}': limb {self.keypoints[a]} → {self.keypoints[b]} has no "
-                                 f"mirror image ({self.keypoints[mirror[a]]} → {self.keypoints[mirror[b]]})")
+                raise ValueError(
+                    f"skeleton '{self.name}': limb {self.keypoints[a]} → {self.keypoints[b]} has no "
+                    f"mirror image ({self.keypoints[mirror[a]]} → {self.keypoints[mirror[b]]})"
+                )
             channels = list(self.paf_channel_pairs[k])
             perm[channels] = self.paf_channel_pairs[target]
             sign[channels] = signs
@@ -193,9 +195,7 @@ class Skeleton:
             if source[k] < 0 and parents and all(p in dataset_names for p in parents):
                 midpoints[k] = (dataset_names.index(parents[0]), dataset_names.index(parents[1]))
         names = list(visibility_flags.value)
-        codes = tuple(
-            int(Visibility[visibility_flags.mapping[n].upper()]) for n in names
-        )
+        codes = tuple(int(Visibility[visibility_flags.mapping[n].upper()]) for n in names)
         return KeypointMapping(
             source=source,
             midpoints=midpoints,

@@ -176,10 +176,7 @@ def _convert(tp: Any, value: Any, where: str, ctx: _Context) -> Any:
         if not isinstance(value, dict):
             raise ctx.error(where, f"expected {_type_name(tp)}, got {_describe(value)}")
         key_type, value_type = typing.get_args(tp)
-        return {
-            _convert(key_type, k, where, ctx): _convert(value_type, v, _join(where, str(k)), ctx)
-            for k, v in value.items()
-        }
+        return {_convert(key_type, k, where, ctx): _convert(value_type, v, _join(where, str(k)), ctx) for k, v in value.items()}
     return _convert_scalar(tp, value, where, ctx)
 
 
@@ -262,11 +259,13 @@ class _StrictYamlLoader(yaml.SafeLoader):
         if self.check_event(yaml.events.AliasEvent):
             event = self.peek_event()
             raise yaml.constructor.ConstructorError(
-                None, None, f"YAML aliases (*{event.anchor}) are not allowed in spec files", event.start_mark)
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in spec files", event.start_mark
+            )
         event = self.peek_event()
         if getattr(event, "anchor", None):
             raise yaml.constructor.ConstructorError(
-                None, None, f"YAML anchors (&{event.anchor}) are not allowed in spec files", event.start_mark)
+                None, None, f"YAML anchors (&{event.anchor}) are not allowed in spec files", event.start_mark
+            )
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
@@ -277,7 +276,8 @@ class _StrictYamlLoader(yaml.SafeLoader):
                 continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark)
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -345,7 +345,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
             if child is None:
                 child = node[key] = {}
             if not isinstance(child, dict):
-                raise SpecError(f"--set {text!r}: {'.'.join(keys[:depth + 1])} is not a mapping")
+                raise SpecError(f"--set {text!r}: {'.'.join(keys[: depth + 1])} is not a mapping")
             node = child
         node[keys[-1]] = value
     return result

@@ -21,9 +21,7 @@ BPNET_VISIBILITY_NAMES = (
     "not_labeled",
     "not_labeled_in_dataset",
 )
-VisibilityName = Literal[
-    "visible", "annotatable", "occluded", "truncated", "not_labeled", "not_labeled_in_dataset"
-]
+VisibilityName = Literal["visible", "annotatable", "occluded", "truncated", "not_labeled", "not_labeled_in_dataset"]
 
 
 def _require(condition: bool, field_name: str, message: str) -> None:
@@ -310,9 +308,9 @@ class ColorAugParams:
 @dataclasses.dataclass(frozen=True)
 class AugmentationConfig:
     CLASS_NAME: ClassVar[str] = "AugmentationConfig"
-    spatial_augmentation_mode: Optional[
-        Literal["person_centric", "standard", "standard_with_fixed_aspect_ratio"]
-    ] = "person_centric"
+    spatial_augmentation_mode: Optional[Literal["person_centric", "standard", "standard_with_fixed_aspect_ratio"]] = (
+        "person_centric"
+    )
     spatial_aug_params: SpatialAugParams = _default(SpatialAugParams)
     color_aug_params: ColorAugParams = _default(ColorAugParams)
     identity_spatial_aug_params: Any = None  # accepted for TLT compatibility; unused there too
@@ -354,8 +352,7 @@ class DataloaderSpec:
         _require(self.shuffle_buffer_size > 0, "shuffle_buffer_size", "must be positive")
         dims, (target_h, target_w) = self.image_config.image_dims, self.pose_config.target_shape
         _require(
-            dims.height % target_h == 0 and dims.width % target_w == 0
-            and dims.height // target_h == dims.width // target_w,
+            dims.height % target_h == 0 and dims.width % target_w == 0 and dims.height // target_h == dims.width // target_w,
             "pose_config.target_shape",
             f"{[target_h, target_w]} must divide image_dims {dims.height}x{dims.width} with one stride",
         )
@@ -446,8 +443,9 @@ class SoftstartAnnealingSchedule:
     last_step: Optional[int] = None  # set by the trainer from num_epoch × steps per epoch
 
     def __post_init__(self) -> None:
-        _require(0 < self.min_learning_rate <= self.base_learning_rate, "min_learning_rate",
-                 "must be > 0 and <= base_learning_rate")
+        _require(
+            0 < self.min_learning_rate <= self.base_learning_rate, "min_learning_rate", "must be > 0 and <= base_learning_rate"
+        )
         _require(0 <= self.soft_start <= self.annealing <= 1, "soft_start", "need 0 <= soft_start <= annealing <= 1")
 
 
@@ -465,8 +463,11 @@ class ExponentialDecaySchedule:
 
     def __post_init__(self) -> None:
         _require(self.learning_rate > 0, "learning_rate", f"must be positive, got {self.learning_rate}")
-        _require(0 <= self.min_learning_rate <= self.learning_rate, "min_learning_rate",
-                 f"must be >= 0 and <= learning_rate, got {self.min_learning_rate}")
+        _require(
+            0 <= self.min_learning_rate <= self.learning_rate,
+            "min_learning_rate",
+            f"must be >= 0 and <= learning_rate, got {self.min_learning_rate}",
+        )
         _require(self.decay_epochs > 0, "decay_epochs", "must be positive")
         _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
 
@@ -559,18 +560,23 @@ class TrainSpec:
         _require(self.max_ckpt_to_keep >= 1, "max_ckpt_to_keep", f"must be >= 1, got {self.max_ckpt_to_keep}")
         _require(self.log_every_n_secs >= 0, "log_every_n_secs", "must be >= 0")
         _require(0 <= self.random_seed < 2**32, "random_seed", f"must be in [0, 2^32), got {self.random_seed}")
-        _require(self.dataloader.stride == self.model.backbone_attributes.stride, "dataloader.pose_config.target_shape",
-                 f"{list(self.dataloader.pose_config.target_shape)} implies an output stride of {self.dataloader.stride} "
-                 f"for image_dims, but the model's is {self.model.backbone_attributes.stride} (target_shape must be "
-                 f"image_dims / {self.model.backbone_attributes.stride})")
+        _require(
+            self.dataloader.stride == self.model.backbone_attributes.stride,
+            "dataloader.pose_config.target_shape",
+            f"{list(self.dataloader.pose_config.target_shape)} implies an output stride of {self.dataloader.stride} "
+            f"for image_dims, but the model's is {self.model.backbone_attributes.stride} (target_shape must be "
+            f"image_dims / {self.model.backbone_attributes.stride})",
+        )
         _require(
             0 < self.checkpoint_n_epoch <= self.num_epoch and self.num_epoch % self.checkpoint_n_epoch == 0,
             "checkpoint_n_epoch",
             f"must be positive and divide num_epoch ({self.num_epoch}), got {self.checkpoint_n_epoch}",
         )
-        _require(not (isinstance(self.optimizer, AdamOptimizerSpec) and self.use_stagewise_lr_multipliers),
-                 "use_stagewise_lr_multipliers",
-                 "must be False with AdamOptimizer (Adam normalises gradients, so gradient weights have no effect)")
+        _require(
+            not (isinstance(self.optimizer, AdamOptimizerSpec) and self.use_stagewise_lr_multipliers),
+            "use_stagewise_lr_multipliers",
+            "must be False with AdamOptimizer (Adam normalises gradients, so gradient weights have no effect)",
+        )
 
 
 # --------------------------------------------------------------------------- inference spec
@@ -597,10 +603,16 @@ class NetworkSpec:
     stride: int = 8
 
     def __post_init__(self) -> None:
-        _require(0 <= self.heatmap_channels[0] < self.heatmap_channels[1], "heatmap_channels",
-                 "must be [start, stop) with start < stop")
-        _require(len(self.paf_channels) > 0 and len(self.paf_channels) % 2 == 0, "paf_channels",
-                 "must list an x and a y channel per limb")
+        _require(
+            0 <= self.heatmap_channels[0] < self.heatmap_channels[1],
+            "heatmap_channels",
+            "must be [start, stop) with start < stop",
+        )
+        _require(
+            len(self.paf_channels) > 0 and len(self.paf_channels) % 2 == 0,
+            "paf_channels",
+            "must list an x and a y channel per limb",
+        )
         _require(self.stride > 0, "stride", "must be positive")
 
 

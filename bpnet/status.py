@@ -20,8 +20,7 @@ class StatusLogger:
     def __init__(self, path: str):
         self.path = path
 
-    def write(self, status: str, message: str, kpi: Optional[Dict[str, Any]] = None,
-              verbosity: str = "INFO") -> None:
+    def write(self, status: str, message: str, kpi: Optional[Dict[str, Any]] = None, verbosity: str = "INFO") -> None:
         """Append one line; ``status`` is STARTED, RUNNING, SUCCESS or FAILURE."""
         now = datetime.datetime.now()
         line: Dict[str, Any] = {

@@ -103,10 +103,14 @@ def pose(rng: np.random.Generator, height: float, foot: Tuple[float, float]) -> 
 
 
 _BODY_PARTS = (  # (start, end, width at start, width at end) in units of figure height; drawn in order
-    ("left_hip", "left_knee", 0.055, 0.04), ("left_knee", "left_ankle", 0.04, 0.028),
-    ("right_hip", "right_knee", 0.055, 0.04), ("right_knee", "right_ankle", 0.04, 0.028),
-    ("left_shoulder", "left_elbow", 0.04, 0.032), ("left_elbow", "left_wrist", 0.032, 0.024),
-    ("right_shoulder", "right_elbow", 0.04, 0.032), ("right_elbow", "right_wrist", 0.032, 0.024),
+    ("left_hip", "left_knee", 0.055, 0.04),
+    ("left_knee", "left_ankle", 0.04, 0.028),
+    ("right_hip", "right_knee", 0.055, 0.04),
+    ("right_knee", "right_ankle", 0.04, 0.028),
+    ("left_shoulder", "left_elbow", 0.04, 0.032),
+    ("left_elbow", "left_wrist", 0.032, 0.024),
+    ("right_shoulder", "right_elbow", 0.04, 0.032),
+    ("right_elbow", "right_wrist", 0.032, 0.024),
 )
 
 
@@ -122,8 +126,9 @@ def _fill(canvas: np.ndarray, polygon: np.ndarray, value) -> None:
 
 
 def _disc(canvas: np.ndarray, centre: np.ndarray, radius: float, value) -> None:
-    cv2.circle(canvas, tuple(int(v) for v in np.round(centre * 16)), int(round(radius * 16)), value, -1,
-               lineType=cv2.LINE_8, shift=4)
+    cv2.circle(
+        canvas, tuple(int(v) for v in np.round(centre * 16)), int(round(radius * 16)), value, -1, lineType=cv2.LINE_8, shift=4
+    )
 
 
 def figure_silhouette(points: np.ndarray, height: float, shape: Tuple[int, int]) -> Dict[str, np.ndarray]:
@@ -136,8 +141,7 @@ def figure_silhouette(points: np.ndarray, height: float, shape: Tuple[int, int])
         _fill(target, _tapered(a, b, r0 * height, r1 * height), 1)
         _disc(target, a, r0 * height, 1)
         _disc(target, b, r1 * height, 1)
-    torso = np.array([points[_K["left_shoulder"]], points[_K["right_shoulder"]], points[_K["right_hip"]],
-                      points[_K["left_hip"]]])
+    torso = np.array([points[_K["left_shoulder"]], points[_K["right_shoulder"]], points[_K["right_hip"]], points[_K["left_hip"]]])
     centre = torso.mean(axis=0)
     _fill(parts["torso"], centre + (torso - centre) * 1.15, 1)
     head_centre = (points[_K["left_ear"]] + points[_K["right_ear"]] + points[_K["nose"]]) / 3
@@ -193,8 +197,14 @@ def _background(rng: np.random.Generator, shape: Tuple[int, int]) -> np.ndarray:
 
 def _paint(image: np.ndarray, rng: np.random.Generator, parts: Dict[str, np.ndarray]) -> None:
     skin = np.array([rng.uniform(60, 200), rng.uniform(90, 210), rng.uniform(140, 240)])
-    colours = {"head": skin, "arms": rng.uniform(0, 255, 3), "torso": rng.uniform(0, 255, 3),
-               "legs": rng.uniform(0, 255, 3), "ears": skin * 0.75, "face": skin * 0.3}
+    colours = {
+        "head": skin,
+        "arms": rng.uniform(0, 255, 3),
+        "torso": rng.uniform(0, 255, 3),
+        "legs": rng.uniform(0, 255, 3),
+        "ears": skin * 0.75,
+        "face": skin * 0.3,
+    }
     if rng.random() < 0.5:
         colours["arms"] = colours["torso"]
     for name in ("legs", "torso", "arms", "head", "ears", "face"):
@@ -245,16 +255,19 @@ def hidden_fraction(figure: Figure, cover: np.ndarray) -> float:
     return sum(1 for row, col in inside if cover[row, col] or not figure.visible[row, col]) / len(inside)
 
 
-def _place_figure(rng: np.random.Generator, figures: List[Figure], shape: Tuple[int, int]
-                  ) -> Optional[Tuple[np.ndarray, Dict[str, np.ndarray], np.ndarray]]:
+def _place_figure(
+    rng: np.random.Generator, figures: List[Figure], shape: Tuple[int, int]
+) -> Optional[Tuple[np.ndarray, Dict[str, np.ndarray], np.ndarray]]:
     """A posed figure's ``(keypoints (17, 2), part masks, silhouette (H, W) bool)`` at a random size and place
     where it hides at most :data:`MAX_HIDDEN_KEYPOINTS` of each earlier figure's keypoints; None after
     :data:`PLACEMENT_TRIES` misses."""
     height, width = shape
     for _ in range(PLACEMENT_TRIES):
         size = rng.uniform(0.4, 0.9) * height
-        foot = (rng.uniform(0.1, 0.9) * width, rng.uniform(0.85, 1.1) * height if size > 0.6 * height
-                else rng.uniform(size, 1.05 * height))
+        foot = (
+            rng.uniform(0.1, 0.9) * width,
+            rng.uniform(0.85, 1.1) * height if size > 0.6 * height else rng.uniform(size, 1.05 * height),
+        )
         points = pose(rng, size, foot)
         parts = figure_silhouette(points, size, shape)
         silhouette = _union(parts)
@@ -282,14 +295,30 @@ def annotate(scene: Scene) -> List[Dict]:
         if not polygons:
             continue
         area = float(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))))
-        annotations.append({"segmentation": polygons, "area": area,
-                            "bbox": _bbox(visible), "iscrowd": 0, "category_id": 1, "keypoints": keypoints,
-                            "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0)})
+        annotations.append(
+            {
+                "segmentation": polygons,
+                "area": area,
+                "bbox": _bbox(visible),
+                "iscrowd": 0,
+                "category_id": 1,
+                "keypoints": keypoints,
+                "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0),
+            }
+        )
     if scene.crowd.sum() >= 20:
         rle = mask_utils.encode(np.asfortranarray(scene.crowd.astype(np.uint8)))
-        annotations.append({"segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
-                            "area": float(scene.crowd.sum()), "bbox": _bbox(scene.crowd), "iscrowd": 1,
-                            "category_id": 1, "keypoints": [0] * 51, "num_keypoints": 0})
+        annotations.append(
+            {
+                "segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+                "area": float(scene.crowd.sum()),
+                "bbox": _bbox(scene.crowd),
+                "iscrowd": 1,
+                "category_id": 1,
+                "keypoints": [0] * 51,
+                "num_keypoints": 0,
+            }
+        )
     return annotations
 
 
@@ -313,12 +342,15 @@ class SynthesisSummary:
     image_dir: str
 
     def line(self) -> str:
-        return (f"{self.images} images, {self.people} people ({self.labeled_people} with keypoints), "
-                f"{self.crowd_regions} crowd regions; annotations {self.annotation_file}, images {self.image_dir}")
+        return (
+            f"{self.images} images, {self.people} people ({self.labeled_people} with keypoints), "
+            f"{self.crowd_regions} crowd regions; annotations {self.annotation_file}, images {self.image_dir}"
+        )
 
 
-def synthesize(output_dir: str, num_images: int, seed: int, split: str = "train",
-               progress: Optional[Callable[[int], None]] = None) -> SynthesisSummary:
+def synthesize(
+    output_dir: str, num_images: int, seed: int, split: str = "train", progress: Optional[Callable[[int], None]] = None
+) -> SynthesisSummary:
     """Write ``output_dir/<split>2017/*.jpg`` and ``output_dir/annotations/person_keypoints_<split>2017.json``."""
     image_dir = Path(output_dir) / f"{split}2017"
     annotation_file = Path(output_dir) / "annotations" / f"person_keypoints_{split}2017.json"
@@ -338,12 +370,28 @@ def synthesize(output_dir: str, num_images: int, seed: int, split: str = "train"
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **annotation})
         if progress:
             progress(1)
-    coco = {"info": {"description": f"bpnet synthetic figures, seed {seed}"}, "images": images,
-            "annotations": annotations,
-            "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO_KEYPOINTS),
-                            "skeleton": [list(limb) for limb in COCO_SKELETON]}]}
+    coco = {
+        "info": {"description": f"bpnet synthetic figures, seed {seed}"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {
+                "id": 1,
+                "name": "person",
+                "supercategory": "person",
+                "keypoints": list(COCO_KEYPOINTS),
+                "skeleton": [list(limb) for limb in COCO_SKELETON],
+            }
+        ],
+    }
     with atomic_path(str(annotation_file)) as temporary:
         Path(temporary).write_text(json.dumps(coco))
     people = [a for a in annotations if not a["iscrowd"]]
-    return SynthesisSummary(len(images), len(people), sum(1 for a in people if a["num_keypoints"] > 0),
-                            sum(1 for a in annotations if a["iscrowd"]), str(annotation_file), str(image_dir))
+    return SynthesisSummary(
+        len(images),
+        len(people),
+        sum(1 for a in people if a["num_keypoints"] > 0),
+        sum(1 for a in annotations if a["iscrowd"]),
+        str(annotation_file),
+        str(image_dir),
+    )

@@ -73,14 +73,19 @@ def write_dataset_spec(folder: Path, images_dir: Path, annotation_file: Path, mo
 
 @pytest.fixture
 def coco_mini_spec(tmp_path: Path, coco_mini: Path) -> Path:
-    return write_dataset_spec(
-        tmp_path, coco_mini / "train2017", coco_mini / "annotations" / "person_keypoints_train2017.json"
-    )
+    return write_dataset_spec(tmp_path, coco_mini / "train2017", coco_mini / "annotations" / "person_keypoints_train2017.json")
 
 
-def write_train_spec(folder: Path, data_folder: Path, dataset_spec: Path, height: int = 256, width: int = 256,
-                     target: int = 32, pose_config: Path = REPO_ROOT / "model_pose_config" / "bpnet_18joints.json",
-                     **changes) -> Path:
+def write_train_spec(
+    folder: Path,
+    data_folder: Path,
+    dataset_spec: Path,
+    height: int = 256,
+    width: int = 256,
+    target: int = 32,
+    pose_config: Path = REPO_ROOT / "model_pose_config" / "bpnet_18joints.json",
+    **changes,
+) -> Path:
     """The shipped m1 train spec, pointed at records in ``data_folder``; ``changes`` set top-level keys
     or dotted paths (``"dataloader.batch_size": 2``)."""
     import yaml
@@ -91,8 +96,12 @@ def write_train_spec(folder: Path, data_folder: Path, dataset_spec: Path, height
     loader["pose_config"]["target_shape"] = [height * target // width, target]
     loader["pose_config"]["pose_config_path"] = str(pose_config)
     config = loader["dataset_config"]
-    config.update(root_data_path=str(data_folder), train_records_folder_path=str(data_folder),
-                  val_records_folder_path=str(data_folder), dataset_specs={"coco": str(dataset_spec)})
+    config.update(
+        root_data_path=str(data_folder),
+        train_records_folder_path=str(data_folder),
+        val_records_folder_path=str(data_folder),
+        dataset_specs={"coco": str(dataset_spec)},
+    )
     spec.update(inference_spec=None, pretrained_weights=None, checkpoint_dir=str(folder / "results"))
     for key, value in changes.items():
         node = spec
@@ -130,11 +139,26 @@ def tiny_model(tmp_path_factory):
     annotations = COCO_MINI / "annotations" / "person_keypoints_train2017.json"
     dataset_spec = write_dataset_spec(folder, COCO_MINI / "train2017", annotations)
     convert_dataset(str(dataset_spec), str(folder / "train"), generate_masks=True, workers=1, progress=False)
-    spec = write_train_spec(folder, folder, dataset_spec, height=64, width=64, target=8,
-                            **{"dataloader.batch_size": 8, "model.stages": 2, "model.width_multiplier": 0.125,
-                               "num_epoch": 1, "checkpoint_n_epoch": 1, "validation_every_n_epoch": 0})
+    spec = write_train_spec(
+        folder,
+        folder,
+        dataset_spec,
+        height=64,
+        width=64,
+        target=8,
+        **{
+            "dataloader.batch_size": 8,
+            "model.stages": 2,
+            "model.width_multiplier": 0.125,
+            "num_epoch": 1,
+            "checkpoint_n_epoch": 1,
+            "validation_every_n_epoch": 0,
+        },
+    )
     result = train(str(spec), str(folder / "run"), progress=False)
     infer = folder / "infer_spec.yaml"
-    infer.write_text(f"train_spec: {spec}\nmodel_path: {result.final_model}\ninput_shape: [96, 96]\n"
-                     "output_upsampling_factor: [8, 8]\nheatmap_threshold: 0.02\n")
+    infer.write_text(
+        f"train_spec: {spec}\nmodel_path: {result.final_model}\ninput_shape: [96, 96]\n"
+        "output_upsampling_factor: [8, 8]\nheatmap_threshold: 0.02\n"
+    )
     return folder, infer

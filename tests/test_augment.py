@@ -32,11 +32,18 @@ def test_a_lit_pixel_lands_where_its_keypoint_lands(mode, flip_lr, flip_tb):
     image_size = (41, 33)  # (w, h): smaller than the canvas, so the warp magnifies
     checked = 0
     for trial in range(20):
-        draw = augment.SpatialDraw(flip_lr, flip_tb, rotate_deg=rng.uniform(-40, 40), zoom=rng.uniform(0.9, 1.3),
-                                   translate_x=float(rng.integers(-3, 4)), translate_y=float(rng.integers(-3, 4)))
+        draw = augment.SpatialDraw(
+            flip_lr,
+            flip_tb,
+            rotate_deg=rng.uniform(-40, 40),
+            zoom=rng.uniform(0.9, 1.3),
+            translate_x=float(rng.integers(-3, 4)),
+            translate_y=float(rng.integers(-3, 4)),
+        )
         point = (int(rng.integers(12, 29)), int(rng.integers(10, 23)))
-        matrix = augment.spatial_matrix(mode, draw, image_size, CANVAS, main_center=(20.0, 16.0), main_scale=20.0,
-                                        target_person_scale=0.6)
+        matrix = augment.spatial_matrix(
+            mode, draw, image_size, CANVAS, main_center=(20.0, 16.0), main_scale=20.0, target_person_scale=0.6
+        )
         joints = np.zeros((1, BODY18.num_keypoints, 3))
         joints[0, 0] = (*point, Visibility.VISIBLE)  # the nose has no flip partner
         moved = augment.transform_joints(joints, matrix, CANVAS, BODY18.flip_permutation, flip_lr)
@@ -62,8 +69,10 @@ def test_standard_modes_fit_or_stretch_the_whole_image():
     corners = np.array([[0, 0, 1], [199, 99, 1]], dtype=float).T
     kept = augment.spatial_matrix("standard", augment.IDENTITY_DRAW, size, canvas, (0, 0), 1.0, 0.6) @ corners
     np.testing.assert_allclose(kept[:2, 1] - kept[:2, 0], [199 * 64 / 200, 99 * 64 / 200])  # aspect kept
-    stretched = augment.spatial_matrix("standard_with_fixed_aspect_ratio", augment.IDENTITY_DRAW, size, canvas,
-                                       (0, 0), 1.0, 0.6) @ corners
+    stretched = (
+        augment.spatial_matrix("standard_with_fixed_aspect_ratio", augment.IDENTITY_DRAW, size, canvas, (0, 0), 1.0, 0.6)
+        @ corners
+    )
     np.testing.assert_allclose(stretched[:2, 1] - stretched[:2, 0], [199 * 64 / 200, 99 * 64 / 100])
 
 
@@ -89,8 +98,15 @@ def test_joints_leaving_the_canvas_are_marked():
 
 
 def test_draws_respect_ranges_and_probabilities():
-    params = SpatialAugParams(flip_lr_prob=0.5, rotate_deg_max=10, zoom_prob=1.0, zoom_ratio_min=0.5,
-                              zoom_ratio_max=0.7, translate_max_x=3, translate_max_y=2)
+    params = SpatialAugParams(
+        flip_lr_prob=0.5,
+        rotate_deg_max=10,
+        zoom_prob=1.0,
+        zoom_ratio_min=0.5,
+        zoom_ratio_max=0.7,
+        translate_max_x=3,
+        translate_max_y=2,
+    )
     rng = np.random.default_rng(0)
     draws = [augment.draw_spatial(params, 100, 50, rng) for _ in range(400)]
     assert 150 < sum(d.flip_lr for d in draws) < 250 and not any(d.flip_tb for d in draws)

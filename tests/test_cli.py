@@ -39,8 +39,20 @@ def small_dataset(tmp_path, coco_val_sample):
 
 def test_dataset_convert_succeeds_and_prints_a_summary(tmp_path, small_dataset):
     spec, _, _ = small_dataset
-    result = run("dataset_convert", "-d", spec, "-o", tmp_path / "out" / "train", "-m", "train",
-                 "--generate_masks", "-r", tmp_path / "results", "--workers", "1")
+    result = run(
+        "dataset_convert",
+        "-d",
+        spec,
+        "-o",
+        tmp_path / "out" / "train",
+        "-m",
+        "train",
+        "--generate_masks",
+        "-r",
+        tmp_path / "results",
+        "--workers",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     assert "dataset_convert: 4 images" in result.stdout
     assert (tmp_path / "out" / "train-fold-000-of-001").is_file()
@@ -132,7 +144,8 @@ def test_unwritable_output_folder(tmp_path, small_dataset):
 def test_real_exit_code_and_no_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "bpnet", "dataset_convert", "-d", str(tmp_path / "missing.json"), "-o", str(tmp_path / "x")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "missing.json: no such spec file" in out.stderr

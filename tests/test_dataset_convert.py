@@ -49,8 +49,15 @@ def converted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("coco_mini")
     annotation_file = COCO_MINI / "annotations" / "person_keypoints_train2017.json"
     spec = write_dataset_spec(folder, COCO_MINI / "train2017", annotation_file)
-    summary = convert_dataset(str(spec), str(folder / "out" / "train"), generate_masks=True, check_files=True,
-                              results_dir=str(folder / "results"), workers=2, progress=False)
+    summary = convert_dataset(
+        str(spec),
+        str(folder / "out" / "train"),
+        generate_masks=True,
+        check_files=True,
+        results_dir=str(folder / "results"),
+        workers=2,
+        progress=False,
+    )
     records = list(read_records(str(folder / "out" / "train-fold-000-of-001")))
     return folder, annotation_file, summary, records
 
@@ -155,8 +162,9 @@ def test_one_worker_and_two_workers_write_the_same_masks(converted, tmp_path):
 def test_coco_val_sample_test_mode(tmp_path, coco_val_sample):
     annotation_file = coco_val_sample / "test_coco.json"
     spec = write_dataset_spec(tmp_path, coco_val_sample, annotation_file, mode="test")
-    summary = convert_dataset(str(spec), str(tmp_path / "val"), mode="test", generate_masks=True, check_files=True,
-                              workers=1, progress=False)
+    summary = convert_dataset(
+        str(spec), str(tmp_path / "val"), mode="test", generate_masks=True, check_files=True, workers=1, progress=False
+    )
     _, per_image = load_coco(annotation_file)
     assert summary.num_records == sum(len(list(expected_main_persons(a))) for a in per_image.values()) > 0
     assert len(list((tmp_path / "test_mask").iterdir())) == summary.num_masks

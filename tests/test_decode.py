@@ -38,11 +38,26 @@ def upsampled_maps(joints, shape=(46, 46), stride=8, factor=None):
 
 def person(centre_x, centre_y, tilt):
     """An upright 18-joint person (all joints visible) sheared by ``tilt`` pixels per pixel of height."""
-    layout = {"nose": (0, -80), "neck": (0, -60), "right_shoulder": (-20, -60), "right_elbow": (-28, -30),
-              "right_wrist": (-30, 0), "left_shoulder": (20, -60), "left_elbow": (28, -30), "left_wrist": (30, 0),
-              "right_hip": (-12, 10), "right_knee": (-14, 50), "right_ankle": (-15, 90), "left_hip": (12, 10),
-              "left_knee": (14, 50), "left_ankle": (15, 90), "right_eye": (-5, -85), "left_eye": (5, -85),
-              "right_ear": (-10, -82), "left_ear": (10, -82)}
+    layout = {
+        "nose": (0, -80),
+        "neck": (0, -60),
+        "right_shoulder": (-20, -60),
+        "right_elbow": (-28, -30),
+        "right_wrist": (-30, 0),
+        "left_shoulder": (20, -60),
+        "left_elbow": (28, -30),
+        "left_wrist": (30, 0),
+        "right_hip": (-12, 10),
+        "right_knee": (-14, 50),
+        "right_ankle": (-15, 90),
+        "left_hip": (12, 10),
+        "left_knee": (14, 50),
+        "left_ankle": (15, 90),
+        "right_eye": (-5, -85),
+        "left_eye": (5, -85),
+        "right_ear": (-10, -82),
+        "left_ear": (10, -82),
+    }
     joints = np.zeros((18, 3))
     for name, (dx, dy) in layout.items():
         joints[BODY18.index(name)] = (centre_x + dx + tilt * dy, centre_y + dy, Visibility.VISIBLE)
@@ -163,7 +178,7 @@ def test_the_accurate_person_score_ranks_by_mean_confidence_and_found_keypoints(
     """found_mean_sqrt: the mean score of the found keypoints × sqrt(found / K), worked out by hand."""
     full = person(120, 190, 0.0)
     partial = person(280, 190, 0.0)
-    partial[BODY18.index("left_knee"):BODY18.index("left_ankle") + 1, 2] = Visibility.NOT_LABELED
+    partial[BODY18.index("left_knee") : BODY18.index("left_ankle") + 1, 2] = Visibility.NOT_LABELED
     heat, paf = network_maps(np.stack([full, partial]))
     params = DecoderParams(person_score="found_mean_sqrt")
     found = decode(heat, paf, BODY18.limbs, params, upsampling=(8, 8))

@@ -42,15 +42,26 @@ INFO = ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8)
 
 def spread_model(seed: int = 0, attention: bool = False):
     """A 2-stage width-1/8 model with random batch-norm statistics and biases (so nothing is trivially 0)."""
-    spec = specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2,
-                                    width_multiplier=0.125, use_self_attention=attention, kernel_initializer="xavier")
+    spec = specs.BpNetLiteModelSpec(
+        backbone_attributes=specs.BackboneAttributes(architecture="vgg"),
+        stages=2,
+        width_multiplier=0.125,
+        use_self_attention=attention,
+        kernel_initializer="xavier",
+    )
     model = build_model(spec, BODY18)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         weights = layer.get_weights()
         if layer.__class__.__name__ == "BatchNormalization":
-            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if i in (0, 3) else
-                               rng.normal(0, 0.1, w.shape).astype(np.float32) for i, w in enumerate(weights)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+                    if i in (0, 3)
+                    else rng.normal(0, 0.1, w.shape).astype(np.float32)
+                    for i, w in enumerate(weights)
+                ]
+            )
         elif len(weights) == 2:
             layer.set_weights([weights[0], rng.normal(0, 0.05, weights[1].shape).astype(np.float32)])
     return model
@@ -94,8 +105,10 @@ def test_metadata_round_trip_and_inference_from_onnx_alone(exported, coco_val_sa
     assert ModelInfo.from_dict(metadata) == INFO
     assert metadata["outputs"]["paf"] == {"name": PAF_OUTPUT, "stride": 8} and metadata["sdk_compatible"] is False
     infer = tmp_path / "infer.yaml"  # the train spec named here does not exist: the ONNX file is self-describing
-    infer.write_text(f"train_spec: {tmp_path / 'absent.yaml'}\ninput_shape: [96, 128]\noutput_upsampling_factor: [4, 4]\n"
-                     "heatmap_threshold: 0.02\n")
+    infer.write_text(
+        f"train_spec: {tmp_path / 'absent.yaml'}\ninput_shape: [96, 128]\noutput_upsampling_factor: [4, 4]\n"
+        "heatmap_threshold: 0.02\n"
+    )
     from bpnet.inference import load_predictor
 
     onnx_predictor, _ = load_predictor(str(infer), str(folder / "model.onnx"))
@@ -104,8 +117,22 @@ def test_metadata_round_trip_and_inference_from_onnx_alone(exported, coco_val_sa
     onnx_heat, onnx_paf, _ = onnx_predictor.upsampled_maps(image)
     keras_heat, keras_paf, _ = keras_predictor.upsampled_maps(image)
     assert np.abs(onnx_heat - keras_heat).max() <= 1e-4 and np.abs(onnx_paf - keras_paf).max() <= 1e-4
-    result = CliRunner().invoke(cli, ["inference", "-i", str(infer), "-m", str(folder / "model.onnx"), "--input_type",
-                                      "dir", "--input", str(coco_val_sample), "--results_dir", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "inference",
+            "-i",
+            str(infer),
+            "-m",
+            str(folder / "model.onnx"),
+            "--input_type",
+            "dir",
+            "--input",
+            str(coco_val_sample),
+            "--results_dir",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "detections.json").read_text())
 
@@ -142,9 +169,18 @@ def test_sdk_compatible_model_upsamples_pafs_nearest_and_static_batch():
 
 def test_int8_onnx_runtime_model_is_quantized_close_and_self_describing(exported, coco_val_sample, tmp_path):
     folder, _ = exported
-    result = export(ExportRequest(str(folder / "model.keras"), str(tmp_path / "m.onnx"), data_type="int8",
-                                  input_dims="96,128,3", cal_image_dir=str(coco_val_sample), batches=2, batch_size=2,
-                                  cal_data_file=str(tmp_path / "cal.npy")))
+    result = export(
+        ExportRequest(
+            str(folder / "model.keras"),
+            str(tmp_path / "m.onnx"),
+            data_type="int8",
+            input_dims="96,128,3",
+            cal_image_dir=str(coco_val_sample),
+            batches=2,
+            batch_size=2,
+            cal_data_file=str(tmp_path / "cal.npy"),
+        )
+    )
     assert result.int8_onnx_file == str(tmp_path / "m.int8.onnx")
     proto = onnx.load(result.int8_onnx_file)
     ops = [node.op_type for node in proto.graph.node]
@@ -196,9 +232,13 @@ def test_calibration_feeder_and_cache(tmp_path):
 
 def test_optimization_profile_from_the_batch_flags():
     assert optimization_profile(EngineSettings(input_hw=(288, 384))) == {
-        "min": (1, 288, 384, 3), "opt": (1, 288, 384, 3), "max": (1, 288, 384, 3)}
-    profile = optimization_profile(EngineSettings(input_hw=(288, 384), opt_batch_size=4, max_batch_size=16,
-                                                  calibration_batch_size=8))
+        "min": (1, 288, 384, 3),
+        "opt": (1, 288, 384, 3),
+        "max": (1, 288, 384, 3),
+    }
+    profile = optimization_profile(
+        EngineSettings(input_hw=(288, 384), opt_batch_size=4, max_batch_size=16, calibration_batch_size=8)
+    )
     assert profile == {"min": (1, 288, 384, 3), "opt": (4, 288, 384, 3), "max": (16, 288, 384, 3)}
     assert optimization_profile(EngineSettings(input_hw=(64, 64), static_batch_size=8))["min"] == (8, 64, 64, 3)
     with pytest.raises(BpnetError, match="--opt_batch_size"):
@@ -213,12 +253,15 @@ def test_flags_and_paths():
     assert default_onnx_path("a/model.keras", "b/out.etlt") == "b/out.onnx"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data_type", "fp16"], "fp16: is a TensorRT precision"),
-    (["-t", "uff"], "UFF is obsolete"),
-    (["-i", "channels_first"], "channels_first is not supported"),
-    (["--data_type", "int8"], "--cal_image_dir: needed for INT8 calibration"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data_type", "fp16"], "fp16: is a TensorRT precision"),
+        (["-t", "uff"], "UFF is obsolete"),
+        (["-i", "channels_first"], "channels_first is not supported"),
+        (["--data_type", "int8"], "--cal_image_dir: needed for INT8 calibration"),
+    ],
+)
 def test_export_flag_errors_are_one_line(exported, tmp_path, args, message):
     folder, _ = exported
     result = CliRunner().invoke(cli, ["export", "-m", str(folder / "model.keras"), "-o", str(tmp_path / "x.onnx"), *args])
@@ -228,8 +271,18 @@ def test_export_flag_errors_are_one_line(exported, tmp_path, args, message):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_target_without_tensorrt_says_so(exported, tmp_path):
     folder, _ = exported
-    result = CliRunner().invoke(cli, ["export", "-m", str(folder / "model.keras"), "-o", str(tmp_path / "x.onnx"),
-                                      "--engine_file", str(tmp_path / "x.engine")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "-m",
+            str(folder / "model.keras"),
+            "-o",
+            str(tmp_path / "x.onnx"),
+            "--engine_file",
+            str(tmp_path / "x.engine"),
+        ],
+    )
     assert result.exit_code == 2 and "TensorRT is not installed" in result.output
     assert (tmp_path / "x.onnx").is_file()  # the ONNX model is written before the engine is attempted
 
@@ -244,15 +297,44 @@ def test_sample_calibration_images(coco_mini, tmp_path):
     names = {i["id"]: i["file_name"] for i in coco["images"]}
     with_two = sorted(names[i] for i, n in labeled.items() if n >= 2)
     runner = CliRunner()
-    result = runner.invoke(cli, ["sample_calibration_images", "-a", str(annotations), "-i", str(coco_mini / "train2017"),
-                                 "-o", str(tmp_path / "cal"), "-n", "5", "-pth", "2", "--randomize"])
+    result = runner.invoke(
+        cli,
+        [
+            "sample_calibration_images",
+            "-a",
+            str(annotations),
+            "-i",
+            str(coco_mini / "train2017"),
+            "-o",
+            str(tmp_path / "cal"),
+            "-n",
+            "5",
+            "-pth",
+            "2",
+            "--randomize",
+        ],
+    )
     assert result.exit_code == 0, result.output
     copied = sorted(p.name for p in (tmp_path / "cal").iterdir())
     assert len(copied) == 5 and set(copied) <= set(with_two)
     chosen = sample_calibration_images(str(annotations), str(coco_mini / "train2017"), str(tmp_path / "c2"), 3, 2)
     assert chosen == sorted(with_two, key=lambda n: [i for i, f in names.items() if f == n][0])[:3]
-    too_many = runner.invoke(cli, ["sample_calibration_images", "-a", str(annotations), "-i", str(coco_mini / "train2017"),
-                                   "-o", str(tmp_path / "c3"), "-n", str(len(with_two) + 1), "-pth", "2"])
+    too_many = runner.invoke(
+        cli,
+        [
+            "sample_calibration_images",
+            "-a",
+            str(annotations),
+            "-i",
+            str(coco_mini / "train2017"),
+            "-o",
+            str(tmp_path / "c3"),
+            "-n",
+            str(len(with_two) + 1),
+            "-pth",
+            "2",
+        ],
+    )
     assert too_many.exit_code == 2 and f"only {len(with_two)} images have at least 2 labeled people" in too_many.output
 
 
@@ -269,9 +351,20 @@ def test_tensorrt_engine_matches_onnx_runtime(exported, coco_val_sample, tmp_pat
 
     folder, _ = exported
     engine = tmp_path / f"model.{data_type}.engine"
-    result = export(ExportRequest(str(folder / "model.keras"), str(tmp_path / "m.onnx"), data_type=data_type,
-                                  engine_file=str(engine), input_dims="96,128,3", cal_image_dir=str(coco_val_sample),
-                                  batches=2, batch_size=2, max_batch_size=4, cal_cache_file=str(tmp_path / "cal.bin")))
+    result = export(
+        ExportRequest(
+            str(folder / "model.keras"),
+            str(tmp_path / "m.onnx"),
+            data_type=data_type,
+            engine_file=str(engine),
+            input_dims="96,128,3",
+            cal_image_dir=str(coco_val_sample),
+            batches=2,
+            batch_size=2,
+            max_batch_size=4,
+            cal_cache_file=str(tmp_path / "cal.bin"),
+        )
+    )
     assert engine.is_file()
     if data_type == "int8":
         assert (tmp_path / "cal.bin").is_file()

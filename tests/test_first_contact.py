@@ -20,9 +20,16 @@ from .conftest import REPO_ROOT, SHARED_DATA, write_train_spec
 
 pytestmark = pytest.mark.integration
 
-TINY = {"dataloader.batch_size": 16, "model.stages": 1, "model.width_multiplier": 0.125,
-        "model.kernel_initializer": "xavier", "validation_every_n_epoch": 0, "checkpoint_n_epoch": 1,
-        "log_every_n_secs": 1000, "summary_every_n_steps": 1}
+TINY = {
+    "dataloader.batch_size": 16,
+    "model.stages": 1,
+    "model.width_multiplier": 0.125,
+    "model.kernel_initializer": "xavier",
+    "validation_every_n_epoch": 0,
+    "checkpoint_n_epoch": 1,
+    "log_every_n_secs": 1000,
+    "summary_every_n_steps": 1,
+}
 
 
 def run(*args):
@@ -46,30 +53,47 @@ def test_finetuning_restores_the_weights_and_starts_a_new_schedule(tmp_path, coc
     from bpnet.train.trainer import train
 
     records = coco_mini_records
-    spec = write_train_spec(tmp_path, records, records / "dataset_spec.json", height=64, width=64, target=8,
-                            **{**TINY, "num_epoch": 4})
+    spec = write_train_spec(
+        tmp_path, records, records / "dataset_spec.json", height=64, width=64, target=8, **{**TINY, "num_epoch": 4}
+    )
     base = train(str(spec), str(tmp_path / "base"), progress=False)
     base_losses = step_losses(tmp_path / "base")
-    finetune = load_train_spec(str(spec), overrides=[
-        "num_epoch=1", f"finetuning_config.checkpoint_path={tmp_path / 'base'}", "finetuning_config.is_finetune_exp=true",
-        "finetuning_config.ckpt_epoch_num=4", "random_seed=7"])
+    finetune = load_train_spec(
+        str(spec),
+        overrides=[
+            "num_epoch=1",
+            f"finetuning_config.checkpoint_path={tmp_path / 'base'}",
+            "finetuning_config.is_finetune_exp=true",
+            "finetuning_config.ckpt_epoch_num=4",
+            "random_seed=7",
+        ],
+    )
     tuned = train(finetune, str(tmp_path / "tuned"), progress=False)
     tuned_losses = step_losses(tmp_path / "tuned")
     assert tuned.steps == base.steps // 4 and tuned.resumed_from_epoch == 0  # a new schedule from step 0
-    last = float(np.mean(base_losses[-base.steps // 4:]))
+    last = float(np.mean(base_losses[-base.steps // 4 :]))
     assert abs(tuned_losses[0] - last) < 0.25 * last, (tuned_losses[0], last, base_losses[0])
     assert abs(base_losses[0] - last) > 0.25 * last  # a fresh model starts far from there: the check can fail
     with pytest.raises(BpnetError, match="no checkpoint of epoch 9"):
-        train(load_train_spec(str(spec), overrides=[f"finetuning_config.checkpoint_path={tmp_path / 'base'}",
-                                                   "finetuning_config.is_finetune_exp=true",
-                                                   "finetuning_config.ckpt_epoch_num=9"]),
-              str(tmp_path / "bad"), progress=False)
+        train(
+            load_train_spec(
+                str(spec),
+                overrides=[
+                    f"finetuning_config.checkpoint_path={tmp_path / 'base'}",
+                    "finetuning_config.is_finetune_exp=true",
+                    "finetuning_config.ckpt_epoch_num=9",
+                ],
+            ),
+            str(tmp_path / "bad"),
+            progress=False,
+        )
 
 
 def test_a_finished_training_rerun_does_nothing_and_gpus_1_trains_on_the_cpu(tmp_path, coco_mini_records):
     records = coco_mini_records
-    spec = write_train_spec(tmp_path, records, records / "dataset_spec.json", height=64, width=64, target=8,
-                            **{**TINY, "num_epoch": 1})
+    spec = write_train_spec(
+        tmp_path, records, records / "dataset_spec.json", height=64, width=64, target=8, **{**TINY, "num_epoch": 1}
+    )
     first = run("train", "-e", spec, "-r", tmp_path / "run", "--gpus", "1")
     assert first.exit_code == 0, first.output
     final = tmp_path / "run" / "bpnet_model.keras"
@@ -84,8 +108,10 @@ def test_a_finished_training_rerun_does_nothing_and_gpus_1_trains_on_the_cpu(tmp
 
 def test_set_overrides_are_typed_and_validated_like_the_file():
     spec = REPO_ROOT / "specs" / "bpnet_train_small_coco.yaml"
-    loaded = load_train_spec(str(spec), overrides=["num_epoch=3", "dataloader.batch_size=2",
-                                                   "dataloader.augmentation_config.spatial_aug_params.flip_lr_prob=0"])
+    loaded = load_train_spec(
+        str(spec),
+        overrides=["num_epoch=3", "dataloader.batch_size=2", "dataloader.augmentation_config.spatial_aug_params.flip_lr_prob=0"],
+    )
     assert (loaded.num_epoch, loaded.dataloader.batch_size) == (3, 2)
     assert loaded.dataloader.augmentation_config.spatial_aug_params.flip_lr_prob == 0.0
     with pytest.raises(SpecError, match=r"dataloader\.batch_sise: unknown key; did you mean 'batch_size'\?"):
@@ -104,9 +130,24 @@ def test_spec_free_inference_labels_people_and_keeps_json_extra_keys(tiny_model,
     listing = tmp_path / "list.json"
     messi = SHARED_DATA / "media" / "messi5.jpg"
     listing.write_text(json.dumps({"images": [{"full_image_path": str(messi), "camera": "north", "frame_id": 7}]}))
-    result = run("inference", "-m", model, "--input_type", "json", "--input", listing, "--results_dir", tmp_path / "out",
-                 "--dump_visualizations", "--set", "input_shape=[96,96]", "--set", "heatmap_threshold=0.01",
-                 "--set", "paf_threshold=0.0")
+    result = run(
+        "inference",
+        "-m",
+        model,
+        "--input_type",
+        "json",
+        "--input",
+        listing,
+        "--results_dir",
+        tmp_path / "out",
+        "--dump_visualizations",
+        "--set",
+        "input_shape=[96,96]",
+        "--set",
+        "heatmap_threshold=0.01",
+        "--set",
+        "paf_threshold=0.0",
+    )
     assert result.exit_code == 0, result.output
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
     entry = detections["images"][0]
@@ -143,17 +184,30 @@ def test_prune_accepts_tlt_layer_names_and_suggests_close_ones(tiny_model, tmp_p
 
 def test_the_onnxruntime_int8_path_says_it_writes_no_tensorrt_cache(tiny_model, coco_val_sample, tmp_path, caplog):
     folder, _ = tiny_model
-    result = run("export", "-m", folder / "run" / "bpnet_model.keras", "-o", tmp_path / "m.onnx", "--data_type", "int8",
-                 "--cal_image_dir", coco_val_sample, "--batches", "2", "-d", "64,64,3", "--cal_cache_file",
-                 tmp_path / "cal.bin")
+    result = run(
+        "export",
+        "-m",
+        folder / "run" / "bpnet_model.keras",
+        "-o",
+        tmp_path / "m.onnx",
+        "--data_type",
+        "int8",
+        "--cal_image_dir",
+        coco_val_sample,
+        "--batches",
+        "2",
+        "-d",
+        "64,64,3",
+        "--cal_cache_file",
+        tmp_path / "cal.bin",
+    )
     assert result.exit_code == 0, result.output
     assert "--cal_cache_file" in caplog.text and "not written" in caplog.text
     assert not (tmp_path / "cal.bin").exists()
 
 
 def test_dataset_inspect_panels_have_titles_and_a_legend(tmp_path, coco_mini_records):
-    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64,
-                            target=8)
+    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64, target=8)
     result = run("dataset_inspect", "-e", spec, "-n", "1", "-o", tmp_path / "inspect")
     assert result.exit_code == 0, result.output
     picture = cv2.imread(str(tmp_path / "inspect" / "sample_0000.png"))
@@ -163,13 +217,27 @@ def test_dataset_inspect_panels_have_titles_and_a_legend(tmp_path, coco_mini_rec
 
 def test_no_tensorflow_start_up_noise_at_the_default_log_level(tiny_model, tmp_path):
     folder, _ = tiny_model
-    command = [sys.executable, "-m", "bpnet", "inference", "-m", str(folder / "run" / "bpnet_model.keras"), "--input",
-               str(SHARED_DATA / "media" / "messi5.jpg"), "--results_dir", str(tmp_path / "out"),
-               "--set", "input_shape=[96,96]"]
+    command = [
+        sys.executable,
+        "-m",
+        "bpnet",
+        "inference",
+        "-m",
+        str(folder / "run" / "bpnet_model.keras"),
+        "--input",
+        str(SHARED_DATA / "media" / "messi5.jpg"),
+        "--results_dir",
+        str(tmp_path / "out"),
+        "--set",
+        "input_shape=[96,96]",
+    ]
     quiet = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr
-    noise = [line for line in quiet.stderr.splitlines()
-             if any(mark in line for mark in ("cuda", "absl", "cpu_feature_guard", "oneDNN", "I0000", "E0000", "W0000"))]
+    noise = [
+        line
+        for line in quiet.stderr.splitlines()
+        if any(mark in line for mark in ("cuda", "absl", "cpu_feature_guard", "oneDNN", "I0000", "E0000", "W0000"))
+    ]
     assert noise == [], noise
 
     from bpnet.cli import configure_logging

@@ -77,8 +77,9 @@ def test_the_predictor_with_flip_test_sees_the_same_maps():
         return backend(batch)
 
     plain = Predictor(recording, info, PredictorSettings(input_shape=(height, width), keep_aspect_ratio_mode=None))
-    flipped = Predictor(recording, info, PredictorSettings(input_shape=(height, width), keep_aspect_ratio_mode=None,
-                                                           flip_test=True))
+    flipped = Predictor(
+        recording, info, PredictorSettings(input_shape=(height, width), keep_aspect_ratio_mode=None, flip_test=True)
+    )
     plain_heat, plain_paf, _ = plain.upsampled_maps(image)
     heat, paf, _ = flipped.upsampled_maps(image)
     assert len(calls) == 3
@@ -90,11 +91,11 @@ def test_paf_flip_of_the_18_joint_skeleton_by_hand():
     perm, sign = BODY18.paf_flip
     limbs = [(BODY18.keypoints[a], BODY18.keypoints[b]) for a, b in BODY18.limbs]
     neck_right_hip, neck_left_hip = limbs.index(("neck", "right_hip")), limbs.index(("neck", "left_hip"))
-    assert list(perm[2 * neck_right_hip:2 * neck_right_hip + 2]) == [2 * neck_left_hip, 2 * neck_left_hip + 1]
-    assert list(sign[2 * neck_right_hip:2 * neck_right_hip + 2]) == [-1.0, 1.0]
+    assert list(perm[2 * neck_right_hip : 2 * neck_right_hip + 2]) == [2 * neck_left_hip, 2 * neck_left_hip + 1]
+    assert list(sign[2 * neck_right_hip : 2 * neck_right_hip + 2]) == [-1.0, 1.0]
     neck_nose = limbs.index(("neck", "nose"))
-    assert list(perm[2 * neck_nose:2 * neck_nose + 2]) == [2 * neck_nose, 2 * neck_nose + 1]
-    assert list(sign[2 * neck_nose:2 * neck_nose + 2]) == [-1.0, 1.0]
+    assert list(perm[2 * neck_nose : 2 * neck_nose + 2]) == [2 * neck_nose, 2 * neck_nose + 1]
+    assert list(sign[2 * neck_nose : 2 * neck_nose + 2]) == [-1.0, 1.0]
     np.testing.assert_array_equal(perm[perm], np.arange(perm.size))
     np.testing.assert_array_equal(BODY18.heatmap_flip_permutation[-1], BODY18.num_keypoints)
 

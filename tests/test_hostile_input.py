@@ -61,8 +61,10 @@ def last_status(folder: Path):
 def mounted_tmpfs(where: Path, size_kib: int = 1024, read_only: bool = False, fill=None):
     """A tmpfs at ``where`` (``fill(where)`` populates it first); remounted read-only if asked."""
     where.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root); the file-system fault tests need one")
     try:
         if fill:
@@ -82,7 +84,11 @@ def fill_disk(where: Path) -> None:
 
 
 PERSON = {
-    "category_id": 1, "iscrowd": 0, "area": 5000.0, "bbox": [20.0, 20.0, 60.0, 100.0], "num_keypoints": 10,
+    "category_id": 1,
+    "iscrowd": 0,
+    "area": 5000.0,
+    "bbox": [20.0, 20.0, 60.0, 100.0],
+    "num_keypoints": 10,
     "segmentation": [[20, 20, 80, 20, 80, 120, 20, 120]],
     "keypoints": [v for k in range(17) for v in ((30 + 2 * k, 30 + 5 * k, 2) if k < 10 else (0, 0, 0))],
 }
@@ -97,8 +103,9 @@ def write_dataset(folder: Path, images, annotations, real_image: bool = True):
     annotation_file = folder / "annotations.json"
     for index, annotation in enumerate(annotations):
         annotation.setdefault("id", index + 1)
-    annotation_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                           "categories": [{"id": 1, "name": "person"}]}))
+    annotation_file.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]})
+    )
     return write_dataset_spec(folder, image_dir, annotation_file)
 
 
@@ -111,8 +118,19 @@ def person(image_id, **changes):
 
 
 def convert(spec, folder, *extra):
-    return run("dataset_convert", "-d", spec, "-o", folder / "out" / "train", "-r", folder / "results",
-               "--generate_masks", "--workers", "1", *extra)
+    return run(
+        "dataset_convert",
+        "-d",
+        spec,
+        "-o",
+        folder / "out" / "train",
+        "-r",
+        folder / "results",
+        "--generate_masks",
+        "--workers",
+        "1",
+        *extra,
+    )
 
 
 # --------------------------------------------------------------------------- 1. writes outside the dataset
@@ -129,8 +147,14 @@ def test_convert_never_writes_outside_the_mask_folder_nor_over_a_file_it_did_not
     mask_root.mkdir()
     (mask_root / "notes.png").write_text("a file of the user's, named like a mask")
     (mask_root / "link").symlink_to(outside, target_is_directory=True)
-    images = [image(1, "a.jpg"), image(2, "../outside/victim.txt"), image(3, str(absolute_target)),
-              image(4, "notes.jpg"), image(5, "link/b.jpg"), image(6, f"{'../' * 12}tmp/escape-{tmp_path.name}.jpg")]
+    images = [
+        image(1, "a.jpg"),
+        image(2, "../outside/victim.txt"),
+        image(3, str(absolute_target)),
+        image(4, "notes.jpg"),
+        image(5, "link/b.jpg"),
+        image(6, f"{'../' * 12}tmp/escape-{tmp_path.name}.jpg"),
+    ]
     spec = write_dataset(tmp_path, images, [person(i) for i in range(1, 7)])
     before = snapshot(tmp_path, skip=[tmp_path / "out", tmp_path / "results", mask_root])
 
@@ -171,17 +195,28 @@ def test_sample_calibration_images_reads_nothing_outside_the_image_folder(tmp_pa
     images_dir.mkdir()
     cv2.imwrite(str(images_dir / "good.jpg"), np.zeros((8, 8, 3), np.uint8))
     annotation_file = tmp_path / "annotations.json"
-    annotation_file.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "../secret.txt"}, {"id": 2, "file_name": str(secret)},
-                   {"id": 3, "file_name": "good.jpg"}],
-        "annotations": [{"image_id": 1, "num_keypoints": 5}, {"image_id": 2, "num_keypoints": 5},
-                        {"image_id": 3, "num_keypoints": 5}, {"num_keypoints": 5}, {"image_id": [1], "num_keypoints": 3}],
-    }))
+    annotation_file.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": 1, "file_name": "../secret.txt"},
+                    {"id": 2, "file_name": str(secret)},
+                    {"id": 3, "file_name": "good.jpg"},
+                ],
+                "annotations": [
+                    {"image_id": 1, "num_keypoints": 5},
+                    {"image_id": 2, "num_keypoints": 5},
+                    {"image_id": 3, "num_keypoints": 5},
+                    {"num_keypoints": 5},
+                    {"image_id": [1], "num_keypoints": 3},
+                ],
+            }
+        )
+    )
     result = run("sample_calibration_images", "-a", annotation_file, "-i", images_dir, "-o", tmp_path / "out", "-n", "1")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.jpg"]
-    too_many = run("sample_calibration_images", "-a", annotation_file, "-i", images_dir, "-o", tmp_path / "out2",
-                   "-n", "2")
+    too_many = run("sample_calibration_images", "-a", annotation_file, "-i", images_dir, "-o", tmp_path / "out2", "-n", "2")
     assert_one_line_error(too_many, "only 1 images")
     assert not any(p.name == "secret.txt" for p in tmp_path.rglob("*") if p != secret)
 
@@ -191,8 +226,7 @@ def test_sample_calibration_images_reads_nothing_outside_the_image_folder(tmp_pa
 
 def test_duplicate_image_ids_are_skipped_and_counted(tmp_path):
     cv2.imwrite(str(tmp_path / "b.jpg"), np.zeros((200, 160, 3), np.uint8))
-    spec = write_dataset(tmp_path, [image(1, "a.jpg"), image(1, "b.jpg"), image(2, "a.jpg")],
-                         [person(1), person(2)])
+    spec = write_dataset(tmp_path, [image(1, "a.jpg"), image(1, "b.jpg"), image(2, "a.jpg")], [person(1), person(2)])
     result = convert(spec, tmp_path)
     assert result.exit_code == 0, result.output
     assert "2 image id used by several image entries" in result.stdout
@@ -221,8 +255,13 @@ def test_malformed_annotations_are_skipped_and_counted_not_crashing(tmp_path):
     result = convert(spec, tmp_path)
     assert result.exit_code == 0, result.output
     assert f"{len(BAD_ANNOTATIONS)} bad annotations skipped" in result.stdout
-    for reason in ("RLE counts are malformed", "RLE size is not the image's", "polygon lies far outside",
-                   "iscrowd is not 0 or 1", "bbox has zero width or height"):
+    for reason in (
+        "RLE counts are malformed",
+        "RLE size is not the image's",
+        "polygon lies far outside",
+        "iscrowd is not 0 or 1",
+        "bbox has zero width or height",
+    ):
         assert reason in result.stdout
     assert "1 records" in result.stdout
 
@@ -270,32 +309,49 @@ def test_a_yaml_alias_bomb_and_duplicate_keys_are_refused(tiny_model, tmp_path):
     assert_one_line_error(result, str(bomb), "anchors")
     duplicate = tmp_path / "duplicate.yaml"
     duplicate.write_text(infer.read_text() + "heatmap_threshold: 0.5\n")
-    assert_one_line_error(run("inference", "-i", duplicate, "--input", "x.jpg", "--results_dir", tmp_path / "r2"),
-                          str(duplicate), "'heatmap_threshold' is given twice")
+    assert_one_line_error(
+        run("inference", "-i", duplicate, "--input", "x.jpg", "--results_dir", tmp_path / "r2"),
+        str(duplicate),
+        "'heatmap_threshold' is given twice",
+    )
 
 
 # --------------------------------------------------------------------------- 4, 8. spec values that fail later
 
 
-@pytest.mark.parametrize("changes, fragments", [
-    ({"summary_every_n_steps": 0}, ["summary_every_n_steps", "must be >= 1"]),
-    ({"random_seed": -1}, ["random_seed", "[0, 2^32)"]),
-    ({"dataloader.augmentation_config.spatial_aug_params.translate_max_x": float("inf")},
-     ["translate_max_x", "finite"]),
-    ({"dataloader.pose_config.target_shape": [16, 16]}, ["target_shape", "stride of 4", "model's is 8"]),
-    ({"optimizer.learning_rate_schedule": {"__class_name__": "BpNetExponentialDecayLRSchedule", "learning_rate": -0.1,
-                                           "decay_epochs": 1.0, "decay_rate": 0.5}}, ["learning_rate", "positive"]),
-])
+@pytest.mark.parametrize(
+    "changes, fragments",
+    [
+        ({"summary_every_n_steps": 0}, ["summary_every_n_steps", "must be >= 1"]),
+        ({"random_seed": -1}, ["random_seed", "[0, 2^32)"]),
+        ({"dataloader.augmentation_config.spatial_aug_params.translate_max_x": float("inf")}, ["translate_max_x", "finite"]),
+        ({"dataloader.pose_config.target_shape": [16, 16]}, ["target_shape", "stride of 4", "model's is 8"]),
+        (
+            {
+                "optimizer.learning_rate_schedule": {
+                    "__class_name__": "BpNetExponentialDecayLRSchedule",
+                    "learning_rate": -0.1,
+                    "decay_epochs": 1.0,
+                    "decay_rate": 0.5,
+                }
+            },
+            ["learning_rate", "positive"],
+        ),
+    ],
+)
 def test_train_spec_values_that_could_only_fail_later_are_refused(tmp_path, changes, fragments):
     spec = write_train_spec(tmp_path, tmp_path, tmp_path / "dataset.json", height=64, width=64, target=8, **changes)
     result = run("train", "-e", spec, "-r", tmp_path / "run")
     assert_one_line_error(result, str(spec), *fragments)
 
 
-@pytest.mark.parametrize("line, fragments", [
-    ("heatmap_threshold: .nan", ["heatmap_threshold", "finite"]),
-    ("paf_threshold: -0.5", ["paf_threshold", "[0, 1]"]),
-])
+@pytest.mark.parametrize(
+    "line, fragments",
+    [
+        ("heatmap_threshold: .nan", ["heatmap_threshold", "finite"]),
+        ("paf_threshold: -0.5", ["paf_threshold", "[0, 1]"]),
+    ],
+)
 def test_inference_spec_thresholds_must_be_real_and_in_range(tiny_model, tmp_path, line, fragments):
     _, infer = tiny_model
     bad = tmp_path / "infer.yaml"
@@ -307,8 +363,15 @@ def test_inference_spec_thresholds_must_be_real_and_in_range(tiny_model, tmp_pat
 
 
 def test_wrong_heat_channels_and_missing_images_are_one_line_errors_with_failure_status(tmp_path, coco_mini_records):
-    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64,
-                            target=8, **{"model.heat_channels": 7, "validation_every_n_epoch": 0})
+    spec = write_train_spec(
+        tmp_path,
+        coco_mini_records,
+        coco_mini_records / "dataset_spec.json",
+        height=64,
+        width=64,
+        target=8,
+        **{"model.heat_channels": 7, "validation_every_n_epoch": 0},
+    )
     result = run("train", "-e", spec, "-r", tmp_path / "run")
     assert_one_line_error(result, str(spec), "heat_channels is 7", "needs 19")
     assert last_status(tmp_path / "run")["status"] == "FAILURE"
@@ -316,10 +379,22 @@ def test_wrong_heat_channels_and_missing_images_are_one_line_errors_with_failure
     dataset_spec = write_dataset(tmp_path / "data", [image(1, "a.jpg")], [person(1)])
     assert convert(dataset_spec, tmp_path / "data").exit_code == 0
     (tmp_path / "data" / "images" / "a.jpg").unlink()
-    spec = write_train_spec(tmp_path, tmp_path / "data" / "out", dataset_spec, height=64, width=64, target=8,
-                            **{"dataloader.batch_size": 1, "model.stages": 1, "model.width_multiplier": 0.125,
-                               "validation_every_n_epoch": 0, "dataloader.shuffle_buffer_size": 1,
-                               "dataloader.dataset_config.train_records_path": ["train-fold-000-of-001"]})
+    spec = write_train_spec(
+        tmp_path,
+        tmp_path / "data" / "out",
+        dataset_spec,
+        height=64,
+        width=64,
+        target=8,
+        **{
+            "dataloader.batch_size": 1,
+            "model.stages": 1,
+            "model.width_multiplier": 0.125,
+            "validation_every_n_epoch": 0,
+            "dataloader.shuffle_buffer_size": 1,
+            "dataloader.dataset_config.train_records_path": ["train-fold-000-of-001"],
+        },
+    )
     result = run("train", "-e", spec, "-r", tmp_path / "run2")
     assert_one_line_error(result, "a.jpg", "cannot read image")
     assert last_status(tmp_path / "run2")["status"] == "FAILURE"
@@ -340,8 +415,17 @@ def test_a_keras_model_with_empty_or_bad_metadata_is_a_one_line_error(tiny_model
                     info = json.loads(data)
                     data = payload if payload is not None else json.dumps({**info, "stride": 0})
                 target.writestr(item, data)
-        result = run("inference", "-i", infer, "-m", crafted, "--input", SHARED_DATA / "media" / "messi5.jpg",
-                     "--results_dir", tmp_path / name)
+        result = run(
+            "inference",
+            "-i",
+            infer,
+            "-m",
+            crafted,
+            "--input",
+            SHARED_DATA / "media" / "messi5.jpg",
+            "--results_dir",
+            tmp_path / name,
+        )
         assert_one_line_error(result, str(crafted), "bpnet.json", "skeleton: missing" if name == "empty" else "stride")
         assert last_status(tmp_path / name)["status"] == "FAILURE"
 
@@ -359,8 +443,17 @@ def test_an_onnx_model_whose_outputs_do_not_fit_its_metadata_is_a_one_line_error
             metadata["outputs"]["paf"]["name"] = metadata["outputs"]["heatmap"]["name"]
             entry.value = json.dumps(metadata)
     onnx.save(proto, str(tmp_path / "crafted.onnx"))
-    result = run("inference", "-i", infer, "-m", tmp_path / "crafted.onnx", "--input",
-                 SHARED_DATA / "media" / "messi5.jpg", "--results_dir", tmp_path / "r")
+    result = run(
+        "inference",
+        "-i",
+        infer,
+        "-m",
+        tmp_path / "crafted.onnx",
+        "--input",
+        SHARED_DATA / "media" / "messi5.jpg",
+        "--results_dir",
+        tmp_path / "r",
+    )
     assert_one_line_error(result, "crafted.onnx", "has 19 channels", "PAF")
 
 
@@ -369,16 +462,41 @@ def test_pruning_everything_keeps_a_working_model(tiny_model, tmp_path):
     output = tmp_path / "pruned.keras"
     result = run("prune", "-m", folder / "run" / "bpnet_model.keras", "-o", output, "-pth", "1000", "-nf", "0")
     assert result.exit_code == 0, result.output
-    assert run("inference", "-i", infer, "-m", output, "--input", SHARED_DATA / "media" / "messi5.jpg",
-               "--results_dir", tmp_path / "r").exit_code == 0
+    assert (
+        run(
+            "inference",
+            "-i",
+            infer,
+            "-m",
+            output,
+            "--input",
+            SHARED_DATA / "media" / "messi5.jpg",
+            "--results_dir",
+            tmp_path / "r",
+        ).exit_code
+        == 0
+    )
 
 
 def test_a_pickled_calibration_file_is_refused_not_loaded(tiny_model, tmp_path):
     folder, _ = tiny_model
     pickled = tmp_path / "cal.npy"
     np.save(pickled, np.array([{"not": "an array"}], dtype=object), allow_pickle=True)
-    result = run("export", "-m", folder / "run" / "bpnet_model.keras", "-o", tmp_path / "m.onnx", "--data_type", "int8",
-                 "--cal_data_file", pickled, "-d", "32,32,3", "--batches", "1")
+    result = run(
+        "export",
+        "-m",
+        folder / "run" / "bpnet_model.keras",
+        "-o",
+        tmp_path / "m.onnx",
+        "--data_type",
+        "int8",
+        "--cal_data_file",
+        pickled,
+        "-d",
+        "32,32,3",
+        "--batches",
+        "1",
+    )
     assert_one_line_error(result, str(pickled), "--cal_data_file")
 
 
@@ -391,8 +509,15 @@ def test_a_read_only_results_folder_is_a_one_line_error(tiny_model, tmp_path, co
     model = folder / "run" / "bpnet_model.keras"
     with mounted_tmpfs(tmp_path / "ro", read_only=True) as read_only:
         args = {
-            "inference": ["inference", "-i", infer, "--input", SHARED_DATA / "media" / "messi5.jpg",
-                          "--results_dir", read_only / "out"],
+            "inference": [
+                "inference",
+                "-i",
+                infer,
+                "--input",
+                SHARED_DATA / "media" / "messi5.jpg",
+                "--results_dir",
+                read_only / "out",
+            ],
             "export": ["export", "-m", model, "-o", read_only / "model.onnx"],
             "prune": ["prune", "-m", model, "-o", read_only / "pruned.keras"],
         }[command]
@@ -411,16 +536,38 @@ def test_a_full_disk_is_a_one_line_error_and_a_failure_status(tiny_model, coco_m
         elif command == "inference":  # the renderings fill the disk, status.json and the journal do not
             status_dir = tmp_path / "out"
             with mounted_tmpfs(status_dir / "images_annotated", size_kib=64, fill=fill_disk):
-                result = run("inference", "-i", infer, "--input_type", "dir", "--input", COCO_MINI / "train2017",
-                             "--results_dir", status_dir, "--dump_visualizations")
+                result = run(
+                    "inference",
+                    "-i",
+                    infer,
+                    "--input_type",
+                    "dir",
+                    "--input",
+                    COCO_MINI / "train2017",
+                    "--results_dir",
+                    status_dir,
+                    "--dump_visualizations",
+                )
         elif command == "dataset_convert":
             spec = write_dataset(tmp_path / "data", [image(1, "a.jpg")], [person(1)])
             result = run("dataset_convert", "-d", spec, "-o", full / "train", "-r", status_dir, "--workers", "1")
         else:
-            spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64,
-                                    width=64, target=8, **{"dataloader.batch_size": 16, "model.stages": 1,
-                                                           "model.width_multiplier": 0.125, "num_epoch": 1,
-                                                           "checkpoint_n_epoch": 1, "validation_every_n_epoch": 0})
+            spec = write_train_spec(
+                tmp_path,
+                coco_mini_records,
+                coco_mini_records / "dataset_spec.json",
+                height=64,
+                width=64,
+                target=8,
+                **{
+                    "dataloader.batch_size": 16,
+                    "model.stages": 1,
+                    "model.width_multiplier": 0.125,
+                    "num_epoch": 1,
+                    "checkpoint_n_epoch": 1,
+                    "validation_every_n_epoch": 0,
+                },
+            )
             status_dir = tmp_path / "run"
             (status_dir / "checkpoints").mkdir(parents=True)
             with mounted_tmpfs(status_dir / "checkpoints", size_kib=64, fill=fill_disk):
@@ -434,8 +581,9 @@ def test_a_full_disk_is_a_one_line_error_and_a_failure_status(tiny_model, coco_m
 
 
 def _bpnet(*args):
-    return subprocess.Popen([sys.executable, "-m", "bpnet", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bpnet", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _kill_when(process, ready, timeout=240):
@@ -520,16 +668,30 @@ def test_kill_9_during_video_inference_leaves_no_corrupt_video_and_a_rerun_has_e
 def test_the_epoch_model_is_recreated_on_resume_when_a_kill_interrupted_its_saving(tmp_path, coco_mini_records):
     from bpnet.train.trainer import train
 
-    changes = {"dataloader.batch_size": 16, "model.stages": 1, "model.width_multiplier": 0.125,
-               "validation_every_n_epoch": 0, "num_epoch": 1, "checkpoint_n_epoch": 1}
-    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64,
-                            target=8, **changes)
+    changes = {
+        "dataloader.batch_size": 16,
+        "model.stages": 1,
+        "model.width_multiplier": 0.125,
+        "validation_every_n_epoch": 0,
+        "num_epoch": 1,
+        "checkpoint_n_epoch": 1,
+    }
+    spec = write_train_spec(
+        tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64, target=8, **changes
+    )
     run_dir = tmp_path / "run"
     train(str(spec), str(run_dir), progress=False)
     (run_dir / "model.epoch-0001.keras").unlink()
     (run_dir / f".model.epoch-0001{TEMPORARY_MARK}999999999-x.keras").write_bytes(b"half a model")
-    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64,
-                            target=8, **{**changes, "num_epoch": 2})
+    spec = write_train_spec(
+        tmp_path,
+        coco_mini_records,
+        coco_mini_records / "dataset_spec.json",
+        height=64,
+        width=64,
+        target=8,
+        **{**changes, "num_epoch": 2},
+    )
     train(str(spec), str(run_dir), progress=False)
     assert (run_dir / "model.epoch-0001.keras").is_file() and (run_dir / "model.epoch-0002.keras").is_file()
     assert not [p for p in run_dir.iterdir() if TEMPORARY_MARK in p.name]
@@ -549,10 +711,11 @@ def test_ctrl_c_writes_a_failure_status_and_keeps_the_journal(tiny_model, tmp_pa
         return original(self, image, source)
 
     monkeypatch.setattr(predict.Predictor, "predict_one", interrupted)
-    result = run("inference", "-i", infer, "--input_type", "dir", "--input", COCO_MINI / "train2017",
-                 "--results_dir", tmp_path / "out")
+    result = run(
+        "inference", "-i", infer, "--input_type", "dir", "--input", COCO_MINI / "train2017", "--results_dir", tmp_path / "out"
+    )
     assert result.exit_code == 130 and "Interrupted" in result.stderr
-    assert last_status(tmp_path / "out") ["status"] == "FAILURE"
+    assert last_status(tmp_path / "out")["status"] == "FAILURE"
     assert len((tmp_path / "out" / "detections.partial.jsonl").read_text().splitlines()) == 3
 
 
@@ -569,8 +732,11 @@ def _state_and_parent(pid: int):
 
 
 def _children(pid: int):
-    return [int(entry.name) for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and (_state_and_parent(int(entry.name)) or ("", 0))[1] == pid]
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and (_state_and_parent(int(entry.name)) or ("", 0))[1] == pid
+    ]
 
 
 def _running(pid: int) -> bool:
@@ -584,8 +750,7 @@ def test_convert_workers_die_with_their_parent(tmp_path):
     images = [image(i, f"img{i}.jpg", 3000, 3000) for i in range(1, count + 1)]
     annotations = [person(i, segmentation=[[20, 20, 2900, 30, 2800, 2900, 40, 2700]]) for i in range(1, count + 1)]
     spec = write_dataset(tmp_path, images, annotations)
-    process = _bpnet("dataset_convert", "-d", spec, "-o", tmp_path / "out" / "train", "--generate_masks",
-                     "--workers", "2")
+    process = _bpnet("dataset_convert", "-d", spec, "-o", tmp_path / "out" / "train", "--generate_masks", "--workers", "2")
     workers = []
 
     def started():
@@ -630,6 +795,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
 
 def test_a_zero_threshold_on_a_noisy_map_keeps_the_decoder_bounded():
     from bpnet.decode import DecoderParams, decode, find_peaks
+
     skeleton = BODY18
     rng = np.random.default_rng(0)
     heatmaps = rng.random((240, 240, skeleton.num_heatmap_channels)).astype(np.float32)

@@ -24,8 +24,13 @@ VGG = specs.BackboneAttributes(architecture="vgg", use_bias=False)
 
 def spec(cls=specs.BpNetLiteModelSpec, **changes):
     """The configuration of the reference's model unit tests (l2 5e-4 kernels, no bias regulariser)."""
-    params = dict(backbone_attributes=VGG, stages=3, regularization_type="l2", kernel_regularization_factor=5e-4,
-                  bias_regularization_factor=0.0)
+    params = dict(
+        backbone_attributes=VGG,
+        stages=3,
+        regularization_type="l2",
+        kernel_regularization_factor=5e-4,
+        bias_regularization_factor=0.0,
+    )
     params.update(changes)
     return cls(**params)
 
@@ -54,8 +59,18 @@ def test_counts_equal_the_reference_unit_tests(cls, stages, convs, params):
 def test_tlt_layer_names_and_output_layout():
     model = build_model(spec(use_self_attention=True, width_multiplier=0.125), BODY18)
     names = {layer.name for layer in model.layers}
-    for name in ("input_1", "block_1a_conv_1", "block_4b_conv_1", "block_6a_conv_1", "channel_reduction_conv",
-                 "stage1_paf_branch_out", "stage2_conv1", "stage3_paf_attention_conv", "heatmap_out", "paf_out"):
+    for name in (
+        "input_1",
+        "block_1a_conv_1",
+        "block_4b_conv_1",
+        "block_6a_conv_1",
+        "channel_reduction_conv",
+        "stage1_paf_branch_out",
+        "stage2_conv1",
+        "stage3_paf_attention_conv",
+        "heatmap_out",
+        "paf_out",
+    ):
         assert name in names
     outputs = model(np.zeros((1, 70, 45, 3), np.float32))
     heats, pafs = stage_outputs(outputs)
@@ -74,11 +89,17 @@ def test_any_skeleton_sets_the_channel_counts(tmp_path):
 
 
 def test_regularisers_follow_the_spec():
-    model = build_model(spec(regularization_type="l1", kernel_regularization_factor=1e-3, bias_regularization_factor=2e-3,
-                             width_multiplier=0.125), BODY18)
+    model = build_model(
+        spec(
+            regularization_type="l1", kernel_regularization_factor=1e-3, bias_regularization_factor=2e-3, width_multiplier=0.125
+        ),
+        BODY18,
+    )
     convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    expected = sum(1e-3 * np.abs(layer.kernel.numpy()).sum()
-                   + (2e-3 * np.abs(layer.bias.numpy()).sum() if layer.bias is not None else 0) for layer in convolutions)
+    expected = sum(
+        1e-3 * np.abs(layer.kernel.numpy()).sum() + (2e-3 * np.abs(layer.bias.numpy()).sum() if layer.bias is not None else 0)
+        for layer in convolutions
+    )
     np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-4)
 
 
@@ -166,8 +187,12 @@ def test_momentum_follows_tf1():
 
 
 def test_random_normal_heads_do_not_start_as_copies_of_each_other():
-    spec = specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2,
-                                    width_multiplier=0.125, kernel_initializer="random_normal")
+    spec = specs.BpNetLiteModelSpec(
+        backbone_attributes=specs.BackboneAttributes(architecture="vgg"),
+        stages=2,
+        width_multiplier=0.125,
+        kernel_initializer="random_normal",
+    )
     model = build_model(spec, BODY18)
     paf, cmap = model.get_layer("stage2_paf_conv6").kernel.numpy(), model.get_layer("stage2_cmap_conv6").kernel.numpy()
     assert paf.shape == cmap.shape and not np.array_equal(paf, cmap)

@@ -16,8 +16,15 @@ from .conftest import REPO_ROOT, write_train_spec
 
 @pytest.fixture
 def train_spec(tmp_path, coco_mini_records):
-    path = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=128,
-                            width=128, target=16, **{"dataloader.batch_size": 4})
+    path = write_train_spec(
+        tmp_path,
+        coco_mini_records,
+        coco_mini_records / "dataset_spec.json",
+        height=128,
+        width=128,
+        target=16,
+        **{"dataloader.batch_size": 4},
+    )
     return specs.load_train_spec(path)
 
 
@@ -62,6 +69,7 @@ def test_validation_pass_is_one_unaugmented_epoch(train_spec, coco_mini_records)
 
 def tlt_example(record) -> bytes:
     """A tf.train.Example built field by field exactly as TLT's converter writes it (§3.1)."""
+
     def int64(v):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
 
@@ -69,13 +77,17 @@ def tlt_example(record) -> bytes:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
 
     feature = {
-        "frame/image_id": int64(record.image_id), "frame/height": int64(record.height),
-        "frame/width": int64(record.width), "frame/image_path": raw(record.image_path.encode()),
-        "frame/mask_path": raw(record.mask_path.encode()), "dataset": raw(b"coco"),
+        "frame/image_id": int64(record.image_id),
+        "frame/height": int64(record.height),
+        "frame/width": int64(record.width),
+        "frame/image_path": raw(record.image_path.encode()),
+        "frame/mask_path": raw(record.mask_path.encode()),
+        "dataset": raw(b"coco"),
         "person/joints": raw(np.asarray(record.joints, np.float64).tobytes()),
         "person/scales": raw(np.asarray(record.scales, np.float64).tobytes()),
         "person/centers": raw(np.asarray(record.centers, np.float64).tobytes()),
-        "person/person_idx": int64(record.person_idx), "person/num_other_people": int64(record.num_persons - 1),
+        "person/person_idx": int64(record.person_idx),
+        "person/num_other_people": int64(record.num_persons - 1),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -93,15 +105,31 @@ def test_a_tlt_encoded_record_loads(train_spec, coco_mini_records, tmp_path):
 
 
 def test_any_skeleton(tmp_path, coco_mini_records):
-    pose = {"pose_config_type": "coco_17_no_neck", "categories": [{
-        "id": 1, "name": "person",
-        "keypoints": ["nose", "left_shoulder", "right_shoulder", "left_wrist", "right_wrist"],
-        "skeleton": [[1, 2], [1, 3], [2, 4], [3, 5]]}]}
+    pose = {
+        "pose_config_type": "coco_17_no_neck",
+        "categories": [
+            {
+                "id": 1,
+                "name": "person",
+                "keypoints": ["nose", "left_shoulder", "right_shoulder", "left_wrist", "right_wrist"],
+                "skeleton": [[1, 2], [1, 3], [2, 4], [3, 5]],
+            }
+        ],
+    }
     pose_path = tmp_path / "pose.json"
     pose_path.write_text(json.dumps(pose))
-    spec = specs.load_train_spec(write_train_spec(
-        tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=96, target=12,
-        pose_config=pose_path, **{"dataloader.batch_size": 2, "model.heat_channels": None, "model.paf_channels": None}))
+    spec = specs.load_train_spec(
+        write_train_spec(
+            tmp_path,
+            coco_mini_records,
+            coco_mini_records / "dataset_spec.json",
+            height=64,
+            width=96,
+            target=12,
+            pose_config=pose_path,
+            **{"dataloader.batch_size": 2, "model.heat_channels": None, "model.paf_channels": None},
+        )
+    )
     images, labels = first_batches(spec, 1)[0]
     assert images.shape == (2, 64, 96, 3)
     assert labels["heatmaps"].shape == (2, 8, 12, 6) and labels["pafs"].shape == (2, 8, 12, 8)
@@ -124,8 +152,7 @@ def test_dataset_inspect_writes_rendered_samples(tmp_path, coco_mini_records):
 
     from bpnet.cli import cli
 
-    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=128,
-                            width=96, target=12)
+    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=128, width=96, target=12)
     result = CliRunner().invoke(cli, ["dataset_inspect", "-e", str(spec), "-n", "3", "-o", str(tmp_path / "inspect")])
     assert result.exit_code == 0, result.output
     pictures = sorted((tmp_path / "inspect").glob("sample_*.png"))

@@ -35,8 +35,8 @@ def test_a_lit_pixel_lands_where_the_geometry_says(mode, size):
     on_grid = tuple(-(-side // INFO.stride) * INFO.stride for side in (geometry.input_size[1], geometry.input_size[0]))
     assert tensor.shape[:2] == on_grid  # padded bottom/right to the stride
     pad_value = PAD_VALUE / 256.0 - 0.5
-    np.testing.assert_allclose(tensor[geometry.input_size[1]:], pad_value)
-    np.testing.assert_allclose(tensor[:, geometry.input_size[0]:], pad_value)
+    np.testing.assert_allclose(tensor[geometry.input_size[1] :], pad_value)
+    np.testing.assert_allclose(tensor[:, geometry.input_size[0] :], pad_value)
     brightness = tensor.sum(axis=-1)
     y, x = np.unravel_index(np.argmax(brightness), brightness.shape)
     assert np.all(np.abs(np.array([x, y]) - forward(point, geometry)) <= 1.0)
@@ -73,8 +73,12 @@ class PerfectBackend:
         geometry = self.geometries[batch.shape[1:3]]
         joints = self.joints.copy()
         joints[..., :2] = np.stack(
-            [(joints[..., 0] + geometry.pad_x + 0.5) * geometry.scale_x - 0.5 + same_padding_shift(batch.shape[2]),
-             (joints[..., 1] + geometry.pad_y + 0.5) * geometry.scale_y - 0.5 + same_padding_shift(batch.shape[1])], -1)
+            [
+                (joints[..., 0] + geometry.pad_x + 0.5) * geometry.scale_x - 0.5 + same_padding_shift(batch.shape[2]),
+                (joints[..., 1] + geometry.pad_y + 0.5) * geometry.scale_y - 0.5 + same_padding_shift(batch.shape[1]),
+            ],
+            -1,
+        )
         shape = (-(-batch.shape[1] // 8), -(-batch.shape[2] // 8))
         heat = targets.heatmaps(joints, shape, 8, 7.0)
         paf = targets.pafs(joints, BODY18.limbs, shape, 8, 1.0)
@@ -82,9 +86,28 @@ class PerfectBackend:
 
 
 def standing_person(x, y, height):
-    offsets = np.array([[0, -0.45], [0, -0.35], [-0.12, -0.35], [-0.16, -0.15], [-0.18, 0.05], [0.12, -0.35],
-                        [0.16, -0.15], [0.18, 0.05], [-0.07, 0.05], [-0.08, 0.27], [-0.09, 0.5], [0.07, 0.05],
-                        [0.08, 0.27], [0.09, 0.5], [-0.03, -0.48], [0.03, -0.48], [-0.06, -0.46], [0.06, -0.46]])
+    offsets = np.array(
+        [
+            [0, -0.45],
+            [0, -0.35],
+            [-0.12, -0.35],
+            [-0.16, -0.15],
+            [-0.18, 0.05],
+            [0.12, -0.35],
+            [0.16, -0.15],
+            [0.18, 0.05],
+            [-0.07, 0.05],
+            [-0.08, 0.27],
+            [-0.09, 0.5],
+            [0.07, 0.05],
+            [0.08, 0.27],
+            [0.09, 0.5],
+            [-0.03, -0.48],
+            [0.03, -0.48],
+            [-0.06, -0.46],
+            [0.06, -0.46],
+        ]
+    )
     joints = np.zeros((18, 3))
     joints[:, :2] = np.array([x, y]) + offsets * height
     joints[:, 2] = Visibility.VISIBLE
@@ -96,8 +119,10 @@ def test_same_padding_shift_by_hand():
 
 
 @pytest.mark.parametrize("upsampling_mode", ["local", "full"])
-@pytest.mark.parametrize("mode, scales, width", [(m, (1.0,), w) for m in MODES for w in (600, 500)]
-                         + [("adjust_network_input", (0.75, 1.0, 1.25), 500)])
+@pytest.mark.parametrize(
+    "mode, scales, width",
+    [(m, (1.0,), w) for m in MODES for w in (600, 500)] + [("adjust_network_input", (0.75, 1.0, 1.25), 500)],
+)
 def test_predictor_maps_keypoints_back_to_the_original_image(mode, scales, width, upsampling_mode):
     """Input widths on the stride grid (adjust_network_input: 600 → 512) and off it (500 → 427, padded to 432):
     every keypoint within one input pixel, because the input is padded to the stride. Without the padding
@@ -106,8 +131,11 @@ def test_predictor_maps_keypoints_back_to_the_original_image(mode, scales, width
     image = np.zeros((300, width, 3), np.uint8)
     joints = np.stack([standing_person(150, 150, 220), standing_person(350, 160, 200)])
     backend = PerfectBackend(image, joints, mode, (256, 256), scales)
-    predictor = Predictor(backend, INFO, PredictorSettings(input_shape=(256, 256), keep_aspect_ratio_mode=mode,
-                                                           scales=scales, upsampling_mode=upsampling_mode))
+    predictor = Predictor(
+        backend,
+        INFO,
+        PredictorSettings(input_shape=(256, 256), keep_aspect_ratio_mode=mode, scales=scales, upsampling_mode=upsampling_mode),
+    )
     prediction = predictor.predict_one(image)
     assert len(prediction) == 2
     geometry = next(iter(backend.geometries.values()))
@@ -123,11 +151,15 @@ def test_evaluate_writes_tlt_outputs(tiny_model, coco_val_sample, tmp_path):
     folder, infer = tiny_model
     dataset = json.loads((REPO_ROOT / "data_pose_config" / "coco_spec.json").read_text())
     dataset["root_directory_path"] = str(tmp_path)
-    dataset["test_data"] = {"images_root_dir_path": str(coco_val_sample), "mask_root_dir_path": "m",
-                            "annotation_root_dir_path": str(coco_val_sample / "test_coco.json")}
+    dataset["test_data"] = {
+        "images_root_dir_path": str(coco_val_sample),
+        "mask_root_dir_path": "m",
+        "annotation_root_dir_path": str(coco_val_sample / "test_coco.json"),
+    }
     (tmp_path / "coco.json").write_text(json.dumps(dataset))
-    result = CliRunner().invoke(cli, ["evaluate", "-i", str(infer), "-d", str(tmp_path / "coco.json"),
-                                      "--results_dir", str(tmp_path / "eval")])
+    result = CliRunner().invoke(
+        cli, ["evaluate", "-i", str(infer), "-d", str(tmp_path / "coco.json"), "--results_dir", str(tmp_path / "eval")]
+    )
     assert result.exit_code == 0, result.output
     assert "AP_0.50:0.95_all" in result.stdout
     status = json.loads((tmp_path / "eval" / "status.json").read_text().splitlines()[-1])
@@ -152,8 +184,21 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
     for name in ("messi5.jpg", "astronaut.png"):
         shutil.copy(media / name, images / name)
     (images / "broken.jpg").write_bytes(b"not an image")
-    result = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "dir", "--input", str(images),
-                                      "--results_dir", str(tmp_path / "out"), "--dump_visualizations"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "inference",
+            "-i",
+            str(infer),
+            "--input_type",
+            "dir",
+            "--input",
+            str(images),
+            "--results_dir",
+            str(tmp_path / "out"),
+            "--dump_visualizations",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "2 inputs" in result.stdout and "1 skipped" in result.stdout and "broken.jpg: cannot read image" in caplog.text
     # sorted: astronaut.png (0), broken.jpg (1, skipped), messi5.jpg (2); renderings named like their inputs
@@ -161,28 +206,70 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert [entry["viz_id"] for entry in detections["images"]] == [0, 2]
     assert detections["inference_spec"]["model_path"] == str(folder / "run" / "bpnet_model.keras")
-    numbered = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "dir", "--input", str(images),
-                                        "--results_dir", str(tmp_path / "numbered"), "--dump_visualizations",
-                                        "--numbered_outputs"])
+    numbered = CliRunner().invoke(
+        cli,
+        [
+            "inference",
+            "-i",
+            str(infer),
+            "--input_type",
+            "dir",
+            "--input",
+            str(images),
+            "--results_dir",
+            str(tmp_path / "numbered"),
+            "--dump_visualizations",
+            "--numbered_outputs",
+        ],
+    )
     assert numbered.exit_code == 0, numbered.output
     assert sorted(p.name for p in (tmp_path / "numbered" / "images_annotated").iterdir()) == ["0.png", "2.png"]
-    video = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "video", "--input",
-                                     str(media / "demo.mp4"), "--results_dir", str(tmp_path / "video"),
-                                     "--dump_visualizations"])
+    video = CliRunner().invoke(
+        cli,
+        [
+            "inference",
+            "-i",
+            str(infer),
+            "--input_type",
+            "video",
+            "--input",
+            str(media / "demo.mp4"),
+            "--results_dir",
+            str(tmp_path / "video"),
+            "--dump_visualizations",
+        ],
+    )
     assert video.exit_code == 0, video.output
     capture = cv2.VideoCapture(str(tmp_path / "video" / "images_annotated" / "demo.mp4"))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     assert [e["frame"] for e in json.loads((tmp_path / "video" / "detections.json").read_text())["images"]] == [0, 1, 2, 3, 4]
-    short = CliRunner().invoke(cli, ["inference", "-i", str(infer), "--input_type", "video", "--input",
-                                     str(media / "demo.mp4"), "--results_dir", str(tmp_path / "short"), "--max_frames", "2"])
+    short = CliRunner().invoke(
+        cli,
+        [
+            "inference",
+            "-i",
+            str(infer),
+            "--input_type",
+            "video",
+            "--input",
+            str(media / "demo.mp4"),
+            "--results_dir",
+            str(tmp_path / "short"),
+            "--max_frames",
+            "2",
+        ],
+    )
     assert short.exit_code == 0, short.output
     assert [e["frame"] for e in json.loads((tmp_path / "short" / "detections.json").read_text())["images"]] == [0, 1]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input_type", "dir", "--input", "{empty}"], "no images"),
-    (["--input_type", "video", "--input", "{missing}.avi"], "cannot open the video"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input_type", "dir", "--input", "{empty}"], "no images"),
+        (["--input_type", "video", "--input", "{missing}.avi"], "cannot open the video"),
+    ],
+)
 def test_inference_bad_inputs(tiny_model, tmp_path, args, message):
     folder, infer = tiny_model
     (tmp_path / "empty").mkdir()
@@ -200,11 +287,26 @@ def test_a_model_whose_outputs_do_not_fit_the_skeleton(tiny_model, tmp_path):
     category = {"id": 1, "name": "p", "keypoints": ["a", "b", "c"], "skeleton": [[1, 2]]}
     pose = {"pose_config_type": "five", "categories": [category]}
     (tmp_path / "pose.json").write_text(json.dumps(pose))
-    spec = write_train_spec(tmp_path, folder, folder / "dataset_spec.json", pose_config=tmp_path / "pose.json",
-                            **{"model.heat_channels": None, "model.paf_channels": None})
+    spec = write_train_spec(
+        tmp_path,
+        folder,
+        folder / "dataset_spec.json",
+        pose_config=tmp_path / "pose.json",
+        **{"model.heat_channels": None, "model.paf_channels": None},
+    )
     (tmp_path / "infer.yaml").write_text(f"train_spec: {spec}\nmodel_path: {tmp_path / 'no_metadata.keras'}\n")
-    result = CliRunner().invoke(cli, ["inference", "-i", str(tmp_path / "infer.yaml"), "--input",
-                                      str(REPO_ROOT / "README.md"), "--results_dir", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "inference",
+            "-i",
+            str(tmp_path / "infer.yaml"),
+            "--input",
+            str(REPO_ROOT / "README.md"),
+            "--results_dir",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2 and "do not fit" not in result.stderr and "needs 4 and 2" in result.stderr
 
 

@@ -18,8 +18,13 @@ INFO = ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8)
 def small_model(two_branch: bool, attention: bool, seed: int = 0):
     """A 2-stage model at width 1/8 whose filter norms and batch-norm statistics are spread out at random."""
     kind = specs.BpNetModelSpec if two_branch else specs.BpNetLiteModelSpec
-    spec = kind(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2, width_multiplier=0.125,
-                use_self_attention=attention, kernel_initializer="xavier")
+    spec = kind(
+        backbone_attributes=specs.BackboneAttributes(architecture="vgg"),
+        stages=2,
+        width_multiplier=0.125,
+        use_self_attention=attention,
+        kernel_initializer="xavier",
+    )
     model = build_model(spec, BODY18)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -30,8 +35,12 @@ def small_model(two_branch: bool, attention: bool, seed: int = 0):
             weights[0] = weights[0] * rng.uniform(0.05, 1.0, weights[0].shape[-1])
             weights[1:] = [rng.normal(0, 0.05, w.shape).astype(np.float32) for w in weights[1:]]
         else:  # batch norm: gamma, beta, moving mean, moving variance
-            weights = [rng.uniform(0.5, 1.5, weights[0].shape), rng.normal(0, 0.1, weights[1].shape),
-                       rng.normal(0, 0.1, weights[2].shape), rng.uniform(0.5, 2.0, weights[3].shape)]
+            weights = [
+                rng.uniform(0.5, 1.5, weights[0].shape),
+                rng.normal(0, 0.1, weights[1].shape),
+                rng.normal(0, 0.1, weights[2].shape),
+                rng.uniform(0.5, 2.0, weights[3].shape),
+            ]
             weights = [w.astype(np.float32) for w in weights]
         layer.set_weights(weights)
     return model
@@ -108,8 +117,7 @@ def test_parameters_fall_monotonically_and_granularity_and_minimum_hold_per_laye
 
 def test_outputs_and_excluded_layers_keep_every_filter():
     model = small_model(two_branch=False, attention=False)
-    result = prune_model(model, PruneSettings(threshold=0.9, granularity=1, min_filters=1,
-                                              excluded_layers=("stage1_conv2",)))
+    result = prune_model(model, PruneSettings(threshold=0.9, granularity=1, min_filters=1, excluded_layers=("stage1_conv2",)))
     for name in ("stage1_conv2", "stage1_heat_branch_out", "stage1_paf_branch_out", "heatmap_out", "paf_out"):
         assert len(result.kept_filters[name]) == model.get_layer(name).filters, name
     assert [o.shape[-1] for o in result.model.outputs] == [19, 19, 38, 38]
@@ -118,8 +126,7 @@ def test_outputs_and_excluded_layers_keep_every_filter():
 def test_attention_inputs_keep_the_same_channels_for_every_equalization():
     model = small_model(two_branch=True, attention=True)
     for criterion in ("union", "intersection", "arithmetic_mean", "geometric_mean"):
-        result = prune_model(model, PruneSettings(threshold=0.5, granularity=1, min_filters=1,
-                                                  equalization_criterion=criterion))
+        result = prune_model(model, PruneSettings(threshold=0.5, granularity=1, min_filters=1, equalization_criterion=criterion))
         kept = result.kept_filters
         for branch in ("paf_branch", "heat_branch"):
             short = "paf" if branch == "paf_branch" else "cmap"
@@ -165,8 +172,24 @@ def test_cli_prune_saves_a_smaller_model_with_its_skeleton(tmp_path):
     source = tmp_path / "model.keras"
     save_model(small_model(False, False), str(source), INFO)
     runner = CliRunner()
-    result = runner.invoke(cli, ["prune", "-m", str(source), "-o", str(tmp_path / "pruned"), "-pth", "0.6",
-                                 "-pg", "2", "-nf", "2", "-r", str(tmp_path / "results")])
+    result = runner.invoke(
+        cli,
+        [
+            "prune",
+            "-m",
+            str(source),
+            "-o",
+            str(tmp_path / "pruned"),
+            "-pth",
+            "0.6",
+            "-pg",
+            "2",
+            "-nf",
+            "2",
+            "-r",
+            str(tmp_path / "results"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "parameters" in result.output and "pruned/original" in result.output
     pruned, info = load_model(str(tmp_path / "pruned.keras"))
@@ -183,36 +206,93 @@ def test_tlt_multi_value_excluded_layers_spelling():
     from bpnet.cli import expand_multi_value_options
 
     assert expand_multi_value_options(["prune", "-el", "a", "b", "-pth", "0.2", "-el", "c"]) == [
-        "prune", "-el", "a", "-el", "b", "-pth", "0.2", "-el", "c"]
+        "prune",
+        "-el",
+        "a",
+        "-el",
+        "b",
+        "-pth",
+        "0.2",
+        "-el",
+        "c",
+    ]
 
 
 @pytest.mark.integration
 def test_prune_retrain_with_load_graph_and_infer_end_to_end(tmp_path, coco_mini_records, coco_val_sample):
     from .conftest import write_train_spec
 
-    tiny = {"dataloader.batch_size": 8, "model.stages": 2, "model.width_multiplier": 0.125, "num_epoch": 1,
-            "checkpoint_n_epoch": 1, "validation_every_n_epoch": 0, "model.kernel_initializer": "xavier"}
-    spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64,
-                            target=8, **tiny)
+    tiny = {
+        "dataloader.batch_size": 8,
+        "model.stages": 2,
+        "model.width_multiplier": 0.125,
+        "num_epoch": 1,
+        "checkpoint_n_epoch": 1,
+        "validation_every_n_epoch": 0,
+        "model.kernel_initializer": "xavier",
+    }
+    spec = write_train_spec(
+        tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64, width=64, target=8, **tiny
+    )
     runner = CliRunner()
     trained = runner.invoke(cli, ["train", "-e", str(spec), "-r", str(tmp_path / "unpruned")])
     assert trained.exit_code == 0, trained.output
     pruned_path = tmp_path / "pruned" / "bpnet_model.pruned-0.5.hdf5"
-    pruned = runner.invoke(cli, ["prune", "-m", str(tmp_path / "unpruned" / "bpnet_model.keras"), "-o", str(pruned_path),
-                                 "-pth", "0.5", "-pg", "2", "-nf", "2", "-el", "block_1a_conv_1", "block_1b_conv_1"])
+    pruned = runner.invoke(
+        cli,
+        [
+            "prune",
+            "-m",
+            str(tmp_path / "unpruned" / "bpnet_model.keras"),
+            "-o",
+            str(pruned_path),
+            "-pth",
+            "0.5",
+            "-pg",
+            "2",
+            "-nf",
+            "2",
+            "-el",
+            "block_1a_conv_1",
+            "block_1b_conv_1",
+        ],
+    )
     assert pruned.exit_code == 0, pruned.output
     model, _ = load_model(str(pruned_path))
     assert model.get_layer("block_1a_conv_1").filters == 8 and model.get_layer("block_1b_conv_1").filters == 8
-    retrain_spec = write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64,
-                                    width=64, target=8, load_graph=True, pretrained_weights=str(pruned_path), **tiny)
+    retrain_spec = write_train_spec(
+        tmp_path,
+        coco_mini_records,
+        coco_mini_records / "dataset_spec.json",
+        height=64,
+        width=64,
+        target=8,
+        load_graph=True,
+        pretrained_weights=str(pruned_path),
+        **tiny,
+    )
     retrained = runner.invoke(cli, ["train", "-e", str(retrain_spec), "-r", str(tmp_path / "retrain")])
     assert retrained.exit_code == 0, retrained.output
     retrained_model, info = load_model(str(tmp_path / "retrain" / "bpnet_model.keras"))
     assert retrained_model.count_params() == model.count_params() and info == load_model(str(pruned_path))[1]
     infer = tmp_path / "infer.yaml"
-    infer.write_text(f"train_spec: {spec}\nmodel_path: {tmp_path / 'retrain' / 'bpnet_model.keras'}\n"
-                     "input_shape: [96, 96]\noutput_upsampling_factor: [8, 8]\n")
-    detected = runner.invoke(cli, ["inference", "-i", str(infer), "--input_type", "dir", "--input", str(coco_val_sample),
-                                   "--results_dir", str(tmp_path / "inference")])
+    infer.write_text(
+        f"train_spec: {spec}\nmodel_path: {tmp_path / 'retrain' / 'bpnet_model.keras'}\n"
+        "input_shape: [96, 96]\noutput_upsampling_factor: [8, 8]\n"
+    )
+    detected = runner.invoke(
+        cli,
+        [
+            "inference",
+            "-i",
+            str(infer),
+            "--input_type",
+            "dir",
+            "--input",
+            str(coco_val_sample),
+            "--results_dir",
+            str(tmp_path / "inference"),
+        ],
+    )
     assert detected.exit_code == 0, detected.output
     assert "4 inputs" in detected.output

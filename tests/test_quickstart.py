@@ -16,7 +16,8 @@ def test_the_shipped_quickstart_specs_load():
     train = load_train_spec(QUICKSTART_TRAIN_SPEC)
     assert train.model.width_multiplier < 1 and train.model.stages >= 1
     assert load_inference_spec(QUICKSTART_INFER_SPEC).input_shape == tuple(
-        getattr(train.dataloader.image_config.image_dims, side) for side in ("height", "width"))
+        getattr(train.dataloader.image_config.image_dims, side) for side in ("height", "width")
+    )
 
 
 def test_the_quickstart_retrain_spec_is_the_train_spec_retraining_the_pruned_model():
@@ -40,8 +41,14 @@ def _run(results_dir, *args):
 @pytest.mark.integration
 def test_a_shortened_quickstart_runs_every_step(tmp_path):
     output = _run(tmp_path, "--train_images", "8", "--val_images", "4", "--epochs", "1")
-    for line in ("synthesize train:", "dataset_convert train:", "dataset_convert test:", "train: 1 epochs",
-                 "AP_0.50:0.95_all", "rendered images"):
+    for line in (
+        "synthesize train:",
+        "dataset_convert train:",
+        "dataset_convert test:",
+        "train: 1 epochs",
+        "AP_0.50:0.95_all",
+        "rendered images",
+    ):
         assert line in output
     assert (tmp_path / "model" / "bpnet_model.keras").is_file()
     status = [json.loads(line) for line in (tmp_path / "evaluate" / "status.json").read_text().splitlines()]
@@ -50,17 +57,38 @@ def test_a_shortened_quickstart_runs_every_step(tmp_path):
     rerun = _run(tmp_path, "--train_images", "8", "--val_images", "4", "--epochs", "1")
     assert "synthesize train: kept" in rerun and "dataset_convert train: kept" in rerun
     runner = CliRunner()  # the pruning workflow of docs/quickstart.md, on this run's files
-    pruned = runner.invoke(cli, ["prune", "-m", str(tmp_path / "model" / "bpnet_model.keras"),
-                                 "-o", str(tmp_path / "pruned" / "bpnet_model.pruned.keras"), "-pth", "0.5"])
+    pruned = runner.invoke(
+        cli,
+        [
+            "prune",
+            "-m",
+            str(tmp_path / "model" / "bpnet_model.keras"),
+            "-o",
+            str(tmp_path / "pruned" / "bpnet_model.pruned.keras"),
+            "-pth",
+            "0.5",
+        ],
+    )
     assert pruned.exit_code == 0, pruned.output
     spec = yaml.safe_load((tmp_path / "specs" / "retrain.yaml").read_text())
     spec["num_epoch"] = spec["checkpoint_n_epoch"] = 1
     (tmp_path / "specs" / "retrain.yaml").write_text(yaml.safe_dump(spec))
     retrained = runner.invoke(cli, ["train", "-e", str(tmp_path / "specs" / "retrain.yaml"), "-r", str(tmp_path / "retrain")])
     assert retrained.exit_code == 0, retrained.output
-    evaluated = runner.invoke(cli, ["evaluate", "-i", str(tmp_path / "specs" / "infer.yaml"), "-m",
-                                    str(tmp_path / "retrain" / "bpnet_model.keras"), "-d",
-                                    str(tmp_path / "data" / "dataset_spec.json"), "--results_dir", str(tmp_path / "ev")])
+    evaluated = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            "-i",
+            str(tmp_path / "specs" / "infer.yaml"),
+            "-m",
+            str(tmp_path / "retrain" / "bpnet_model.keras"),
+            "-d",
+            str(tmp_path / "data" / "dataset_spec.json"),
+            "--results_dir",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert evaluated.exit_code == 0 and "AP_0.50:0.95_all" in evaluated.output, evaluated.output
 
 

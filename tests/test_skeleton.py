@@ -79,18 +79,24 @@ def test_unknown_visibility_value_is_an_error():
 # one of the model's keypoints, and has no shoulders (so no neck can be made).
 ANIMAL_POSE = {
     "pose_config_type": "quadruped_7",
-    "categories": [{
-        "id": 1, "name": "animal",
-        "keypoints": ["snout", "neck", "left_front_paw", "right_front_paw", "left_hind_paw", "right_hind_paw", "tail"],
-        "skeleton": [[2, 1], [2, 3], [2, 4], [2, 7], [7, 5], [7, 6]],
-    }],
+    "categories": [
+        {
+            "id": 1,
+            "name": "animal",
+            "keypoints": ["snout", "neck", "left_front_paw", "right_front_paw", "left_hind_paw", "right_hind_paw", "tail"],
+            "skeleton": [[2, 1], [2, 3], [2, 4], [2, 7], [7, 5], [7, 6]],
+        }
+    ],
 }
 ANIMAL_DATASET_CATEGORY = specs.Category(
-    id=3, name="animal", keypoints=("tail", "right_hind_paw", "left_hind_paw", "right_front_paw", "left_front_paw", "snout"),
+    id=3,
+    name="animal",
+    keypoints=("tail", "right_hind_paw", "left_hind_paw", "right_front_paw", "left_front_paw", "snout"),
     skeleton=((6, 5), (6, 4)),
 )
-ANIMAL_FLAGS = specs.VisibilityFlags(value={"seen": 1, "hidden": 2, "absent": 0},
-                                     mapping={"seen": "visible", "hidden": "occluded", "absent": "not_labeled"})
+ANIMAL_FLAGS = specs.VisibilityFlags(
+    value={"seen": 1, "hidden": 2, "absent": 0}, mapping={"seen": "visible", "hidden": "occluded", "absent": "not_labeled"}
+)
 
 
 def test_a_different_skeleton(tmp_path):

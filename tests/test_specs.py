@@ -119,21 +119,36 @@ def test_misspelled_key_names_its_path_and_suggests(tmp_path):
     "mutate, path, expected",
     [
         (lambda d: d["dataloader"].__setitem__("batch_size", "ten"), "dataloader.batch_size", "expected an integer"),
-        (lambda d: d["model"].__setitem__("regularization_type", "l3"), "model.regularization_type",
-         "one of 'l1', 'l2', 'l1_l2'"),
-        (lambda d: d["dataloader"]["pose_config"].__setitem__("target_shape", [32]), "dataloader.pose_config.target_shape",
-         "a list of 2 values"),
+        (
+            lambda d: d["model"].__setitem__("regularization_type", "l3"),
+            "model.regularization_type",
+            "one of 'l1', 'l2', 'l1_l2'",
+        ),
+        (
+            lambda d: d["dataloader"]["pose_config"].__setitem__("target_shape", [32]),
+            "dataloader.pose_config.target_shape",
+            "a list of 2 values",
+        ),
         (lambda d: d["dataloader"].__setitem__("batch_size", 0), "dataloader.batch_size", "must be positive"),
         (lambda d: d.__setitem__("checkpoint_n_epoch", 3), "checkpoint_n_epoch", "divide num_epoch"),
-        (lambda d: d["dataloader"]["augmentation_config"]["spatial_aug_params"].__setitem__("flip_lr_prob", 1.5),
-         "dataloader.augmentation_config.spatial_aug_params.flip_lr_prob", "must be in [0, 1]"),
-        (lambda d: d["model"].__setitem__("__class_name__", "BpNetLiteModle"), "model.__class_name__",
-         "did you mean 'BpNetLiteModel'"),
+        (
+            lambda d: d["dataloader"]["augmentation_config"]["spatial_aug_params"].__setitem__("flip_lr_prob", 1.5),
+            "dataloader.augmentation_config.spatial_aug_params.flip_lr_prob",
+            "must be in [0, 1]",
+        ),
+        (
+            lambda d: d["model"].__setitem__("__class_name__", "BpNetLiteModle"),
+            "model.__class_name__",
+            "did you mean 'BpNetLiteModel'",
+        ),
         (lambda d: d["model"].pop("__class_name__"), "model", "missing __class_name__"),
         (lambda d: d.__setitem__("__class_name__", "BpNetEvaluator"), "__class_name__", "expected 'BpNetTrainer'"),
         (lambda d: d["dataloader"].pop("batch_size"), "dataloader", "missing required key 'batch_size'"),
-        (lambda d: d["dataloader"]["image_config"]["image_dims"].__setitem__("height", 260),
-         "dataloader.pose_config.target_shape", "must divide"),
+        (
+            lambda d: d["dataloader"]["image_config"]["image_dims"].__setitem__("height", 260),
+            "dataloader.pose_config.target_shape",
+            "must divide",
+        ),
     ],
 )
 def test_wrong_values_name_their_path(tmp_path, mutate, path, expected):

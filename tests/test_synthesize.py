@@ -16,8 +16,11 @@ from bpnet.synthesize import COCO_KEYPOINTS, MAX_HIDDEN_KEYPOINTS, annotate, ren
 
 
 def _digests(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
@@ -37,7 +40,7 @@ def test_keypoints_lie_on_their_figure_and_occlusion_is_exact(index):
     assert len(annotations) == len(figures)
     for depth, (figure, annotation) in enumerate(zip(figures, annotations)):
         keypoints = np.array(annotation["keypoints"], dtype=np.float64).reshape(17, 3)
-        in_front = [f.silhouette for f in figures[depth + 1:]]
+        in_front = [f.silhouette for f in figures[depth + 1 :]]
         for (x, y, v), true_xy in zip(keypoints, figure.keypoints):
             inside = 0 <= true_xy[0] <= width - 1 and 0 <= true_xy[1] <= height - 1
             if not figure.labeled or not inside:

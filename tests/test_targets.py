@@ -45,7 +45,7 @@ def slow_targets(joints, limbs, shape, stride, sigma, half_width):
                         total += (ux, uy)
                         count += 1
                 if count:
-                    paf[row, col, 2 * limb: 2 * limb + 2] = total / count
+                    paf[row, col, 2 * limb : 2 * limb + 2] = total / count
     return heat, paf
 
 
@@ -86,9 +86,9 @@ def test_overlapping_limbs_are_averaged_not_overwritten():
     joints[1, neck], joints[1, hip] = (60, 20, 0), (60, 100, 1)  # vertical limb crossing it
     _, paf = assert_equal_to_slow(joints, (16, 16))
     limb = BODY18.limbs.index((neck, hip))
-    crossing = paf[7, 7, 2 * limb: 2 * limb + 2]  # cell centre (59.5, 59.5), inside both bands
+    crossing = paf[7, 7, 2 * limb : 2 * limb + 2]  # cell centre (59.5, 59.5), inside both bands
     np.testing.assert_allclose(crossing, [0.5, 0.5], atol=1e-6)
-    np.testing.assert_allclose(paf[7, 3, 2 * limb: 2 * limb + 2], [1, 0], atol=1e-6)  # only the first person
+    np.testing.assert_allclose(paf[7, 3, 2 * limb : 2 * limb + 2], [1, 0], atol=1e-6)  # only the first person
 
 
 def test_a_person_partly_outside_the_canvas():
@@ -129,5 +129,8 @@ def test_the_benchmark_baseline_computes_the_same_targets():
     joints = random_people(np.random.default_rng(9), 5, 128)
     expected = loop_heatmaps(joints, (16, 16), STRIDE, SIGMA)
     np.testing.assert_allclose(expected, targets.heatmaps(joints, (16, 16), STRIDE, SIGMA), atol=1e-5)
-    np.testing.assert_allclose(loop_pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH),
-                               targets.pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH), atol=1e-5)
+    np.testing.assert_allclose(
+        loop_pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH),
+        targets.pafs(joints, BODY18.limbs, (16, 16), STRIDE, HALF_WIDTH),
+        atol=1e-5,
+    )

@@ -26,9 +26,15 @@ from .conftest import REPO_ROOT, write_train_spec
 
 BODY18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "bpnet_18joints.json"))
 TINY = {
-    "dataloader.batch_size": 4, "model.stages": 2, "model.width_multiplier": 0.125,
-    "model.kernel_regularization_factor": 1e-6, "model.kernel_initializer": "xavier",
-    "num_epoch": 2, "checkpoint_n_epoch": 1, "validation_every_n_epoch": 0, "log_every_n_secs": 1000,
+    "dataloader.batch_size": 4,
+    "model.stages": 2,
+    "model.width_multiplier": 0.125,
+    "model.kernel_regularization_factor": 1e-6,
+    "model.kernel_initializer": "xavier",
+    "num_epoch": 2,
+    "checkpoint_n_epoch": 1,
+    "validation_every_n_epoch": 0,
+    "log_every_n_secs": 1000,
     "summary_every_n_steps": 1,
 }
 
@@ -36,8 +42,16 @@ TINY = {
 @pytest.fixture
 def tiny_spec(tmp_path, coco_mini_records):
     def make(**changes):
-        return write_train_spec(tmp_path, coco_mini_records, coco_mini_records / "dataset_spec.json", height=64,
-                                width=64, target=8, **{**TINY, **changes})
+        return write_train_spec(
+            tmp_path,
+            coco_mini_records,
+            coco_mini_records / "dataset_spec.json",
+            height=64,
+            width=64,
+            target=8,
+            **{**TINY, **changes},
+        )
+
     return make
 
 
@@ -47,10 +61,16 @@ def weights_of(path):
 
 
 def test_tiny_training_loss_falls_and_writes_every_artefact(tmp_path, tiny_spec):
-    spec = tiny_spec(**{"num_epoch": 4, "checkpoint_n_epoch": 2, "validation_every_n_epoch": 2,
-                        "optimizer.learning_rate_schedule.base_learning_rate": 5e-3,
-                        "dataloader.dataset_config.val_records_path": ["train-fold-000-of-001"],
-                        "dataloader.augmentation_config.spatial_aug_params.rotate_deg_max": 0.0})
+    spec = tiny_spec(
+        **{
+            "num_epoch": 4,
+            "checkpoint_n_epoch": 2,
+            "validation_every_n_epoch": 2,
+            "optimizer.learning_rate_schedule.base_learning_rate": 5e-3,
+            "dataloader.dataset_config.val_records_path": ["train-fold-000-of-001"],
+            "dataloader.augmentation_config.spatial_aug_params.rotate_deg_max": 0.0,
+        }
+    )
     result = train(str(spec), str(tmp_path / "run"), progress=False)
     assert result.epoch_losses[-1] < 0.8 * result.epoch_losses[0], result.epoch_losses
     assert len(result.val_losses) == 2 and result.val_losses[1] < result.val_losses[0]
@@ -72,8 +92,12 @@ def test_tiny_training_loss_falls_and_writes_every_artefact(tmp_path, tiny_spec)
 
 
 def run_cli_train(spec, results, extra=()):
-    return subprocess.Popen([sys.executable, "-m", "bpnet", "train", "-e", str(spec), "-r", str(results),
-                             "--deterministic", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bpnet", "train", "-e", str(spec), "-r", str(results), "--deterministic", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_resume_after_sigkill_is_exact(tmp_path, tiny_spec):
@@ -100,8 +124,13 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny_spec):
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, tiny_spec):
-    spec = tiny_spec(**{"optimizer.learning_rate_schedule.base_learning_rate": 1e30,
-                        "optimizer.learning_rate_schedule.soft_start": 0.0, "num_epoch": 3})
+    spec = tiny_spec(
+        **{
+            "optimizer.learning_rate_schedule.base_learning_rate": 1e30,
+            "optimizer.learning_rate_schedule.soft_start": 0.0,
+            "num_epoch": 3,
+        }
+    )
     result = CliRunner().invoke(cli, ["train", "-e", str(spec), "-r", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "loss became nan" in result.stderr.lower() and "try a lower learning rate" in result.stderr
@@ -115,8 +144,9 @@ def test_gpus_without_a_gpu_is_a_clear_error(tmp_path, tiny_spec):
 
 
 def test_pretrained_weights_by_layer_name_with_shape_mismatches_skipped(tmp_path, caplog):
-    spec = specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2,
-                                    width_multiplier=0.125)
+    spec = specs.BpNetLiteModelSpec(
+        backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2, width_multiplier=0.125
+    )
     source = build_model(spec, BODY18)
     five = Skeleton("five", ("a", "b", "c", "d", "e"), ((0, 1), (1, 2)))
     other = build_model(dataclass_replace(spec, stages=3), five)  # different output channels
@@ -124,8 +154,9 @@ def test_pretrained_weights_by_layer_name_with_shape_mismatches_skipped(tmp_path
     save_model(source, str(path), ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8))
     with caplog.at_level("INFO"):
         load_pretrained(other, str(path), backbone_use_bias=False)
-    np.testing.assert_array_equal(other.get_layer("block_2a_conv_1").get_weights()[0],
-                                  source.get_layer("block_2a_conv_1").get_weights()[0])
+    np.testing.assert_array_equal(
+        other.get_layer("block_2a_conv_1").get_weights()[0], source.get_layer("block_2a_conv_1").get_weights()[0]
+    )
     assert "skipped for shape mismatch" in caplog.text and "stage1_paf_branch_out" in caplog.text
 
 
@@ -137,8 +168,18 @@ def dataclass_replace(obj, **changes):
 
 def write_legacy_vgg19_h5(path, rng):
     """A Keras-2-style weights file laid out like Keras's VGG19 no-top download (random values)."""
-    shapes = {"block1_conv1": 3, "block1_conv2": 64, "block2_conv1": 64, "block2_conv2": 128, "block3_conv1": 128,
-              "block3_conv2": 256, "block3_conv3": 256, "block3_conv4": 256, "block4_conv1": 256, "block4_conv2": 512}
+    shapes = {
+        "block1_conv1": 3,
+        "block1_conv2": 64,
+        "block2_conv1": 64,
+        "block2_conv2": 128,
+        "block3_conv1": 128,
+        "block3_conv2": 256,
+        "block3_conv3": 256,
+        "block3_conv4": 256,
+        "block4_conv1": 256,
+        "block4_conv2": 512,
+    }
     outs = {"block1": 64, "block2": 128, "block3": 256, "block4": 512}
     values = {}
     with h5py.File(path, "w") as handle:
@@ -170,15 +211,23 @@ def test_imagenet_offline_without_a_file_is_a_clear_error(tmp_path, monkeypatch)
         raise OSError("URL fetch failure: no network")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    model = build_model(specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"),
-                                                 stages=2, width_multiplier=0.125), BODY18)
+    model = build_model(
+        specs.BpNetLiteModelSpec(
+            backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2, width_multiplier=0.125
+        ),
+        BODY18,
+    )
     with pytest.raises(weights_module.BpnetError, match="imagenet: cannot download .*set pretrained_weights to its path"):
         load_pretrained(model, "imagenet", backbone_use_bias=False)
 
 
 def test_load_graph_strips_regularizers(tmp_path):
-    spec = specs.BpNetLiteModelSpec(backbone_attributes=specs.BackboneAttributes(architecture="vgg"), stages=2,
-                                    width_multiplier=0.125, kernel_regularization_factor=1e-2)
+    spec = specs.BpNetLiteModelSpec(
+        backbone_attributes=specs.BackboneAttributes(architecture="vgg"),
+        stages=2,
+        width_multiplier=0.125,
+        kernel_regularization_factor=1e-2,
+    )
     model = build_model(spec, BODY18)
     assert len(model.losses) > 0
     save_model(model, str(tmp_path / "pruned.keras"), ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8))
@@ -227,10 +276,16 @@ print(json.dumps({"replicas": mirrored.replicas, "losses": [results[0][0], resul
 
 @pytest.mark.slow  # the distributed path on logical CPUs: `make test-slow` (46 s together with the next one)
 def test_one_mirrored_step_on_two_cpus_equals_one_single_device_step(tmp_path, tiny_spec):
-    spec = tiny_spec(**{"dataloader.batch_size": 4, "optimizer.learning_rate_schedule.base_learning_rate": 1e-2,
-                        "optimizer.learning_rate_schedule.soft_start": 0.0})
-    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(spec), str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=300)
+    spec = tiny_spec(
+        **{
+            "dataloader.batch_size": 4,
+            "optimizer.learning_rate_schedule.base_learning_rate": 1e-2,
+            "optimizer.learning_rate_schedule.soft_start": 0.0,
+        }
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(spec), str(tmp_path / "run")], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
@@ -262,15 +317,34 @@ def test_two_worker_multiworker_run_on_localhost_gives_identical_weights(tmp_pat
     processes = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "bpnet", "train", "-e", str(spec), "-r", str(tmp_path / f"worker{index}"), "--deterministic"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bpnet",
+                    "train",
+                    "-e",
+                    str(spec),
+                    "-r",
+                    str(tmp_path / f"worker{index}"),
+                    "--deterministic",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
+        )
     outputs = [p.communicate(timeout=400)[0] for p in processes]
     for process, out in zip(processes, outputs):
         assert process.returncode == 0, out[-3000:]
         assert f"train: 1 epochs, {global_steps} steps" in out  # 2 replicas x batch 4 per step
-    steps = [json.loads(line)["kpi"] for line in (tmp_path / "worker0" / "status.json").read_text().splitlines()
-             if json.loads(line)["status"] == "SUCCESS"]
+    steps = [
+        json.loads(line)["kpi"]
+        for line in (tmp_path / "worker0" / "status.json").read_text().splitlines()
+        if json.loads(line)["status"] == "SUCCESS"
+    ]
     assert steps and steps[0]["epochs"] == 1
     first, second = (weights_of(tmp_path / f"worker{i}" / "bpnet_model.keras") for i in range(2))
     for a, b in zip(first, second):
@@ -282,8 +356,12 @@ def test_mixed_precision_trains_and_counts_every_step(tmp_path, tiny_spec, coco_
     from bpnet.data.records import count_records
 
     steps = count_records([str(coco_mini_records / "train-fold-000-of-001")]) // 4
-    out = subprocess.run([sys.executable, "-m", "bpnet", "train", "-e", str(tiny_spec(num_epoch=1)), "-r",
-                          str(tmp_path / "amp"), "--use_amp"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "bpnet", "train", "-e", str(tiny_spec(num_epoch=1)), "-r", str(tmp_path / "amp"), "--use_amp"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"train: 1 epochs, {steps} steps" in out.stdout
     model, _ = load_model(str(tmp_path / "amp" / "bpnet_model.keras"))
@@ -291,18 +369,37 @@ def test_mixed_precision_trains_and_counts_every_step(tmp_path, tiny_spec, coco_
 
 
 def test_adam_optimizer_spec_trains_and_refuses_gradient_weights(tmp_path, tiny_spec):
-    spec = tiny_spec(**{"num_epoch": 1, "use_stagewise_lr_multipliers": False,
-                        "optimizer": {"__class_name__": "AdamOptimizer", "learning_rate_schedule": {
-                            "__class_name__": "SoftstartAnnealingLearningRateSchedule", "base_learning_rate": 1e-3,
-                            "min_learning_rate": 1e-6}}})
+    spec = tiny_spec(
+        **{
+            "num_epoch": 1,
+            "use_stagewise_lr_multipliers": False,
+            "optimizer": {
+                "__class_name__": "AdamOptimizer",
+                "learning_rate_schedule": {
+                    "__class_name__": "SoftstartAnnealingLearningRateSchedule",
+                    "base_learning_rate": 1e-3,
+                    "min_learning_rate": 1e-6,
+                },
+            },
+        }
+    )
     result = train(str(spec), str(tmp_path / "adam"), progress=False)
     assert np.isfinite(result.epoch_losses[0])
     checkpoint = keras.saving.load_model(str(tmp_path / "adam" / "bpnet_model.keras"), compile=False)
     assert checkpoint.count_params() > 0
-    bad = tiny_spec(**{"use_stagewise_lr_multipliers": True,
-                       "optimizer": {"__class_name__": "AdamOptimizer", "learning_rate_schedule": {
-                           "__class_name__": "SoftstartAnnealingLearningRateSchedule", "base_learning_rate": 1e-3,
-                           "min_learning_rate": 1e-6}}})
+    bad = tiny_spec(
+        **{
+            "use_stagewise_lr_multipliers": True,
+            "optimizer": {
+                "__class_name__": "AdamOptimizer",
+                "learning_rate_schedule": {
+                    "__class_name__": "SoftstartAnnealingLearningRateSchedule",
+                    "base_learning_rate": 1e-3,
+                    "min_learning_rate": 1e-6,
+                },
+            },
+        }
+    )
     from bpnet.errors import BpnetError
 
     with pytest.raises(BpnetError, match="use_stagewise_lr_multipliers"):

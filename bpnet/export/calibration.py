@@ -38,8 +38,7 @@ def sample_images(image_dir: str, count: int, seed: int = 0) -> List[str]:
         raise BpnetError(f"{image_dir}: calibration image folder not found (--cal_image_dir)")
     paths = sorted(str(p) for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(paths) < count:
-        raise BpnetError(f"{image_dir}: {len(paths)} images, fewer than --batches × --batch_size = {count} "
-                         "(--cal_image_dir)")
+        raise BpnetError(f"{image_dir}: {len(paths)} images, fewer than --batches × --batch_size = {count} (--cal_image_dir)")
     return sorted(random.Random(seed).sample(paths, count))
 
 
@@ -51,15 +50,23 @@ def preprocess_for_calibration(path: str, input_hw: Tuple[int, int], info: Model
     return tensor
 
 
-def calibration_batches(paths: Sequence[str], batch_size: int, input_hw: Tuple[int, int], info: ModelInfo
-                        ) -> Iterator[np.ndarray]:
+def calibration_batches(
+    paths: Sequence[str], batch_size: int, input_hw: Tuple[int, int], info: ModelInfo
+) -> Iterator[np.ndarray]:
     """``(batch_size, H, W, 3)`` float32 batches of ``paths`` in order (the last partial batch dropped)."""
     for start in range(0, len(paths) - batch_size + 1, batch_size):
-        yield np.stack([preprocess_for_calibration(p, input_hw, info) for p in paths[start:start + batch_size]])
+        yield np.stack([preprocess_for_calibration(p, input_hw, info) for p in paths[start : start + batch_size]])
 
 
-def calibration_data(input_hw: Tuple[int, int], info: ModelInfo, batches: int, batch_size: int,
-                     image_dir: Optional[str] = None, data_file: Optional[str] = None, seed: int = 0) -> np.ndarray:
+def calibration_data(
+    input_hw: Tuple[int, int],
+    info: ModelInfo,
+    batches: int,
+    batch_size: int,
+    image_dir: Optional[str] = None,
+    data_file: Optional[str] = None,
+    seed: int = 0,
+) -> np.ndarray:
     """``(batches, batch_size, H, W, 3)``: from ``data_file`` if it exists and fits, else from ``image_dir``
     (and then saved to ``data_file`` if given)."""
     shape = (batches, batch_size, input_hw[0], input_hw[1], 3)
@@ -67,13 +74,16 @@ def calibration_data(input_hw: Tuple[int, int], info: ModelInfo, batches: int, b
         try:
             data = np.load(data_file, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise BpnetError(f"{data_file}: not a plain .npy array of calibration data ({exc}) (--cal_data_file; "
-                             "delete it to recalibrate)") from None
+            raise BpnetError(
+                f"{data_file}: not a plain .npy array of calibration data ({exc}) (--cal_data_file; delete it to recalibrate)"
+            ) from None
         if not isinstance(data, np.ndarray) or data.dtype.kind != "f":
             raise BpnetError(f"{data_file}: not a float .npy array (--cal_data_file; delete it to recalibrate)")
         if tuple(data.shape) != shape:
-            raise BpnetError(f"{data_file}: holds calibration data of shape {tuple(data.shape)}, not {shape} "
-                             "(--cal_data_file; delete it to recalibrate)")
+            raise BpnetError(
+                f"{data_file}: holds calibration data of shape {tuple(data.shape)}, not {shape} "
+                "(--cal_data_file; delete it to recalibrate)"
+            )
         return np.asarray(data, np.float32)
     if not image_dir:
         raise BpnetError("--cal_image_dir: needed for INT8 calibration (or an existing --cal_data_file)")
@@ -86,8 +96,9 @@ def calibration_data(input_hw: Tuple[int, int], info: ModelInfo, batches: int, b
     return data
 
 
-def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: str, count: int,
-                              min_people: int = 1, randomize: bool = False, seed: int = 0) -> List[str]:
+def sample_calibration_images(
+    annotation_file: str, image_dir: str, output_dir: str, count: int, min_people: int = 1, randomize: bool = False, seed: int = 0
+) -> List[str]:
     """Copy ``count`` images with at least ``min_people`` labeled, non-crowd people from a COCO keypoint
     annotation file into ``output_dir`` (TLT notebook's ``sample_calibration_images.py``); returns the names.
 
@@ -109,8 +120,11 @@ def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: 
     for annotation in coco["annotations"]:
         if not isinstance(annotation, dict) or not is_integer(annotation.get("image_id")):
             skipped["annotation without an integer image_id"] += 1
-        elif annotation.get("iscrowd", 0) in (0, False) and is_integer(annotation.get("num_keypoints")) \
-                and annotation["num_keypoints"] > 0:
+        elif (
+            annotation.get("iscrowd", 0) in (0, False)
+            and is_integer(annotation.get("num_keypoints"))
+            and annotation["num_keypoints"] > 0
+        ):
             people[annotation["image_id"]] += 1
     images = []
     for image in coco["images"]:
@@ -122,13 +136,13 @@ def sample_calibration_images(annotation_file: str, image_dir: str, output_dir: 
             images.append(image)
     for reason, number in skipped.items():
         logger.warning("%s: %d skipped: %s", annotation_file, number, reason)
-    names = [image["file_name"] for image in sorted(images, key=lambda i: i["id"])
-             if people.get(image["id"], 0) >= min_people]
+    names = [image["file_name"] for image in sorted(images, key=lambda i: i["id"]) if people.get(image["id"], 0) >= min_people]
     if randomize:
         random.Random(seed).shuffle(names)
     if len(names) < count:
-        raise BpnetError(f"{annotation_file}: only {len(names)} images have at least {min_people} labeled people; "
-                         f"{count} asked (-n)")
+        raise BpnetError(
+            f"{annotation_file}: only {len(names)} images have at least {min_people} labeled people; {count} asked (-n)"
+        )
     chosen = names[:count]
     os.makedirs(output_dir, exist_ok=True)
     for name in chosen:

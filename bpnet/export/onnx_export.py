@@ -49,8 +49,9 @@ def deploy_model(model, sdk_compatible: bool = False, upsample_ratio: int = 4):
         if upsample_ratio < 1:
             raise BpnetError(f"upsample_ratio: must be at least 1, got {upsample_ratio}")
         channels = paf.shape[-1]
-        upsample = keras.layers.Conv2DTranspose(channels, upsample_ratio, strides=upsample_ratio, padding="same",
-                                                name="conv2d_transpose_1")
+        upsample = keras.layers.Conv2DTranspose(
+            channels, upsample_ratio, strides=upsample_ratio, padding="same", name="conv2d_transpose_1"
+        )
         paf = upsample(paf)
         kernel = np.zeros((upsample_ratio, upsample_ratio, channels, channels), np.float32)
         kernel[:, :, np.arange(channels), np.arange(channels)] = 1.0
@@ -72,10 +73,12 @@ def metadata(info: ModelInfo, settings: OnnxSettings) -> Dict[str, object]:
     """The ``bpnet`` metadata entry of an exported model."""
     paf_stride = info.stride // settings.upsample_ratio if settings.sdk_compatible else info.stride
     paf_name = SDK_PAF_OUTPUT if settings.sdk_compatible else PAF_OUTPUT
-    return {**info.to_dict(), "input": INPUT_NAME,
-            "outputs": {"paf": {"name": paf_name, "stride": paf_stride},
-                        "heatmap": {"name": HEATMAP_OUTPUT, "stride": info.stride}},
-            "sdk_compatible": settings.sdk_compatible}
+    return {
+        **info.to_dict(),
+        "input": INPUT_NAME,
+        "outputs": {"paf": {"name": paf_name, "stride": paf_stride}, "heatmap": {"name": HEATMAP_OUTPUT, "stride": info.stride}},
+        "sdk_compatible": settings.sdk_compatible,
+    }
 
 
 def to_onnx(model, info: ModelInfo, settings: OnnxSettings = OnnxSettings()):

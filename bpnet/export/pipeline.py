@@ -108,8 +108,11 @@ def _check(request: ExportRequest) -> str:
     if target == "onnxruntime" and request.engine_file:
         raise BpnetError("--engine_file: engines are built by --target tensorrt")
     if target == "onnxruntime" and request.cal_cache_file:
-        logger.warning("--cal_cache_file %s: not written: a calibration cache is TensorRT's (--target tensorrt); "
-                       "ONNX Runtime's calibration tensors are kept with --cal_data_file", request.cal_cache_file)
+        logger.warning(
+            "--cal_cache_file %s: not written: a calibration cache is TensorRT's (--target tensorrt); "
+            "ONNX Runtime's calibration tensors are kept with --cal_data_file",
+            request.cal_cache_file,
+        )
     if request.sdk_compatible_model and target == "onnxruntime" and request.data_type == "int8":
         raise BpnetError("--sdk_compatible_model: the DeepStream model is for TensorRT; drop it for ONNX Runtime INT8")
     return target
@@ -143,8 +146,12 @@ def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> E
     info = _model_info(request, info)
     on_grid = tuple(-(-side // info.stride) * info.stride for side in input_hw)
     if on_grid != tuple(input_hw):
-        logger.warning("--input_dims %s: rounded up to %s, a multiple of the model's stride %d (inference pads its "
-                       "input the same way)", request.input_dims, "x".join(map(str, on_grid)), info.stride)
+        logger.warning(
+            "--input_dims %s: rounded up to %s, a multiple of the model's stride %d (inference pads its input the same way)",
+            request.input_dims,
+            "x".join(map(str, on_grid)),
+            info.stride,
+        )
         input_hw = (on_grid[0], on_grid[1])
     onnx_path = default_onnx_path(request.model, request.output_file)
     settings = OnnxSettings(request.static_batch_size, request.sdk_compatible_model, request.upsample_ratio)
@@ -153,8 +160,9 @@ def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> E
     result = ExportResult(onnx_path)
 
     def calibration_data():
-        return calibration.calibration_data(input_hw, info, request.batches, request.batch_size, request.cal_image_dir,
-                                            request.cal_data_file)
+        return calibration.calibration_data(
+            input_hw, info, request.batches, request.batch_size, request.cal_image_dir, request.cal_data_file
+        )
 
     if target == "onnxruntime":
         if request.data_type == "int8":
@@ -167,9 +175,16 @@ def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> E
     else:
         from bpnet.export import tensorrt
 
-        engine_settings = tensorrt.EngineSettings(request.data_type, input_hw, request.static_batch_size,
-                                                  request.opt_batch_size, request.max_batch_size, request.batch_size,
-                                                  request.max_workspace_size, request.strict_type_constraints)
+        engine_settings = tensorrt.EngineSettings(
+            request.data_type,
+            input_hw,
+            request.static_batch_size,
+            request.opt_batch_size,
+            request.max_batch_size,
+            request.batch_size,
+            request.max_workspace_size,
+            request.strict_type_constraints,
+        )
         feeder = None
         if request.data_type == "int8":
             cache_file = request.cal_cache_file or DEFAULT_CAL_CACHE_FILE
@@ -178,13 +193,18 @@ def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> E
         engine = tensorrt.build_engine(onnx_path, engine_settings, feeder)
         if request.engine_file:
             tensorrt.save_engine(engine, request.engine_file, metadata(info, settings))
-        result = dataclasses.replace(result, engine_file=request.engine_file,
-                                     calibration_cache=feeder.cache_file if feeder else None)
+        result = dataclasses.replace(
+            result, engine_file=request.engine_file, calibration_cache=feeder.cache_file if feeder else None
+        )
     return result
 
 
 def summary_lines(result: ExportResult) -> Dict[str, str]:
     """What the command prints: file kind → path, for the files written."""
-    lines = {"ONNX (FP32)": result.onnx_file, "ONNX (INT8, QDQ)": result.int8_onnx_file,
-             "TensorRT engine": result.engine_file, "calibration cache": result.calibration_cache}
+    lines = {
+        "ONNX (FP32)": result.onnx_file,
+        "ONNX (INT8, QDQ)": result.int8_onnx_file,
+        "TensorRT engine": result.engine_file,
+        "calibration cache": result.calibration_cache,
+    }
     return {kind: os.path.abspath(path) for kind, path in lines.items() if path}

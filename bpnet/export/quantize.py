@@ -74,10 +74,18 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray) -> Li
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
         keep_float = _output_convolutions(prepared)
         with atomic_path(int8_path) as tmp, contextlib.redirect_stdout(io.StringIO()) as chatter:
-            quantize_static(prepared, tmp, _Batches(input_name, calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float,
-                            extra_options={"CalibPercentile": PERCENTILE})
+            quantize_static(
+                prepared,
+                tmp,
+                _Batches(input_name, calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                nodes_to_exclude=keep_float,
+                extra_options={"CalibPercentile": PERCENTILE},
+            )
             quantized = onnx.load(tmp)
             quantized.metadata_props.extend(source.metadata_props)
             onnx.save(quantized, tmp)

@@ -46,10 +46,10 @@ def optimization_profile(settings: EngineSettings) -> Dict[str, Tuple[int, int, 
         return {key: (batch, height, width, 3) for key in ("min", "opt", "max")}
     largest = max(settings.calibration_batch_size, settings.max_batch_size)
     if not 1 <= settings.opt_batch_size <= largest:
-        raise BpnetError(f"--opt_batch_size: {settings.opt_batch_size} is not within 1..{largest} "
-                         "(max of --batch_size and --max_batch_size)")
-    return {"min": (1, height, width, 3), "opt": (settings.opt_batch_size, height, width, 3),
-            "max": (largest, height, width, 3)}
+        raise BpnetError(
+            f"--opt_batch_size: {settings.opt_batch_size} is not within 1..{largest} (max of --batch_size and --max_batch_size)"
+        )
+    return {"min": (1, height, width, 3), "opt": (settings.opt_batch_size, height, width, 3), "max": (largest, height, width, 3)}
 
 
 class CalibrationFeeder:
@@ -92,8 +92,10 @@ def _import_tensorrt():
     try:
         import tensorrt
     except ImportError:
-        raise BpnetError("TensorRT is not installed (pip install 'bpnet[trt]' on a machine with an NVIDIA GPU); "
-                         "for CPUs use --target onnxruntime") from None
+        raise BpnetError(
+            "TensorRT is not installed (pip install 'bpnet[trt]' on a machine with an NVIDIA GPU); "
+            "for CPUs use --target onnxruntime"
+        ) from None
     return tensorrt
 
 

@@ -54,11 +54,23 @@ class _ConvFactory:
     def filters(self, count: int) -> int:
         return max(1, int(round(count * self.width_multiplier)))
 
-    def __call__(self, name: str, filters: int, kernel: int, activation: Optional[str] = "relu", strides: int = 1,
-                 backbone: bool = False, scale: bool = True) -> layers.Conv2D:
+    def __call__(
+        self,
+        name: str,
+        filters: int,
+        kernel: int,
+        activation: Optional[str] = "relu",
+        strides: int = 1,
+        backbone: bool = False,
+        scale: bool = True,
+    ) -> layers.Conv2D:
         spec = self.spec
         return layers.Conv2D(
-            self.filters(filters) if scale else filters, kernel, strides=strides, padding="same", name=name,
+            self.filters(filters) if scale else filters,
+            kernel,
+            strides=strides,
+            padding="same",
+            name=name,
             activation=None if backbone else activation,
             use_bias=spec.backbone_attributes.use_bias if backbone else spec.use_bias,
             kernel_initializer="glorot_uniform" if backbone else self.kernel_initializer(),
@@ -151,8 +163,12 @@ def two_branch_heads(features, conv: _ConvFactory, spec: BpNetModelSpec, heat_ch
     return heats, pafs
 
 
-def build_model(spec: ModelSpec, skeleton: Skeleton, input_shape: Tuple[Optional[int], Optional[int]] = (None, None),
-                sync_batch_norm: bool = False) -> keras.Model:
+def build_model(
+    spec: ModelSpec,
+    skeleton: Skeleton,
+    input_shape: Tuple[Optional[int], Optional[int]] = (None, None),
+    sync_batch_norm: bool = False,
+) -> keras.Model:
     """The Keras model for a model spec and skeleton (layout in the module docstring).
 
     The spec's ``width_multiplier`` scales every hidden layer's filters (not the outputs).

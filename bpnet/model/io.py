@@ -49,9 +49,14 @@ class ModelInfo:
             raise ValueError(f"channel_order: must be RGB or BGR, got {self.channel_order!r}")
 
     def to_dict(self) -> Dict[str, object]:
-        return {"skeleton": self.skeleton.to_dict(), "image_scale": list(self.image_scale),
-                "image_offset": list(self.image_offset), "stride": self.stride,
-                "input_layout": self.input_layout, "channel_order": self.channel_order}
+        return {
+            "skeleton": self.skeleton.to_dict(),
+            "image_scale": list(self.image_scale),
+            "image_offset": list(self.image_offset),
+            "stride": self.stride,
+            "input_layout": self.input_layout,
+            "channel_order": self.channel_order,
+        }
 
     @classmethod
     def from_dict(cls, data: Dict[str, object]) -> "ModelInfo":
@@ -70,8 +75,14 @@ class ModelInfo:
         except TypeError:
             raise ValueError("image_scale/image_offset: must be lists of 3 numbers") from None
         stride = data["stride"]
-        return cls(skeleton, scale, offset, stride if isinstance(stride, int) and not isinstance(stride, bool) else -1,
-                   str(data.get("input_layout", "NHWC")), str(data.get("channel_order", "RGB")))
+        return cls(
+            skeleton,
+            scale,
+            offset,
+            stride if isinstance(stride, int) and not isinstance(stride, bool) else -1,
+            str(data.get("input_layout", "NHWC")),
+            str(data.get("channel_order", "RGB")),
+        )
 
     @classmethod
     def parse(cls, data: object, source: str) -> "ModelInfo":

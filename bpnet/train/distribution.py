@@ -45,8 +45,10 @@ def make_strategy(gpus: Optional[int], logical_cpus: int = 0):
         logger.warning("--gpus 1: no GPU is visible to TensorFlow; training on the CPU")
         return tf.distribute.get_strategy()
     if gpus > len(available):
-        raise BpnetError(f"--gpus {gpus}: {len(available)} GPU(s) visible to TensorFlow"
-                         + ("; install a CUDA build of TensorFlow or run without --gpus" if not available else ""))
+        raise BpnetError(
+            f"--gpus {gpus}: {len(available)} GPU(s) visible to TensorFlow"
+            + ("; install a CUDA build of TensorFlow or run without --gpus" if not available else "")
+        )
     if gpus <= 1:
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus == 1 else "/cpu:0")
     return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(gpus)])

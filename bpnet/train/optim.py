@@ -34,9 +34,16 @@ def stagewise_lr_multipliers(model: keras.Model) -> Dict[str, float]:
 class WeightedMomentumOptimizer(keras.optimizers.Optimizer):
     """Momentum SGD with TF1's update rule and per-variable gradient weights (``grad_weights``)."""
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.9, nesterov: bool = False,
-                 grad_weights: Optional[Mapping[str, float]] = None, default_weight: float = 1.0,
-                 name: str = "WeightedMomentumOptimizer", **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        grad_weights: Optional[Mapping[str, float]] = None,
+        default_weight: float = 1.0,
+        name: str = "WeightedMomentumOptimizer",
+        **kwargs,
+    ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.momentum = momentum
         self.nesterov = nesterov
@@ -63,8 +70,9 @@ class WeightedMomentumOptimizer(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(momentum=self.momentum, nesterov=self.nesterov, grad_weights=self.grad_weights,
-                      default_weight=self.default_weight)
+        config.update(
+            momentum=self.momentum, nesterov=self.nesterov, grad_weights=self.grad_weights, default_weight=self.default_weight
+        )
         return config
 
 
@@ -72,8 +80,7 @@ class WeightedMomentumOptimizer(keras.optimizers.Optimizer):
 class SoftstartAnnealingSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """``lr = min · (base / min)^t``: ``t`` ramps 0→1 over ``soft_start·last_step``, 1→0 after ``annealing``."""
 
-    def __init__(self, base_learning_rate: float, min_learning_rate: float, soft_start: float, annealing: float,
-                 last_step: int):
+    def __init__(self, base_learning_rate: float, min_learning_rate: float, soft_start: float, annealing: float, last_step: int):
         self.base_learning_rate = base_learning_rate
         self.min_learning_rate = min_learning_rate
         self.soft_start = soft_start
@@ -89,16 +96,22 @@ class SoftstartAnnealingSchedule(keras.optimizers.schedules.LearningRateSchedule
         return ops.exp(log_min + t * (log_base - log_min))
 
     def get_config(self):
-        return {"base_learning_rate": self.base_learning_rate, "min_learning_rate": self.min_learning_rate,
-                "soft_start": self.soft_start, "annealing": self.annealing, "last_step": self.last_step}
+        return {
+            "base_learning_rate": self.base_learning_rate,
+            "min_learning_rate": self.min_learning_rate,
+            "soft_start": self.soft_start,
+            "annealing": self.annealing,
+            "last_step": self.last_step,
+        }
 
 
 @keras.saving.register_keras_serializable(package="bpnet")
 class ExponentialDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
     """``lr = max(learning_rate · decay_rate^(step / decay_steps), min_learning_rate)`` (floored if staircase)."""
 
-    def __init__(self, learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False,
-                 min_learning_rate: float = 0.0):
+    def __init__(
+        self, learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False, min_learning_rate: float = 0.0
+    ):
         self.learning_rate = learning_rate
         self.decay_steps = decay_steps
         self.decay_rate = decay_rate
@@ -112,5 +125,10 @@ class ExponentialDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
         return ops.maximum(self.learning_rate * ops.power(self.decay_rate, exponent), self.min_learning_rate)
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-                "staircase": self.staircase, "min_learning_rate": self.min_learning_rate}
+        return {
+            "learning_rate": self.learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+            "min_learning_rate": self.min_learning_rate,
+        }

@@ -82,8 +82,9 @@ def finetune_checkpoint(path: Optional[str], epoch: int) -> str:
     chosen = epoch or latest_checkpoint_epoch(root)
     prefix = os.path.join(root, f"epoch-{chosen:04d}", "ckpt")
     if not chosen or not os.path.isfile(prefix + ".index"):
-        raise BpnetError(f"{path}: no checkpoint{f' of epoch {epoch}' if epoch else ''} found ({field}, "
-                         "finetuning_config.ckpt_epoch_num)")
+        raise BpnetError(
+            f"{path}: no checkpoint{f' of epoch {epoch}' if epoch else ''} found ({field}, finetuning_config.ckpt_epoch_num)"
+        )
     return prefix
 
 
@@ -128,8 +129,15 @@ def make_train_step(model, optimizer, strategy, global_batch: int, focal=None, u
 class Trainer:
     """Builds everything from a resolved train spec and runs (or resumes) training."""
 
-    def __init__(self, spec: TrainSpec, results_dir: str, strategy, use_amp: bool = False, progress: bool = True,
-                 spec_source: str = "train spec"):
+    def __init__(
+        self,
+        spec: TrainSpec,
+        results_dir: str,
+        strategy,
+        use_amp: bool = False,
+        progress: bool = True,
+        spec_source: str = "train spec",
+    ):
         import tensorflow as tf
 
         self.tf = tf
@@ -153,8 +161,10 @@ class Trainer:
         self.num_records = count_records(train_files)
         self.steps_per_epoch = self.num_records // self.global_batch
         if self.steps_per_epoch == 0:
-            raise BpnetError(f"{train_files[0]}: {self.num_records} records are fewer than one global batch "
-                             f"({self.global_batch}); lower dataloader.batch_size")
+            raise BpnetError(
+                f"{train_files[0]}: {self.num_records} records are fewer than one global batch "
+                f"({self.global_batch}); lower dataloader.batch_size"
+            )
         self.total_steps = spec.num_epoch * self.steps_per_epoch
         self.checkpoint_root = os.path.join(results_dir, "checkpoints")
         self.status = StatusLogger(os.path.join(results_dir, "status.json"))
@@ -164,11 +174,13 @@ class Trainer:
     def learning_rate_schedule(self):
         schedule = self.spec.optimizer.learning_rate_schedule
         if isinstance(schedule, SoftstartSpec):
-            return SoftstartAnnealingSchedule(schedule.base_learning_rate, schedule.min_learning_rate,
-                                              schedule.soft_start, schedule.annealing, self.total_steps)
+            return SoftstartAnnealingSchedule(
+                schedule.base_learning_rate, schedule.min_learning_rate, schedule.soft_start, schedule.annealing, self.total_steps
+            )
         decay_steps = schedule.decay_steps or max(1, int(round(schedule.decay_epochs * self.steps_per_epoch)))
-        return ExponentialDecaySchedule(schedule.learning_rate, decay_steps, schedule.decay_rate, schedule.staircase,
-                                        schedule.min_learning_rate)
+        return ExponentialDecaySchedule(
+            schedule.learning_rate, decay_steps, schedule.decay_rate, schedule.staircase, schedule.min_learning_rate
+        )
 
     def build_model(self):
         spec = self.spec
@@ -188,8 +200,9 @@ class Trainer:
             return keras.optimizers.LossScaleOptimizer(optimizer) if self.use_amp else optimizer
         weights = stagewise_lr_multipliers(model) if self.spec.use_stagewise_lr_multipliers else {}
         weights.update({keras_variable_path(k): v for k, v in (spec.grad_weights_dict or {}).items()})
-        optimizer = WeightedMomentumOptimizer(self.learning_rate_schedule(), spec.momentum, spec.use_nesterov,
-                                              weights, spec.weight_default_value)
+        optimizer = WeightedMomentumOptimizer(
+            self.learning_rate_schedule(), spec.momentum, spec.use_nesterov, weights, spec.weight_default_value
+        )
         if self.use_amp:
             import keras
 
@@ -199,8 +212,7 @@ class Trainer:
     # ------------------------------------------------------------------ steps
 
     def _train_step_fn(self, model, optimizer):
-        return make_train_step(model, optimizer, self.strategy, self.global_batch, self.spec.loss.focal_loss_params,
-                               self.use_amp)
+        return make_train_step(model, optimizer, self.strategy, self.global_batch, self.spec.loss.focal_loss_params, self.use_amp)
 
     def validation_loss(self, model) -> Optional[float]:
         """Mean data loss per image over the validation records (None if there are none)."""
@@ -250,8 +262,9 @@ class Trainer:
             message = f"already trained to epoch {start_epoch}; nothing to do (raise num_epoch to train further)"
             logger.info("%s: %s", self.results_dir, message)
             self.status.write("SUCCESS", message.capitalize() + ".", kpi={"epochs": start_epoch})
-            return TrainResult(self.results_dir, final, start_epoch, start_epoch * self.steps_per_epoch, [], [],
-                               start_epoch, nothing_to_do=True)
+            return TrainResult(
+                self.results_dir, final, start_epoch, start_epoch * self.steps_per_epoch, [], [], start_epoch, nothing_to_do=True
+            )
         started = f"Starting bpnet train ({'resuming after epoch %d' % start_epoch if start_epoch else 'new run'})."
         with task_status(self.results_dir, started):
             return self._run(start_epoch)
@@ -280,9 +293,11 @@ class Trainer:
             self._initial_weights(model, checkpoint)
         step = start_epoch * self.steps_per_epoch
         if int(self.step_counter.numpy()) != step:
-            raise BpnetError(f"{self.checkpoint_root}: checkpoint step {int(self.step_counter.numpy())} does not "
-                             f"match epoch {start_epoch} x {self.steps_per_epoch} steps; was the batch size or "
-                             "the number of GPUs changed? Resume with the same settings.")
+            raise BpnetError(
+                f"{self.checkpoint_root}: checkpoint step {int(self.step_counter.numpy())} does not "
+                f"match epoch {start_epoch} x {self.steps_per_epoch} steps; was the batch size or "
+                "the number of GPUs changed? Resume with the same settings."
+            )
         dataset = build_dataset(spec, batch_size=self.global_batch, skip=step * self.global_batch)
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         train_step = self._train_step_fn(model, optimizer)
@@ -300,17 +315,22 @@ class Trainer:
                         with writer.as_default():
                             tf.summary.scalar("val_loss", val, step=int(self.step_counter.numpy()))
                         logger.info("epoch %d: validation loss %.5f per image", epoch, val)
-                self.status.write("RUNNING", f"Epoch {epoch}/{spec.num_epoch} done.",
-                                  kpi={"epoch": epoch, "loss": epoch_losses[-1]})
+                self.status.write(
+                    "RUNNING", f"Epoch {epoch}/{spec.num_epoch} done.", kpi={"epoch": epoch, "loss": epoch_losses[-1]}
+                )
         finally:
             del iterator  # stop the input pipeline's threads before the interpreter exits
             writer.close()
         final = self.final_model_path
         save_model(model, final, self.info)
-        self.status.write("SUCCESS", "Training finished successfully.",
-                          kpi={"epochs": spec.num_epoch, "final_loss": epoch_losses[-1] if epoch_losses else None})
-        return TrainResult(self.results_dir, final, spec.num_epoch, int(self.step_counter.numpy()), epoch_losses,
-                           val_losses, start_epoch)
+        self.status.write(
+            "SUCCESS",
+            "Training finished successfully.",
+            kpi={"epochs": spec.num_epoch, "final_loss": epoch_losses[-1] if epoch_losses else None},
+        )
+        return TrainResult(
+            self.results_dir, final, spec.num_epoch, int(self.step_counter.numpy()), epoch_losses, val_losses, start_epoch
+        )
 
     def _initial_weights(self, model, checkpoint) -> None:
         spec = self.spec
@@ -319,8 +339,10 @@ class Trainer:
             if path.endswith((".keras", ".h5", ".hdf5")):
                 loaded, skipped = assign_by_name(model, read_layer_weights(path))
                 if skipped or not loaded:
-                    raise BpnetError(f"{path}: does not fit this model ({len(loaded)} layers loaded, shapes differ in "
-                                     f"{', '.join(skipped[:3]) or 'none'}) (finetuning_config.checkpoint_path)")
+                    raise BpnetError(
+                        f"{path}: does not fit this model ({len(loaded)} layers loaded, shapes differ in "
+                        f"{', '.join(skipped[:3]) or 'none'}) (finetuning_config.checkpoint_path)"
+                    )
             else:
                 self.tf.train.Checkpoint(model=model).read(path).expect_partial()
             logger.info("Fine-tuning from %s: its weights, a new optimizer and schedule from step 0", path)
@@ -329,8 +351,7 @@ class Trainer:
 
     def _run_epoch(self, epoch, iterator, train_step, optimizer, writer, checkpoint) -> float:
         tf, spec = self.tf, self.spec
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{spec.num_epoch}", unit="step",
-                   disable=not self.progress)
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{spec.num_epoch}", unit="step", disable=not self.progress)
         losses, started, last_log = [], time.perf_counter(), time.perf_counter()
         try:
             for _ in range(self.steps_per_epoch):
@@ -340,9 +361,12 @@ class Trainer:
                 step = int(self.step_counter.assign_add(1).numpy())
                 if not math.isfinite(float(loss)):
                     last = latest_checkpoint_epoch(self.checkpoint_root)
-                    message = (f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped. The last good "
-                               f"checkpoint is epoch {last} in {self.checkpoint_root}" if last else
-                               f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped before any checkpoint")
+                    message = (
+                        f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped. The last good "
+                        f"checkpoint is epoch {last} in {self.checkpoint_root}"
+                        if last
+                        else f"loss became {float(loss)} at step {step} (epoch {epoch}); stopped before any checkpoint"
+                    )
                     raise BpnetError(message + "; try a lower learning rate")
                 losses.append(float(loss))
                 if step % spec.summary_every_n_steps == 0:
@@ -385,9 +409,16 @@ def next_batch(iterator, default=StopIteration):
         raise BpnetError(match.group(1).strip().strip("'\"")) from None
 
 
-def train(spec: Union[TrainSpec, str], results_dir: Optional[str] = None, gpus: Optional[int] = None,
-          use_amp: bool = False, logical_cpus: int = 0, progress: bool = True, deterministic: bool = False,
-          overrides: Sequence[str] = ()) -> TrainResult:
+def train(
+    spec: Union[TrainSpec, str],
+    results_dir: Optional[str] = None,
+    gpus: Optional[int] = None,
+    use_amp: bool = False,
+    logical_cpus: int = 0,
+    progress: bool = True,
+    deterministic: bool = False,
+    overrides: Sequence[str] = (),
+) -> TrainResult:
     """Train (or resume) from a train spec (object or file; ``overrides`` are ``key.path=value`` settings for
     a file); ``results_dir`` overrides the spec's ``checkpoint_dir``."""
     spec_path = spec_source(spec)

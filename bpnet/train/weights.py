@@ -43,8 +43,9 @@ def _vgg19_file() -> str:
 
 def map_vgg19(weights: Dict[str, List[np.ndarray]], use_bias: bool) -> Dict[str, List[np.ndarray]]:
     """Keras VGG19 weights renamed onto the backbone; biases dropped when the backbone has none."""
-    return {ours: weights[theirs] if use_bias else weights[theirs][:1]
-            for theirs, ours in VGG19_TO_BPNET.items() if theirs in weights}
+    return {
+        ours: weights[theirs] if use_bias else weights[theirs][:1] for theirs, ours in VGG19_TO_BPNET.items() if theirs in weights
+    }
 
 
 def load_pretrained(model, source: str, backbone_use_bias: bool) -> None:
@@ -56,8 +57,13 @@ def load_pretrained(model, source: str, backbone_use_bias: bool) -> None:
     loaded, skipped = assign_by_name(model, weights)
     if not loaded:
         raise BpnetError(f"{path}: pretrained_weights has no layer whose name and shapes match the model")
-    logger.info("Pretrained weights %s: %d layers loaded, %d skipped for shape mismatch%s", path, len(loaded),
-                len(skipped), f" ({', '.join(skipped)})" if skipped else "")
+    logger.info(
+        "Pretrained weights %s: %d layers loaded, %d skipped for shape mismatch%s",
+        path,
+        len(loaded),
+        len(skipped),
+        f" ({', '.join(skipped)})" if skipped else "",
+    )
 
 
 def load_graph_without_regularizers(path: str, sync_batch_norm: bool = False):
