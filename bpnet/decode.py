@@ -110,12 +110,10 @@ def find_peaks(
     at_edge = np.stack([(xs == 0) | (xs == width - 1), (ys == 0) | (ys == height - 1)], axis=1)
     offsets = np.where(at_edge, 0.0, offsets)  # no neighbour on one side: no refinement
     positions = np.stack([xs, ys], axis=1).astype(np.float64) + offsets
-    peaks = []
-    for k in range(channels):
-        mine = np.flatnonzero(ks == k)
-        mine = mine[np.lexsort((ys[mine], xs[mine], -scores[mine]))]
-        peaks.append(np.column_stack([positions[mine], scores[mine]])[: params.max_peaks_per_part])
-    return peaks
+    order = np.lexsort((ys, xs, -scores, ks))  # by channel, then strongest first
+    table = np.column_stack([positions, scores])[order]
+    bounds = np.searchsorted(ks[order], np.arange(channels + 1))
+    return [table[bounds[k] : min(bounds[k + 1], bounds[k] + params.max_peaks_per_part)] for k in range(channels)]
 
 
 def _smoothing_kernel(params: DecoderParams) -> np.ndarray:
@@ -608,10 +606,9 @@ def decode(
     counts = (parts >= 0).sum(axis=1)
     keep = (counts >= params.min_parts) & (totals / np.maximum(counts, 1) >= params.min_mean_score)
     parts, totals, counts = parts[keep], totals[keep], counts[keep]
-    keypoints = np.zeros((len(parts), num_keypoints, 3))
-    for k in range(num_keypoints):
-        found = parts[:, k] >= 0
-        keypoints[found, k] = peaks[k][parts[found, k]]
+    first_peak = np.cumsum([0] + [len(p) for p in peaks[:-1]])
+    all_peaks = np.concatenate([np.zeros((1, 3))] + list(peaks))  # row 0: a missing keypoint
+    keypoints = all_peaks[np.where(parts >= 0, parts + first_peak + 1, 0)].reshape(len(parts), num_keypoints, 3)
     scores = _person_scores(keypoints[..., 2], counts, params.person_score)
     order = np.argsort(-scores, kind="stable")
     return People(keypoints[order], scores[order])
