@@ -12,12 +12,13 @@ import logging
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-import yaml
 from tqdm import tqdm
 
+from bpnet import spec_loader
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
 from bpnet.resources import resource_path
+from bpnet.specs import TrainSpec, load_dataset_spec, load_inference_spec, load_train_spec
 
 logger = logging.getLogger(__name__)
 
@@ -86,46 +87,55 @@ def _convert_split(data_dir: Path, mode: str, say: Callable[[str], None]) -> Non
     say(f"dataset_convert {mode}: {summary.line()}")
 
 
-def _pointed_at(source: Path, results_dir: Path, checkpoint_dir: Path, epochs: Optional[int]) -> Dict:
+def _pointed_at(source: Path, results_dir: Path, checkpoint_dir: Path, epochs: Optional[int]) -> TrainSpec:
     """A quickstart train (or retrain) spec with its paths pointing into ``results_dir``."""
-    data_dir, spec_dir = results_dir / "data", results_dir / "specs"
-    train = yaml.safe_load(source.read_text())
-    train["checkpoint_dir"] = str(checkpoint_dir)
-    train["inference_spec"] = str(spec_dir / "infer.yaml")
-    if epochs is not None:
-        train["num_epoch"] = epochs
-    loader = train["dataloader"]
-    loader["pose_config"]["pose_config_path"] = str((source.parent / loader["pose_config"]["pose_config_path"]).resolve())
-    records = loader["dataset_config"]
-    records["root_data_path"] = records["train_records_folder_path"] = records["val_records_folder_path"] = str(data_dir)
-    records["dataset_specs"] = {"coco": str(data_dir / "dataset_spec.json")}
-    return train
+    data_dir, spec_dir = str(results_dir / "data"), results_dir / "specs"
+    train = load_train_spec(str(source))
+    loader = train.dataloader
+    records = dataclasses.replace(
+        loader.dataset_config,
+        root_data_path=data_dir,
+        train_records_folder_path=data_dir,
+        val_records_folder_path=data_dir,
+        dataset_specs={"coco": str(results_dir / "data" / "dataset_spec.json")},
+    )
+    return dataclasses.replace(
+        train,
+        checkpoint_dir=str(checkpoint_dir),
+        inference_spec=str(spec_dir / "infer.yaml"),
+        num_epoch=train.num_epoch if epochs is None else epochs,
+        dataloader=dataclasses.replace(loader, dataset_config=records),
+    )
 
 
 def write_specs(results_dir: Path, epochs: Optional[int]) -> Dict[str, Path]:
-    """The dataset, train, retrain and inference specs of a quickstart run, pointing at its folders."""
+    """The dataset, train, retrain and inference specs of a quickstart run, pointing at its folders: the
+    shipped specs loaded, changed with ``dataclasses.replace`` and written back (paths absolute)."""
     for source in (QUICKSTART_TRAIN_SPEC, QUICKSTART_RETRAIN_SPEC, QUICKSTART_INFER_SPEC, COCO_DATASET_SPEC):
         if not source.is_file():
             raise BpnetError(f"{source}: not found; the quickstart needs the specs of the bpnet source tree")
     data_dir, spec_dir = results_dir / "data", results_dir / "specs"
-    dataset = json.loads(COCO_DATASET_SPEC.read_text())
-    dataset["root_directory_path"] = str(data_dir)
+    dataset = dataclasses.replace(load_dataset_spec(str(COCO_DATASET_SPEC)), root_directory_path=str(data_dir))
     train = _pointed_at(QUICKSTART_TRAIN_SPEC, results_dir, results_dir / "model", epochs)
-    retrain = _pointed_at(QUICKSTART_RETRAIN_SPEC, results_dir, results_dir / "retrain", None)
-    retrain["pretrained_weights"] = str(results_dir / "pruned" / "bpnet_model.pruned.keras")
-    infer = yaml.safe_load(QUICKSTART_INFER_SPEC.read_text())
-    infer["model_path"] = str(results_dir / "model" / "bpnet_model.keras")
-    infer["train_spec"] = str(spec_dir / "train.yaml")
+    retrain = dataclasses.replace(
+        _pointed_at(QUICKSTART_RETRAIN_SPEC, results_dir, results_dir / "retrain", None),
+        pretrained_weights=str(results_dir / "pruned" / "bpnet_model.pruned.keras"),
+    )
+    infer = dataclasses.replace(
+        load_inference_spec(str(QUICKSTART_INFER_SPEC)),
+        model_path=str(results_dir / "model" / "bpnet_model.keras"),
+        train_spec=str(spec_dir / "train.yaml"),
+    )
     paths = {
         "dataset": data_dir / "dataset_spec.json",
         "train": spec_dir / "train.yaml",
         "retrain": spec_dir / "retrain.yaml",
         "infer": spec_dir / "infer.yaml",
     }
-    _write_text(paths["dataset"], json.dumps(dataset, indent=2))
-    _write_text(paths["train"], yaml.safe_dump(train, sort_keys=False))
-    _write_text(paths["retrain"], yaml.safe_dump(retrain, sort_keys=False))
-    _write_text(paths["infer"], yaml.safe_dump(infer, sort_keys=False))
+    _write_text(paths["dataset"], json.dumps(spec_loader.to_dict(dataset), indent=2))
+    for name, spec in (("train", train), ("retrain", retrain), ("infer", infer)):
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        spec_loader.dump_yaml(spec, str(paths[name]))
     return paths
 
 

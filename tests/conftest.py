@@ -1,5 +1,6 @@
 """Shared fixtures: the real COCO samples in ../shared/data (tests skip with a reason when absent)."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -76,6 +77,22 @@ def coco_mini_spec(tmp_path: Path, coco_mini: Path) -> Path:
     return write_dataset_spec(tmp_path, coco_mini / "train2017", coco_mini / "annotations" / "person_keypoints_train2017.json")
 
 
+def replaced(spec, changes: dict):
+    """``spec`` with the fields at the dotted paths of ``changes`` (``{"dataloader.batch_size": 2}``) set, by
+    nested ``dataclasses.replace``, all the changes of one level at once (the spec's own validation runs
+    on each level, and some fields are checked together)."""
+    own, nested = {}, {}
+    for dotted, value in changes.items():
+        head, _, rest = dotted.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            own[head] = tuple(value) if isinstance(value, list) else value
+    for head, inner in nested.items():
+        own[head] = replaced(own.get(head, getattr(spec, head)), inner)
+    return dataclasses.replace(spec, **own)
+
+
 def write_train_spec(
     folder: Path,
     data_folder: Path,
@@ -86,31 +103,56 @@ def write_train_spec(
     pose_config: Path = REPO_ROOT / "model_pose_config" / "bpnet_18joints.json",
     **changes,
 ) -> Path:
-    """The shipped m1 train spec, pointed at records in ``data_folder``; ``changes`` set top-level keys
-    or dotted paths (``"dataloader.batch_size": 2``)."""
+    """The shipped m1 train spec, pointed at records in ``data_folder``, written as ``folder/train_spec.yaml``;
+    ``changes`` set fields by dotted path (``"dataloader.batch_size": 2``). The spec is built with
+    ``dataclasses.replace`` and written with bpnet's own YAML writer."""
+    from bpnet import spec_loader
+    from bpnet.specs import load_train_spec
+
+    spec = load_train_spec(str(REPO_ROOT / "specs" / "bpnet_train_m1_coco.yaml"))
+    data = str(data_folder)
+    loader = spec.dataloader
+    dims = dataclasses.replace(loader.image_config.image_dims, height=height, width=width)
+    fields = {
+        "dataloader": dataclasses.replace(  # image size and target shape together: the stride is checked
+            loader,
+            image_config=dataclasses.replace(loader.image_config, image_dims=dims),
+            pose_config=dataclasses.replace(
+                loader.pose_config, target_shape=(height * target // width, target), pose_config_path=str(pose_config)
+            ),
+        ),
+        "dataloader.dataset_config": dataclasses.replace(
+            spec.dataloader.dataset_config,
+            root_data_path=data,
+            train_records_folder_path=data,
+            val_records_folder_path=data,
+            dataset_specs={"coco": str(dataset_spec)},
+        ),
+        "inference_spec": None,
+        "pretrained_weights": None,
+        "checkpoint_dir": str(folder / "results"),
+        **changes,
+    }
+    spec = replaced(spec, fields)
+    path = folder / "train_spec.yaml"
+    spec_loader.dump_yaml(spec, str(path))
+    return path
+
+
+def write_invalid_train_spec(folder: Path, data_folder: Path, dataset_spec: Path, **changes) -> Path:
+    """As :func:`write_train_spec` (64 × 64), then ``changes`` written into the YAML as they are: for specs that
+    must fail to load, which no spec object can hold."""
     import yaml
 
-    spec = yaml.safe_load((REPO_ROOT / "specs" / "bpnet_train_m1_coco.yaml").read_text())
-    loader = spec["dataloader"]
-    loader["image_config"]["image_dims"].update(height=height, width=width)
-    loader["pose_config"]["target_shape"] = [height * target // width, target]
-    loader["pose_config"]["pose_config_path"] = str(pose_config)
-    config = loader["dataset_config"]
-    config.update(
-        root_data_path=str(data_folder),
-        train_records_folder_path=str(data_folder),
-        val_records_folder_path=str(data_folder),
-        dataset_specs={"coco": str(dataset_spec)},
-    )
-    spec.update(inference_spec=None, pretrained_weights=None, checkpoint_dir=str(folder / "results"))
-    for key, value in changes.items():
-        node = spec
-        *parents, leaf = key.split(".")
+    path = write_train_spec(folder, data_folder, dataset_spec, height=64, width=64, target=8)
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
         for parent in parents:
             node = node[parent]
         node[leaf] = value
-    path = folder / "train_spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

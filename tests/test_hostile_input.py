@@ -25,7 +25,15 @@ from bpnet.cli import cli
 from bpnet.data.coco import MAX_IMAGE_PIXELS
 from bpnet.files import TEMPORARY_MARK, atomic_path, remove_stale_temporaries
 
-from .conftest import BODY18, COCO_MINI, SHARED_DATA, assert_one_line_error, write_dataset_spec, write_train_spec
+from .conftest import (
+    BODY18,
+    COCO_MINI,
+    SHARED_DATA,
+    assert_one_line_error,
+    write_dataset_spec,
+    write_invalid_train_spec,
+    write_train_spec,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -340,7 +348,7 @@ def test_a_yaml_alias_bomb_and_duplicate_keys_are_refused(tiny_model, tmp_path):
     ],
 )
 def test_train_spec_values_that_could_only_fail_later_are_refused(tmp_path, changes, fragments):
-    spec = write_train_spec(tmp_path, tmp_path, tmp_path / "dataset.json", height=64, width=64, target=8, **changes)
+    spec = write_invalid_train_spec(tmp_path, tmp_path, tmp_path / "dataset.json", **changes)
     result = run("train", "-e", spec, "-r", tmp_path / "run")
     assert_one_line_error(result, str(spec), *fragments)
 
