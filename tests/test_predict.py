@@ -171,7 +171,12 @@ def test_evaluate_writes_tlt_outputs(tiny_model, coco_val_sample, tmp_path):
     assert result.stdout.count("AP_0.50:0.95_all") == 1  # the table is printed once
     detections = json.loads((tmp_path / "eval" / "detections.json").read_text())
     assert len(detections["images"]) == 4 and detections["categories"][0]["num_joints"] == 18
-    assert isinstance(json.loads((tmp_path / "eval" / "detections_coco_format.json").read_text()), list)
+    coco_rows = json.loads((tmp_path / "eval" / "detections_coco_format.json").read_text())
+    image_ids = {entry["image_id"] for entry in detections["images"]}
+    assert len(coco_rows) == sum(len(entry["keypoints"]) for entry in detections["images"])  # one row per person
+    for row in coco_rows:  # pycocotools' result format, 17 COCO keypoints each
+        assert row["image_id"] in image_ids and row["category_id"] == 1 and len(row["keypoints"]) == 51
+        assert isinstance(row["score"], float)
 
 
 def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, tmp_path, caplog):
