@@ -44,8 +44,7 @@ class SpatialDraw:
     translate_y: float
 
 
-def draw_spatial(params: SpatialAugParams, image_width: int, image_height: int,
-                 rng: np.random.Generator) -> SpatialDraw:
+def draw_spatial(params: SpatialAugParams, image_width: int, image_height: int, rng: np.random.Generator) -> SpatialDraw:
     """Draw flips, rotation, zoom and translation as TLT does (reference §3.5)."""
     flip_lr = bool(rng.uniform() < params.flip_lr_prob)
     flip_tb = bool(rng.uniform() < params.flip_tb_prob)
@@ -76,8 +75,15 @@ def _scale(zx: float, zy: float) -> np.ndarray:
     return np.diag([zx, zy, 1.0])
 
 
-def spatial_matrix(mode: str, draw: SpatialDraw, image_size: Tuple[int, int], canvas_size: Tuple[int, int],
-                   main_center: Tuple[float, float], main_scale: float, target_person_scale: float) -> np.ndarray:
+def spatial_matrix(
+    mode: str,
+    draw: SpatialDraw,
+    image_size: Tuple[int, int],
+    canvas_size: Tuple[int, int],
+    main_center: Tuple[float, float],
+    main_scale: float,
+    target_person_scale: float,
+) -> np.ndarray:
     """The 3×3 source → canvas matrix. Sizes are ``(width, height)``; see the module docstring."""
     width, height = image_size
     canvas_w, canvas_h = canvas_size
@@ -123,8 +129,9 @@ def reduced_matrix(matrix: np.ndarray, reduction: int) -> np.ndarray:
     return matrix @ np.array([[reduction, 0.0, offset], [0.0, reduction, offset], [0.0, 0.0, 1.0]])
 
 
-def transform_joints(joints: np.ndarray, matrix: np.ndarray, canvas_size: Tuple[int, int],
-                     flip_permutation: np.ndarray, flip_lr: bool) -> np.ndarray:
+def transform_joints(
+    joints: np.ndarray, matrix: np.ndarray, canvas_size: Tuple[int, int], flip_permutation: np.ndarray, flip_lr: bool
+) -> np.ndarray:
     """Move ``(P, K, 3)`` joints by ``matrix``; swap left/right after a horizontal flip.
 
     Labeled joints that land outside the canvas (``[0, W-1] × [0, H-1]`` pixel centres) are marked
@@ -145,8 +152,14 @@ def transform_joints(joints: np.ndarray, matrix: np.ndarray, canvas_size: Tuple[
 
 def warp(image: np.ndarray, matrix: np.ndarray, canvas_size: Tuple[int, int], fill: float) -> np.ndarray:
     """Warp an image (``(h, w)`` or ``(h, w, C)``) onto the ``(W, H)`` canvas, bilinear, constant ``fill``."""
-    return cv2.warpAffine(image, matrix[:2], canvas_size, flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(fill, fill, fill, fill))
+    return cv2.warpAffine(
+        image,
+        matrix[:2],
+        canvas_size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(fill, fill, fill, fill),
+    )
 
 
 def color_augment(image: np.ndarray, params: ColorAugParams, rng: np.random.Generator) -> np.ndarray:

@@ -161,8 +161,15 @@ def _segmentation_problem(segmentation: Any, height: int, width: int) -> Optiona
     return "segmentation is neither polygons nor RLE"
 
 
-def _parse_person(ann: Dict[str, Any], index: int, num_keypoints: int, flag_values: Sequence[int],
-                  unlabeled_value: Optional[int], height: int, width: int) -> Tuple[Optional[Person], Optional[str]]:
+def _parse_person(
+    ann: Dict[str, Any],
+    index: int,
+    num_keypoints: int,
+    flag_values: Sequence[int],
+    unlabeled_value: Optional[int],
+    height: int,
+    width: int,
+) -> Tuple[Optional[Person], Optional[str]]:
     """Validate one annotation of an image of ``height × width``; returns (person, None) or (None, reason)."""
     bbox = ann.get("bbox")
     if not _finite_numbers(bbox, 4):
@@ -206,8 +213,9 @@ def _parse_person(ann: Dict[str, Any], index: int, num_keypoints: int, flag_valu
     )
 
 
-def read_coco_persons(path: str, field: str, category_id: int, num_keypoints: int,
-                      flag_values: Sequence[int], unlabeled_value: Optional[int]) -> CocoPersons:
+def read_coco_persons(
+    path: str, field: str, category_id: int, num_keypoints: int, flag_values: Sequence[int], unlabeled_value: Optional[int]
+) -> CocoPersons:
     """Parse ``path`` into images with their valid persons of ``category_id``.
 
     ``flag_values`` are the dataset's visibility values (from the dataset spec) and
@@ -252,8 +260,9 @@ def read_coco_persons(path: str, field: str, category_id: int, num_keypoints: in
             continue
         persons = []
         for index, ann in enumerate(per_image.get(image_id, [])):
-            person, reason = _parse_person(ann, index, num_keypoints, flag_values, unlabeled_value, entry["height"],
-                                           entry["width"])
+            person, reason = _parse_person(
+                ann, index, num_keypoints, flag_values, unlabeled_value, entry["height"], entry["width"]
+            )
             if reason:
                 bad_annotations[reason] += 1
             else:

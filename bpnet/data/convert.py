@@ -92,8 +92,9 @@ def select_main_persons(persons: Sequence[Person], filtering: DataFilteringParam
     return accepted
 
 
-def build_records(image: ImageEntry, main_persons: Sequence[Person], dataset: str, image_path: str,
-                  mask_path: str) -> List[PoseRecord]:
+def build_records(
+    image: ImageEntry, main_persons: Sequence[Person], dataset: str, image_path: str, mask_path: str
+) -> List[PoseRecord]:
     """One record per main person: that person first, then every other non-crowd person with keypoints."""
     others = [p for p in image.persons if p.num_keypoints > 0 and not p.iscrowd]
     records = []
@@ -192,8 +193,9 @@ def _run_tasks(tasks: Sequence[_ImageTask], workers: int, progress: bool) -> Non
             results = map(_process_image, tasks)
             executor = None
         else:
-            executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                              initializer=die_with_parent)
+            executor = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent
+            )
             results = executor.map(_process_image, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
         try:
             for problem in results:
@@ -288,15 +290,36 @@ def convert_dataset(
     results_dir = os.path.abspath(results_dir) if results_dir else os.path.dirname(output_filename)
     _prepare_output_dir(results_dir, "results folder")
     with task_status(results_dir, "Starting bpnet dataset_convert.") as status:
-        summary = _convert(spec, source, split, mode, output_filename, num_partitions,
-                           num_shards, generate_masks, check_files, workers or os.cpu_count() or 1, progress)
+        summary = _convert(
+            spec,
+            source,
+            split,
+            mode,
+            output_filename,
+            num_partitions,
+            num_shards,
+            generate_masks,
+            check_files,
+            workers or os.cpu_count() or 1,
+            progress,
+        )
         status.write("SUCCESS", "Dataset convert finished successfully.", kpi=summary.kpi())
     return summary
 
 
-def _convert(spec: DatasetSpec, spec_path: str, split: Any, mode: str, output_filename: str, num_partitions: int,
-             num_shards: int, generate_masks: bool, check_files: bool, workers: int,
-             progress: bool) -> ConvertSummary:
+def _convert(
+    spec: DatasetSpec,
+    spec_path: str,
+    split: Any,
+    mode: str,
+    output_filename: str,
+    num_partitions: int,
+    num_shards: int,
+    generate_masks: bool,
+    check_files: bool,
+    workers: int,
+    progress: bool,
+) -> ConvertSummary:
     split_field = "train_data" if mode == "train" else "test_data"
     flags = spec.visibility_flags
     unlabeled = [flags.value[name] for name, bpnet_name in flags.mapping.items() if bpnet_name == "not_labeled"]
@@ -335,8 +358,9 @@ def _convert(spec: DatasetSpec, spec_path: str, split: Any, mode: str, output_fi
         records.extend(build_records(image, main_persons, spec.dataset, image_path, mask_path))
         people = tuple((p.segmentation, p.iscrowd, p.num_keypoints) for p in image.persons) if generate_masks else ()
         tasks.append(
-            _ImageTask(spec.resolve(image_path), spec.resolve(mask_path), image.height, image.width, people,
-                       generate_masks, check_files)
+            _ImageTask(
+                spec.resolve(image_path), spec.resolve(mask_path), image.height, image.width, people, generate_masks, check_files
+            )
         )
     if generate_masks:
         _prepare_output_dir(spec.resolve(split.mask_root_dir_path), "mask folder")

@@ -60,8 +60,14 @@ def limb_legend(skeleton, width: int) -> np.ndarray:
     return legend
 
 
-def inspect_dataset(train_spec: Union[TrainSpec, str], num_samples: int, output_dir: str, seed: Optional[int] = None,
-                    progress: bool = True, overrides: Sequence[str] = ()) -> List[str]:
+def inspect_dataset(
+    train_spec: Union[TrainSpec, str],
+    num_samples: int,
+    output_dir: str,
+    seed: Optional[int] = None,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+) -> List[str]:
     """Write ``num_samples`` augmented samples of the spec's training records as PNGs; returns their paths.
 
     Records are taken in file order (cycling if there are fewer), sample ``i`` drawn with the
@@ -88,8 +94,16 @@ def inspect_dataset(train_spec: Union[TrainSpec, str], num_samples: int, output_
     for index in tqdm(range(num_samples), desc="dataset_inspect", unit="sample", disable=not progress):
         record = first[index % len(first)]
         try:
-            sample = maker.make(record.image_path, record.mask_path, record.dataset, (record.width, record.height),
-                                record.joints, record.scales, record.centers, index)
+            sample = maker.make(
+                record.image_path,
+                record.mask_path,
+                record.dataset,
+                (record.width, record.height),
+                record.joints,
+                record.scales,
+                record.centers,
+                index,
+            )
         except (FileNotFoundError, KeyError) as exc:
             raise BpnetError(str(exc).strip("'\"")) from None
         path = os.path.join(output_dir, f"sample_{index:04d}.png")

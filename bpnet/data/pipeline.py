@@ -52,8 +52,14 @@ def dataset_mappings(dataloader: DataloaderSpec, skeleton: Skeleton) -> Dict[str
 class SampleMaker:
     """Turns one record's fields into a :class:`Sample` (pure numpy/OpenCV; safe in ``tf.numpy_function``)."""
 
-    def __init__(self, dataloader: DataloaderSpec, skeleton: Skeleton, mappings: Mapping[str, KeypointMapping],
-                 seed: int, augment_data: bool = True):
+    def __init__(
+        self,
+        dataloader: DataloaderSpec,
+        skeleton: Skeleton,
+        mappings: Mapping[str, KeypointMapping],
+        seed: int,
+        augment_data: bool = True,
+    ):
         self.dataloader = dataloader
         self.skeleton = skeleton
         self.mappings = dict(mappings)
@@ -76,8 +82,7 @@ class SampleMaker:
     @classmethod
     def from_train_spec(cls, spec: TrainSpec, augment_data: bool = True) -> "SampleMaker":
         skeleton = Skeleton.from_file(spec.dataloader.pose_config.pose_config_path)
-        return cls(spec.dataloader, skeleton, dataset_mappings(spec.dataloader, skeleton), spec.random_seed,
-                   augment_data)
+        return cls(spec.dataloader, skeleton, dataset_mappings(spec.dataloader, skeleton), spec.random_seed, augment_data)
 
     def _path(self, relative: str) -> str:
         return os.path.join(self.dataloader.dataset_config.root_data_path, relative)
@@ -95,27 +100,46 @@ class SampleMaker:
         path = self._path(relative)
         mask = cv2.imread(path, _REDUCED_GRAYSCALE[reduction])
         if mask is None:
-            raise FileNotFoundError(f"{path}: cannot read mask (frame/mask_path under root_data_path; "
-                                    "run dataset_convert with --generate_masks)")
+            raise FileNotFoundError(
+                f"{path}: cannot read mask (frame/mask_path under root_data_path; run dataset_convert with --generate_masks)"
+            )
         return mask
 
-    def make(self, image_path: str, mask_path: str, dataset: str, image_size: Tuple[int, int],
-             dataset_joints: np.ndarray, scales: np.ndarray, centers: np.ndarray, index: int) -> Sample:
+    def make(
+        self,
+        image_path: str,
+        mask_path: str,
+        dataset: str,
+        image_size: Tuple[int, int],
+        dataset_joints: np.ndarray,
+        scales: np.ndarray,
+        centers: np.ndarray,
+        index: int,
+    ) -> Sample:
         """Prepare the ``index``-th sample of a run from one record's fields.
 
         Paths are relative to ``root_data_path``; ``image_size`` is the record's ``(width, height)``.
         """
         if dataset not in self.mappings:
-            raise KeyError(f"record of dataset {dataset!r} ({image_path}): add it to dataset_config.dataset_specs "
-                           f"(has {sorted(self.mappings)})")
+            raise KeyError(
+                f"record of dataset {dataset!r} ({image_path}): add it to dataset_config.dataset_specs "
+                f"(has {sorted(self.mappings)})"
+            )
         rng = np.random.default_rng([self.seed, int(index)])
         joints = self.mappings[dataset].convert(dataset_joints)
         width, height = image_size
         aug = self.dataloader.augmentation_config
         spatial = aug.spatial_aug_params
         draw = augment.draw_spatial(spatial, width, height, rng) if self.augment_data else augment.IDENTITY_DRAW
-        matrix = augment.spatial_matrix(aug.spatial_augmentation_mode, draw, (width, height), self.canvas_size,
-                                        tuple(centers[0]), float(scales[0]), spatial.target_person_scale)
+        matrix = augment.spatial_matrix(
+            aug.spatial_augmentation_mode,
+            draw,
+            (width, height),
+            self.canvas_size,
+            tuple(centers[0]),
+            float(scales[0]),
+            spatial.target_person_scale,
+        )
         joints = augment.transform_joints(joints, matrix, self.canvas_size, self.flip_permutation, draw.flip_lr)
         reduction = augment.decode_reduction(matrix)
         source_matrix = augment.reduced_matrix(matrix, reduction)
@@ -146,30 +170,67 @@ class SampleMaker:
             targets.pafs(joints, self.skeleton.limbs, self.target_shape, self.stride, labels.paf_ortho_dist_thresh),
         )
 
-    def make_arrays(self, image_path: bytes, mask_path: bytes, dataset: bytes, width: np.int64, height: np.int64,
-                    joints: bytes, scales: bytes, centers: bytes, index: np.int64) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def make_arrays(
+        self,
+        image_path: bytes,
+        mask_path: bytes,
+        dataset: bytes,
+        width: np.int64,
+        height: np.int64,
+        joints: bytes,
+        scales: bytes,
+        centers: bytes,
+        index: np.int64,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``tf.numpy_function`` entry: raw record features → (image, heatmaps, pafs, mask)."""
         scales_array = np.frombuffer(scales, dtype=np.float64)
         num_persons = scales_array.shape[0]
         sample = self.make(
-            image_path.decode("utf-8"), mask_path.decode("utf-8"), dataset.decode("utf-8"), (int(width), int(height)),
-            np.frombuffer(joints, dtype=np.float64).reshape(num_persons, -1, 3), scales_array,
-            np.frombuffer(centers, dtype=np.float64).reshape(num_persons, 2), int(index),
+            image_path.decode("utf-8"),
+            mask_path.decode("utf-8"),
+            dataset.decode("utf-8"),
+            (int(width), int(height)),
+            np.frombuffer(joints, dtype=np.float64).reshape(num_persons, -1, 3),
+            scales_array,
+            np.frombuffer(centers, dtype=np.float64).reshape(num_persons, 2),
+            int(index),
         )
         return sample.image, sample.heatmaps, sample.pafs, sample.mask
 
 
-_RECORD_FEATURES = ("frame/image_path", "frame/mask_path", "dataset", "frame/width", "frame/height",
-                    "person/joints", "person/scales", "person/centers")
-_REDUCED_COLOR = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                  8: cv2.IMREAD_REDUCED_COLOR_8}
-_REDUCED_GRAYSCALE = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-                      8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+_RECORD_FEATURES = (
+    "frame/image_path",
+    "frame/mask_path",
+    "dataset",
+    "frame/width",
+    "frame/height",
+    "person/joints",
+    "person/scales",
+    "person/centers",
+)
+_REDUCED_COLOR = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+_REDUCED_GRAYSCALE = {
+    1: cv2.IMREAD_GRAYSCALE,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
 
 
-def build_dataset(spec: TrainSpec, record_files: Optional[Sequence[str]] = None, training: bool = True,
-                  seed: Optional[int] = None, batch_size: Optional[int] = None, maker: Optional[SampleMaker] = None,
-                  skip: int = 0):
+def build_dataset(
+    spec: TrainSpec,
+    record_files: Optional[Sequence[str]] = None,
+    training: bool = True,
+    seed: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    maker: Optional[SampleMaker] = None,
+    skip: int = 0,
+):
     """A ``tf.data.Dataset`` of ``(images, labels)`` batches (layouts in the module docstring).
 
     ``training``: shuffle (``shuffle_buffer_size``), repeat forever, augment; otherwise one pass in file
@@ -195,8 +256,10 @@ def build_dataset(spec: TrainSpec, record_files: Optional[Sequence[str]] = None,
     def prepare(index, serialized):
         features = tf.io.parse_single_example(serialized, feature_spec)
         image, heat, paf, mask = tf.numpy_function(
-            maker.make_arrays, [features[k] for k in _RECORD_FEATURES] + [index],
-            [tf.float32, tf.float32, tf.float32, tf.float32], stateful=False,
+            maker.make_arrays,
+            [features[k] for k in _RECORD_FEATURES] + [index],
+            [tf.float32, tf.float32, tf.float32, tf.float32],
+            stateful=False,
         )
         image.set_shape((dims.height, dims.width, 3))
         heat.set_shape((h, w, num_heat))

@@ -49,8 +49,9 @@ def heatmaps(joints: np.ndarray, target_shape: Tuple[int, int], stride: int, sig
     return out
 
 
-def pafs(joints: np.ndarray, limbs: Sequence[Tuple[int, int]], target_shape: Tuple[int, int], stride: int,
-         half_width_cells: float) -> np.ndarray:
+def pafs(
+    joints: np.ndarray, limbs: Sequence[Tuple[int, int]], target_shape: Tuple[int, int], stride: int, half_width_cells: float
+) -> np.ndarray:
     """``(h, w, 2L)`` float32 part affinity fields, averaged over overlapping persons."""
     height, width = target_shape
     num_limbs = len(limbs)
