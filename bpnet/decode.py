@@ -153,9 +153,9 @@ def _coarse_to_fine_peaks(maps: np.ndarray, channels: int, params: DecoderParams
     radius = params.smoothing_kernel // 2 if params.smoothing_sigma > 0 else 0
     nms = params.nms_window // 2
     half = step + nms + 1 + radius  # one extra pixel for the sub-pixel neighbours
-    offsets = np.arange(-half, half + 1)
-    rows = np.clip(cy[:, None] * step + offsets, 0, height - 1)  # (C, n)
-    cols = np.clip(cx[:, None] * step + offsets, 0, width - 1)
+    window = np.arange(-half, half + 1)
+    rows = np.clip(cy[:, None] * step + window, 0, height - 1)  # (C, n)
+    cols = np.clip(cx[:, None] * step + window, 0, width - 1)
     flat = (rows[:, :, None] * width + cols[:, None, :]) * depth + ks[:, None, None]
     windows = maps.reshape(-1)[flat]  # (C, n, n)
     smoothed = windows
@@ -190,9 +190,8 @@ def _candidate_maxima(grid: np.ndarray, threshold: float) -> Tuple[np.ndarray, n
     around which the map upsampled by any factor peaks. (On the network grid itself two blobs two cells
     apart often leave a single maximum; the ×2 grid separates them, as the full path's coarse search.)"""
     height, width, channels = grid.shape
-    double = resize_maps(grid, (2 * width, 2 * height)).reshape(-1)
+    double = resize_maps(grid, (2 * width, 2 * height)).reshape(2 * height, 2 * width, channels)
     above = np.flatnonzero(double > threshold)
-    double = double.reshape(2 * height, 2 * width, channels)
     square = np.ones((3, 3), np.uint8)  # OpenCV's dilation ignores the border, as padding with -inf
     local_max = np.concatenate(
         [
@@ -201,8 +200,7 @@ def _candidate_maxima(grid: np.ndarray, threshold: float) -> Tuple[np.ndarray, n
         ],
         axis=-1,
     ).reshape(-1)
-    double = double.reshape(-1)
-    peaks = above[double[above] == local_max[above]]
+    peaks = above[double.reshape(-1)[above] == local_max[above]]
     rest, ks = np.divmod(peaks, channels)
     my, mx = np.divmod(rest, 2 * width)
     return my, mx, ks
@@ -468,15 +466,15 @@ def assemble(
         for start, end, score in connection.tolist():
             start, end = int(start), int(end)
             owner_a, owner_b = owner.get((a, start)), owner.get((b, end))
-            if owner_a is None and owner_b is None:
+            person = owner_a if owner_a is not None else owner_b
+            if person is None:
                 row = [-1] * num_keypoints
                 row[a], row[b] = start, end
                 owner[(a, start)] = owner[(b, end)] = len(people)
                 people.append(row)
                 totals.append(score + peak_scores[a][start] + peak_scores[b][end])
                 alive.append(True)
-            elif owner_a is None or owner_b is None or owner_a == owner_b:
-                person = owner_b if owner_a is None else owner_a
+            elif owner_b is None or owner_b == person:
                 row, added = people[person], 0.0
                 for keypoint, index in ((a, start), (b, end)):
                     if row[keypoint] < 0:
@@ -486,7 +484,7 @@ def assemble(
                 if row[a] == start and row[b] == end:
                     totals[person] += score + added
             else:
-                first, second = min(owner_a, owner_b), max(owner_a, owner_b)
+                first, second = min(person, owner_b), max(person, owner_b)
                 if all(x < 0 or y < 0 for x, y in zip(people[first], people[second])):
                     for keypoint, index in enumerate(people[second]):
                         if index >= 0:

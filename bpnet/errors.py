@@ -50,7 +50,7 @@ _FILE_SYSTEM_TEXT = {
 }
 
 
-def _first_line(text: str) -> str:
+def _first_line(text: object) -> str:
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
 
 

@@ -27,7 +27,7 @@ from bpnet.files import atomic_path, contained_path, remove_stale_temporaries, w
 from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.predict import KerasBackend, OnnxBackend, OutputLayout, Predictor, PredictorSettings, read_image
 from bpnet.skeleton import Skeleton
-from bpnet.specs import DatasetSpec, InferenceSpec, load_train_spec, spec_object, spec_source
+from bpnet.specs import DatasetSpec, InferenceSpec, NetworkSpec, load_train_spec, spec_object, spec_source
 from bpnet.status import task_status
 
 logger = logging.getLogger(__name__)
@@ -35,9 +35,8 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _network_predictor_parts(spec: InferenceSpec, model_path: str):
-    """Backend and ModelInfo of a third-party network described by the spec's ``network`` block."""
-    network = spec.network
+def _network_predictor_parts(network: NetworkSpec, model_path: str):
+    """Backend and ModelInfo of a third-party network described by an inference spec's ``network`` block."""
     skeleton = Skeleton.from_file(network.pose_config_path)
     info = ModelInfo(skeleton, network.image_scale, network.image_offset, network.stride, channel_order=network.channel_order)
     start, stop = network.heatmap_channels
@@ -129,7 +128,7 @@ def load_predictor(
         raise SpecError(f"{source}: model_path: not set and no -m/--model_filename given")
     spec = dataclasses.replace(spec, model_path=os.path.abspath(model_path))
     if spec.network is not None:
-        backend, info = _network_predictor_parts(spec, model_path)
+        backend, info = _network_predictor_parts(spec.network, model_path)
     elif model_path.endswith((".onnx", ".engine", ".trt", ".plan")):
         backend, info = _exported_predictor_parts(model_path)
     else:
@@ -153,7 +152,7 @@ def load_predictor(
         input_shape=spec.input_shape,
         keep_aspect_ratio_mode=spec.keep_aspect_ratio_mode,
         output_upsampling_factor=spec.output_upsampling_factor,
-        scales=spec.scales if spec.multi_scale_inference else (1.0,),
+        scales=spec.scales if spec.multi_scale_inference and spec.scales else (1.0,),
         decoder=decoder_params(spec, info.stride),
         flip_test=spec.flip_test,
         upsampling_mode=spec.upsampling_mode,
@@ -355,7 +354,7 @@ def _video_inference(
             if writer is None:
                 os.makedirs(annotated, exist_ok=True)
                 temporary = stack.enter_context(atomic_path(video_path))
-                writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                writer = cv2.VideoWriter(temporary, cv2.VideoWriter.fourcc(*"mp4v"), fps, frame.shape[1::-1])
                 if not writer.isOpened():
                     raise BpnetError(f"{video_path}: cannot write the video")
                 stack.callback(writer.release)
@@ -467,7 +466,7 @@ def _image_inference(
             journal.add(index, {**inputs[index][1], "full_image_path": path, "viz_id": index, **prediction.to_json()})
     finally:
         journal.close()
-    entries = [journal.done[i] for i in range(len(paths)) if journal.done.get(i) is not None]
+    entries = [entry for entry in (journal.done.get(i) for i in range(len(paths))) if entry is not None]
     return entries, len(paths) - len(entries)
 
 

@@ -134,12 +134,15 @@ class OnnxBackend:
             raise BpnetError(f"{path}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
         self.input_name = self.session.get_inputs()[0].name
         outputs = {o.name: o.shape[-1] for o in self.session.get_outputs()}
-        layout = layout or self._layout_by_channels(path, outputs, info)
+        if layout is None:
+            if info is None:
+                raise ValueError("OnnxBackend needs an output layout or the model's metadata")
+            layout = self._layout_by_channels(path, outputs, info)
         first = next(iter(outputs))
-        self.layout = dataclasses.replace(
-            layout, heatmap_output=layout.heatmap_output or first, paf_output=layout.paf_output or first
-        )
-        for name in (self.layout.heatmap_output, self.layout.paf_output):
+        self.heatmap_output: str = layout.heatmap_output or first
+        self.paf_output: str = layout.paf_output or first
+        self.layout = dataclasses.replace(layout, heatmap_output=self.heatmap_output, paf_output=self.paf_output)
+        for name in (self.heatmap_output, self.paf_output):
             if name not in outputs:
                 raise BpnetError(f"{path}: no output named {name!r} (outputs: {', '.join(outputs)})")
         self.path = path
@@ -173,12 +176,12 @@ class OnnxBackend:
         )
 
     def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        names = list(dict.fromkeys([self.layout.heatmap_output, self.layout.paf_output]))
+        names = list(dict.fromkeys([self.heatmap_output, self.paf_output]))
         values = dict(zip(names, self.session.run(names, {self.input_name: batch.astype(np.float32)})))
         self._check_channels({name: value.shape[-1] for name, value in values.items()})
         start, stop = self.layout.heatmap_channels
-        heat = values[self.layout.heatmap_output][..., start:stop]
-        paf = values[self.layout.paf_output][..., list(self.layout.paf_channels)]
+        heat = values[self.heatmap_output][..., start:stop]
+        paf = values[self.paf_output][..., list(self.layout.paf_channels)]
         return np.ascontiguousarray(heat), np.ascontiguousarray(paf)
 
 
@@ -242,7 +245,8 @@ class Predictor:
     def _maps(self, image: np.ndarray, scale: float, upsample: bool = True) -> Tuple[np.ndarray, np.ndarray, Geometry]:
         """(heatmaps, PAFs) of one image at one scale, upsampled by the factor unless ``upsample`` is False, and
         its geometry."""
-        shape = tuple(max(self.info.stride, int(round(s * scale))) for s in self.settings.input_shape)
+        height, width = (max(self.info.stride, int(round(s * scale))) for s in self.settings.input_shape)
+        shape = (height, width)
         tensor, geometry = preprocess(image, shape, self.settings.keep_aspect_ratio_mode, self.info)
         heat, paf = self.flip_test(self.backend, tensor) if self.flip_test else self.backend(tensor[None])
         if not upsample:

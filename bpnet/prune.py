@@ -311,12 +311,11 @@ def prune_file(model_path: str, output_path: str, settings: PruneSettings, resul
         result = prune_model(model, settings)
         remove_stale_temporaries(os.path.dirname(os.path.abspath(output_path)))
         save_model(result.model, output_path, info)
-        if status:
-            status.write(
-                "SUCCESS",
-                f"Pruned model saved to {output_path}",
-                kpi={"params_before": result.params_before, "params_after": result.params_after, "ratio": result.ratio},
-            )
+        status.write(
+            "SUCCESS",
+            f"Pruned model saved to {output_path}",
+            kpi={"params_before": result.params_before, "params_after": result.params_after, "ratio": result.ratio},
+        )
     return result
 
 

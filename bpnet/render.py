@@ -4,7 +4,7 @@ Joints are ``(P, K, 3)`` [x, y, flag-or-score] in the image's pixels; ``drawn`` 
 to draw. One colour per limb (evenly spaced hues), keypoints as dots in their first limb's colour.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -14,7 +14,7 @@ def limb_colours(num_limbs: int) -> Sequence[Tuple[int, int, int]]:
     """``num_limbs`` BGR colours with evenly spaced hues."""
     hues = np.linspace(0, 180, max(num_limbs, 1), endpoint=False).astype(np.uint8)
     hsv = np.stack([hues, np.full_like(hues, 230), np.full_like(hues, 255)], axis=-1)[None]
-    return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
+    return [(int(b), int(g), int(r)) for b, g, r in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
 
 
 def draw_skeletons(
@@ -23,7 +23,7 @@ def draw_skeletons(
     """Draw every person's limbs (both ends drawn) and keypoints on a copy of ``image``."""
     out = image.copy()
     colours = limb_colours(len(limbs))
-    keypoint_colour = {}
+    keypoint_colour: Dict[int, Tuple[int, int, int]] = {}
     for limb, (a, b) in enumerate(limbs):
         keypoint_colour.setdefault(a, colours[limb])
         keypoint_colour.setdefault(b, colours[limb])
@@ -35,7 +35,7 @@ def draw_skeletons(
     for person, person_drawn in zip(joints, drawn):
         for k in np.flatnonzero(person_drawn):
             centre = tuple(int(round(v)) for v in person[k, :2])
-            cv2.circle(out, centre, thickness + 1, keypoint_colour.get(k, (255, 255, 255)), -1, cv2.LINE_AA)
+            cv2.circle(out, centre, thickness + 1, keypoint_colour.get(int(k), (255, 255, 255)), -1, cv2.LINE_AA)
     return out
 
 

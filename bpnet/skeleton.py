@@ -10,7 +10,7 @@ down). Model flags use TLT's visibility codes (:class:`Visibility`); targets use
 
 import dataclasses
 import enum
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -213,7 +213,7 @@ class Skeleton:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> "Skeleton":
+    def from_dict(cls, data: Mapping[str, Any]) -> "Skeleton":
         skeleton = data["skeleton"]
         return cls(str(data["pose_config_type"]), tuple(data["keypoints"]), tuple((a - 1, b - 1) for a, b in skeleton))
 

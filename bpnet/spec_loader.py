@@ -160,7 +160,7 @@ def _convert(tp: Any, value: Any, where: str, ctx: _Context) -> Any:
             return value
         hint = _suggest(str(value), [str(a) for a in allowed])
         raise ctx.error(where, f"expected {_type_name(tp)}, got {_describe(value)}{hint}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, where, ctx)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -220,7 +220,7 @@ def build(cls: Type[T], data: Any, where: str, ctx: _Context) -> T:
     """Convert a mapping into the frozen dataclass ``cls``, strictly (see the module docstring)."""
     if not isinstance(data, dict):
         raise ctx.error(where, f"expected a mapping for {cls.__name__}, got {_describe(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]  # cls is a dataclass
     expected_name = _class_name(cls)
     given_name = data.get(CLASS_NAME_KEY)
     if given_name is not None and given_name != expected_name:
@@ -255,7 +255,7 @@ def build(cls: Type[T], data: Any, where: str, ctx: _Context) -> T:
 class _StrictYamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader that refuses anchors/aliases and duplicate keys (see the module docstring)."""
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    def compose_node(self, parent, index):
         if self.check_event(yaml.events.AliasEvent):
             event = self.peek_event()
             raise yaml.constructor.ConstructorError(
@@ -268,7 +268,7 @@ class _StrictYamlLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+    def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -371,8 +371,9 @@ def to_dict(spec: Any) -> Any:
     """The plain-data form of a spec (mappings, lists, scalars), with ``__class_name__`` keys."""
     if dataclasses.is_dataclass(spec):
         out: Dict[str, Any] = {}
-        if getattr(spec, "CLASS_NAME", None):
-            out[CLASS_NAME_KEY] = spec.CLASS_NAME
+        class_name = getattr(spec, "CLASS_NAME", None)
+        if class_name:
+            out[CLASS_NAME_KEY] = class_name
         for f in dataclasses.fields(spec):
             if f.init:
                 out[f.name] = to_dict(getattr(spec, f.name))

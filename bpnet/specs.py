@@ -135,7 +135,7 @@ class DatasetSpec:
 
     dataset: str
     root_directory_path: str = path_field()
-    categories: Tuple[Category, ...]
+    categories: Tuple[Category, ...]  # type: ignore[misc]  # path_field() has no default (mypy cannot see it)
     visibility_flags: VisibilityFlags = dataclasses.field(
         default_factory=lambda: VisibilityFlags(
             value={"visible": 2, "occluded": 1, "not_labeled": 0},
@@ -206,7 +206,7 @@ class DatasetConfig:
 
     root_data_path: str = path_field()
     train_records_folder_path: str = path_field()
-    train_records_path: Tuple[str, ...]
+    train_records_path: Tuple[str, ...]  # type: ignore[misc]  # path_field() has no default (mypy cannot see it)
     dataset_specs: Dict[str, str] = path_field()
     val_records_folder_path: Optional[str] = path_field(None)
     val_records_path: Tuple[str, ...] = ()
@@ -347,9 +347,9 @@ class DataloaderSpec:
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "batch_size", "must be positive")
-        if self.shuffle_buffer_size is None:
-            object.__setattr__(self, "shuffle_buffer_size", 20000)
-        _require(self.shuffle_buffer_size > 0, "shuffle_buffer_size", "must be positive")
+        shuffle_buffer_size = 20000 if self.shuffle_buffer_size is None else self.shuffle_buffer_size
+        object.__setattr__(self, "shuffle_buffer_size", shuffle_buffer_size)
+        _require(shuffle_buffer_size > 0, "shuffle_buffer_size", "must be positive")
         dims, (target_h, target_w) = self.image_config.image_dims, self.pose_config.target_shape
         _require(
             dims.height % target_h == 0 and dims.width % target_w == 0 and dims.height // target_h == dims.width // target_w,
@@ -638,9 +638,9 @@ class InferenceSpec:
 
     def __post_init__(self) -> None:
         _require(min(self.input_shape) > 0, "input_shape", "must be positive")
-        if self.scales is None:
-            object.__setattr__(self, "scales", (1.0,))
-        _require(len(self.scales) > 0 and min(self.scales) > 0, "scales", "must be a non-empty list of positive numbers")
+        scales = (1.0,) if self.scales is None else self.scales
+        object.__setattr__(self, "scales", scales)
+        _require(len(scales) > 0 and min(scales) > 0, "scales", "must be a non-empty list of positive numbers")
         if self.output_stage_to_use is not None:
             _require(self.output_stage_to_use >= 1, "output_stage_to_use", "must be >= 1 (stages count from 1)")
         if self.output_upsampling_factor is not None:

@@ -15,13 +15,16 @@ from bpnet.errors import describe_failure
 
 
 class StatusLogger:
-    """Appends TAO-style status lines (``date``, ``time``, ``status``, ``verbosity``, ``message``, ``kpi``)."""
+    """Appends TAO-style status lines (``date``, ``time``, ``status``, ``verbosity``, ``message``, ``kpi``) to
+    ``path``; writes nothing when ``path`` is None (a task run without a results folder)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: Optional[str]):
         self.path = path
 
     def write(self, status: str, message: str, kpi: Optional[Dict[str, Any]] = None, verbosity: str = "INFO") -> None:
         """Append one line; ``status`` is STARTED, RUNNING, SUCCESS or FAILURE."""
+        if self.path is None:
+            return
         now = datetime.datetime.now()
         line: Dict[str, Any] = {
             "date": f"{now.month}/{now.day}/{now.year}",
@@ -46,19 +49,18 @@ def failure_message(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def task_status(results_dir: Optional[str], started: Optional[str]) -> Iterator[Optional[StatusLogger]]:
+def task_status(results_dir: Optional[str], started: Optional[str]) -> Iterator[StatusLogger]:
     """Write ``STARTED`` (unless ``started`` is None) to ``results_dir/status.json``, and ``FAILURE`` if the
     block raises (then re-raise).
 
     The block writes its own ``SUCCESS`` line with its KPIs. No file is written without ``results_dir``.
     """
-    status = StatusLogger(os.path.join(results_dir, "status.json")) if results_dir else None
-    if status and started:
+    status = StatusLogger(os.path.join(results_dir, "status.json") if results_dir else None)
+    if started:
         status.write("STARTED", started)
     try:
         yield status
     except BaseException as exc:
-        if status:
-            with contextlib.suppress(OSError):
-                status.write("FAILURE", failure_message(exc), verbosity="ERROR")
+        with contextlib.suppress(OSError):
+            status.write("FAILURE", failure_message(exc), verbosity="ERROR")
         raise

@@ -230,7 +230,7 @@ def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 
             parts = figure_silhouette(pose(rng, small, foot), small, (height, width))
             _paint(image, rng, parts)
             crowd |= _union(parts)
-    figures = []
+    figures: List[Figure] = []
     count = int(rng.integers(1, max_people + 1))
     for _ in range(count):
         placed = _place_figure(rng, figures, (height, width))
@@ -284,7 +284,7 @@ def annotate(scene: Scene) -> List[Dict]:
         visible = figure.visible
         if visible.sum() < 20:
             continue
-        keypoints = []
+        keypoints: List[float] = []
         for x, y in figure.keypoints:
             col, row = int(round(x)), int(round(y))
             if not (0 <= x <= width - 1 and 0 <= y <= height - 1) or not figure.labeled:
@@ -356,7 +356,8 @@ def synthesize(
     annotation_file = Path(output_dir) / "annotations" / f"person_keypoints_{split}2017.json"
     image_dir.mkdir(parents=True, exist_ok=True)
     annotation_file.parent.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
+    images: List[Dict] = []
+    annotations: List[Dict] = []
     for index in range(num_images):
         scene = render_scene(np.random.default_rng([seed, index]))
         image_id = index + 1

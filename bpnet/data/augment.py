@@ -18,7 +18,7 @@ with ``W × H`` the network input and ``w × h`` the source image.
 """
 
 import dataclasses
-from typing import Tuple
+from typing import Tuple, cast
 
 import cv2
 import numpy as np
@@ -48,14 +48,17 @@ def draw_spatial(params: SpatialAugParams, image_width: int, image_height: int, 
     """Draw flips, rotation, zoom and translation as TLT does (reference §3.5)."""
     flip_lr = bool(rng.uniform() < params.flip_lr_prob)
     flip_tb = bool(rng.uniform() < params.flip_tb_prob)
+    # the *_min fields are never None after SpatialAugParams.__post_init__ (it mirrors the *_max ones)
     if params.use_translate_ratio:
-        tx = rng.uniform(params.translate_ratio_min, params.translate_ratio_max) * image_width
-        ty = rng.uniform(params.translate_ratio_min, params.translate_ratio_max) * image_height
+        ratio_min = cast(float, params.translate_ratio_min)
+        tx = rng.uniform(ratio_min, params.translate_ratio_max) * image_width
+        ty = rng.uniform(ratio_min, params.translate_ratio_max) * image_height
     else:
-        tx = float(rng.integers(int(np.floor(params.translate_min_x)), int(np.floor(params.translate_max_x)) + 1))
-        ty = float(rng.integers(int(np.floor(params.translate_min_y)), int(np.floor(params.translate_max_y)) + 1))
+        min_x, min_y = cast(float, params.translate_min_x), cast(float, params.translate_min_y)
+        tx = float(rng.integers(int(np.floor(min_x)), int(np.floor(params.translate_max_x)) + 1))
+        ty = float(rng.integers(int(np.floor(min_y)), int(np.floor(params.translate_max_y)) + 1))
     zoom = float(rng.uniform(params.zoom_ratio_min, params.zoom_ratio_max)) if rng.uniform() < params.zoom_prob else 1.0
-    rotate = float(rng.uniform(params.rotate_deg_min, params.rotate_deg_max))
+    rotate = float(rng.uniform(cast(float, params.rotate_deg_min), params.rotate_deg_max))
     return SpatialDraw(flip_lr, flip_tb, rotate, zoom, tx, ty)
 
 

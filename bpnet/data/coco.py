@@ -171,7 +171,7 @@ def _parse_person(
     width: int,
 ) -> Tuple[Optional[Person], Optional[str]]:
     """Validate one annotation of an image of ``height × width``; returns (person, None) or (None, reason)."""
-    bbox = ann.get("bbox")
+    bbox: Any = ann.get("bbox")
     if not _finite_numbers(bbox, 4):
         return None, "bbox is not 4 numbers"
     if min(bbox) < 0:
@@ -203,7 +203,7 @@ def _parse_person(
         Person(
             annotation_index=index,
             joints=joints,
-            bbox=tuple(float(v) for v in bbox),
+            bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
             area=float(area),
             iscrowd=bool(iscrowd),
             num_keypoints=int(np.count_nonzero(labeled)),
@@ -258,13 +258,13 @@ def read_coco_persons(
             if per_image.get(image_id):
                 bad_annotations["image_id names several images"] += len(per_image[image_id])
             continue
-        persons = []
+        persons: List[Person] = []
         for index, ann in enumerate(per_image.get(image_id, [])):
             person, reason = _parse_person(
                 ann, index, num_keypoints, flag_values, unlabeled_value, entry["height"], entry["width"]
             )
-            if reason:
-                bad_annotations[reason] += 1
+            if person is None:
+                bad_annotations[reason or "invalid"] += 1
             else:
                 persons.append(person)
         entries.append(ImageEntry(image_id, entry["file_name"], entry["height"], entry["width"], tuple(persons)))

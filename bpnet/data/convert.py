@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import os
 import random
-from typing import Any, Counter, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Counter, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -189,6 +189,7 @@ def _run_tasks(tasks: Sequence[_ImageTask], workers: int, progress: bool) -> Non
     description = "masks" if tasks[0].generate_mask else "checking files"
     bar = tqdm(total=len(tasks), desc=description, unit="img", disable=not progress)
     try:
+        results: Iterable[Optional[str]]
         if workers <= 1:
             results = map(_process_image, tasks)
             executor = None

@@ -16,7 +16,7 @@ Batch layout (``docs/data_pipeline.md``)::
 
 import dataclasses
 import os
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, cast
 
 import cv2
 import numpy as np
@@ -67,7 +67,7 @@ class SampleMaker:
         self.augment_data = augment_data
         dims = dataloader.image_config.image_dims
         self.canvas_size = (dims.width, dims.height)
-        self.target_shape = tuple(dataloader.pose_config.target_shape)
+        self.target_shape: Tuple[int, int] = dataloader.pose_config.target_shape
         self.stride = dataloader.stride
         norm = dataloader.normalization_params
         self.image_scale = np.asarray(norm.image_scale, dtype=np.float32)
@@ -132,7 +132,7 @@ class SampleMaker:
         spatial = aug.spatial_aug_params
         draw = augment.draw_spatial(spatial, width, height, rng) if self.augment_data else augment.IDENTITY_DRAW
         matrix = augment.spatial_matrix(
-            aug.spatial_augmentation_mode,
+            cast(str, aug.spatial_augmentation_mode),  # never None after AugmentationConfig.__post_init__
             draw,
             (width, height),
             self.canvas_size,

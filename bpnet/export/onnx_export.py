@@ -14,7 +14,7 @@ no train spec.
 
 import dataclasses
 import json
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def _rename(graph, old: str, new: str) -> None:
             value.name = new
 
 
-def metadata(info: ModelInfo, settings: OnnxSettings) -> Dict[str, object]:
+def metadata(info: ModelInfo, settings: OnnxSettings) -> Dict[str, Any]:
     """The ``bpnet`` metadata entry of an exported model."""
     paf_stride = info.stride // settings.upsample_ratio if settings.sdk_compatible else info.stride
     paf_name = SDK_PAF_OUTPUT if settings.sdk_compatible else PAF_OUTPUT
@@ -111,7 +111,7 @@ def to_onnx(model, info: ModelInfo, settings: OnnxSettings = OnnxSettings()):
     return proto
 
 
-def read_onnx_metadata(path: str) -> Optional[Dict[str, object]]:
+def read_onnx_metadata(path: str) -> Optional[Dict[str, Any]]:
     """The ``bpnet`` metadata of an ONNX file (None for third-party models); loads no weights."""
     import onnx
 

@@ -133,8 +133,7 @@ def export(request: ExportRequest) -> ExportResult:
     input_hw = parse_input_dims(request.input_dims)
     with task_status(request.results_dir, f"Exporting {request.model}") as status:
         result = _export(request, target, input_hw)
-        if status:
-            status.write("SUCCESS", "Export finished", kpi={k: v for k, v in dataclasses.asdict(result).items() if v})
+        status.write("SUCCESS", "Export finished", kpi={k: v for k, v in dataclasses.asdict(result).items() if v})
     return result
 
 

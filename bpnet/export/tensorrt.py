@@ -200,7 +200,7 @@ def build_engine(onnx_path: str, settings: EngineSettings, feeder: Optional[Cali
     if settings.data_type in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if settings.data_type == "int8":
-        if feeder is None:
+        if feeder is None or cuda is None:
             raise BpnetError("--data_type int8 needs calibration data (--cal_image_dir, --cal_data_file or --cal_cache_file)")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _entropy_calibrator(trt, feeder, cuda)

@@ -135,7 +135,8 @@ def lite_heads(features, conv: _ConvFactory, spec: BpNetLiteModelSpec, heat_chan
 
 def two_branch_heads(features, conv: _ConvFactory, spec: BpNetModelSpec, heat_channels: int, paf_channels: int):
     """BpNetModel: separate heatmap and PAF branches in every stage (OpenPose)."""
-    heats, pafs = [], []
+    heats: List = []
+    pafs: List = []
     branches = (("paf", "paf_branch", paf_channels, "tanh", pafs), ("cmap", "heat_branch", heat_channels, "sigmoid", heats))
     for stage in range(1, spec.stages + 1):
         heat_name, paf_name = _output_names(stage, stage == spec.stages)
@@ -179,8 +180,10 @@ def build_model(
     conv = _ConvFactory(spec)
     inputs = keras.Input(shape=(*input_shape, 3), name="input_1")
     features = vgg_backbone(inputs, conv, sync_batch_norm)
-    heads = lite_heads if isinstance(spec, BpNetLiteModelSpec) else two_branch_heads
-    heats, pafs = heads(features, conv, spec, skeleton.num_heatmap_channels, skeleton.num_paf_channels)
+    if isinstance(spec, BpNetLiteModelSpec):
+        heats, pafs = lite_heads(features, conv, spec, skeleton.num_heatmap_channels, skeleton.num_paf_channels)
+    else:
+        heats, pafs = two_branch_heads(features, conv, spec, skeleton.num_heatmap_channels, skeleton.num_paf_channels)
     return keras.Model(inputs, heats + pafs, name=spec.CLASS_NAME)
 
 

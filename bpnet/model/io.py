@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import zipfile
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,8 +28,8 @@ class ModelInfo:
     """What a consumer of the model needs besides the graph. Input: NHWC RGB, ``x / scale − offset``."""
 
     skeleton: Skeleton
-    image_scale: Tuple[float, float, float]
-    image_offset: Tuple[float, float, float]
+    image_scale: Tuple[float, ...]  # 3 values (checked)
+    image_offset: Tuple[float, ...]  # 3 values (checked)
     stride: int
     input_layout: str = "NHWC"
     channel_order: str = "RGB"
@@ -59,7 +59,7 @@ class ModelInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: Dict[str, object]) -> "ModelInfo":
+    def from_dict(cls, data: Dict[str, Any]) -> "ModelInfo":
         """Parse metadata; raises ValueError naming the field for anything missing or malformed."""
         if not isinstance(data, dict):
             raise ValueError("expected a mapping")
