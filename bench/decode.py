@@ -7,9 +7,9 @@ tf-pose-estimation's, Lightweight OpenPose's and TLT's post-processing, on the s
 Every decoder gets the same network-resolution maps (stride 8) and does its own upsampling, which its
 time includes:
 
-* ``bpnet local``: bpnet.decode with ``upsampling (8, 8)``: peaks on small upsampled windows, PAFs sampled
+* ``bpnet local``: bpnet.infer.decode with ``upsampling (8, 8)``: peaks on small upsampled windows, PAFs sampled
   bilinearly at network resolution (the default, ``upsampling_mode: local``);
-* ``bpnet full``: the maps upsampled ×8 bicubically first, then bpnet.decode (``upsampling_mode: full``);
+* ``bpnet full``: the maps upsampled ×8 bicubically first, then bpnet.infer.decode (``upsampling_mode: full``);
   each with the ``tlt`` and the ``accurate`` decoder preset;
 * ``tf-pose port``: bench/tf_pose_postprocess.py (×8 area upsampling, 25-tap smoothing, pafprocess);
 * ``LW-OpenPose port``: bench/lw_openpose_postprocess.py (×4 bicubic, as its demo);
@@ -48,9 +48,9 @@ from lw_openpose_postprocess import lw_openpose_postprocess  # noqa: E402
 from tf_pose_postprocess import tf_pose_postprocess  # noqa: E402
 from tlt_decoder import tlt_decode  # noqa: E402
 
-from bpnet.decode import DECODER_PRESETS, decode  # noqa: E402
-from bpnet.oracle import OracleSettings, perfect_maps  # noqa: E402
-from bpnet.resize import resize_maps  # noqa: E402
+from bpnet.infer.decode import DECODER_PRESETS, decode  # noqa: E402
+from bpnet.infer.oracle import OracleSettings, perfect_maps  # noqa: E402
+from bpnet.infer.resize import resize_maps  # noqa: E402
 from bpnet.skeleton import Skeleton, Visibility  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,10 +187,9 @@ def rows_for(maps_name: str, maps_list, limbs, decoders, score=None):
 def real_rows(args, decoders):
     from pycocotools.coco import COCO
 
-    from bpnet.coco_eval import evaluate_keypoints
-    from bpnet.inference import load_predictor
-    from bpnet.predict import read_image
-    from bpnet.results import Prediction
+    from bpnet.infer.coco_eval import evaluate_keypoints
+    from bpnet.infer.predict import load_predictor, read_image
+    from bpnet.infer.results import Prediction
 
     predictor, _ = load_predictor(args.real_spec, overrides=["upsampling_mode=local"])
     if predictor.info.stride != STRIDE or (predictor.factor_y, predictor.factor_x) != (STRIDE, STRIDE):

@@ -100,7 +100,7 @@ def main():
         for label, run, model_file in variants(name, path, work, calibration):
             row = {"variant": label, "model": path, **measure(run, args.height, args.width, args.repeats)}
             if args.infer_spec and args.dataset_spec:
-                from bpnet.inference import evaluate
+                from bpnet.infer.evaluate import evaluate
 
                 stats = evaluate(
                     args.infer_spec, args.dataset_spec, os.path.join(work, f"eval_{len(rows)}"), model_file, progress=False

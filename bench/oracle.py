@@ -1,4 +1,4 @@
-"""The decoding oracle on real annotations: GT → targets → decoder → pycocotools (bpnet.oracle).
+"""The decoding oracle on real annotations: GT → targets → decoder → pycocotools (bpnet.infer.oracle).
 
     python bench/oracle.py --annotations JSON [--images DIR] [--input_size 368]
                            [--skeleton fully_connected|dataset|POSE_CONFIG] [--merge_distance D]
@@ -17,7 +17,7 @@ import time
 
 from pycocotools.coco import COCO
 
-from bpnet.oracle import ORACLE_DECODER, OracleSettings, dataset_skeleton, fully_connected, run_oracle
+from bpnet.infer.oracle import ORACLE_DECODER, OracleSettings, dataset_skeleton, fully_connected, run_oracle
 from bpnet.skeleton import Skeleton
 from bpnet.specs import load_dataset_spec
 

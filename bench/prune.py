@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bpnet.inference import evaluate
+from bpnet.infer.evaluate import evaluate
 from bpnet.model.io import load_model, save_model
 from bpnet.prune import PruneSettings, prune_model
 from bpnet.specs import load_inference_spec

@@ -380,7 +380,7 @@ def evaluate(
     overrides: Tuple[str, ...],
 ) -> None:
     """COCO keypoint AP of a model on the dataset spec's test_data (pycocotools)."""
-    from bpnet.inference import evaluate as run_evaluation
+    from bpnet.infer.evaluate import evaluate as run_evaluation
 
     stats = run_evaluation(inference_spec, dataset_spec, results_dir, model_path=model_filename, overrides=overrides)
     for name, value in stats.items():
@@ -440,7 +440,7 @@ def inference(
     overrides: Tuple[str, ...],
 ) -> None:
     """Detect people in images or a video; write detections.json and optional renderings."""
-    from bpnet.inference import inference as run_inference
+    from bpnet.infer.inference import inference as run_inference
 
     summary = run_inference(
         inference_spec,

@@ -143,7 +143,8 @@ def quickstart(
     results_dir: str, settings: QuickstartSettings = QuickstartSettings(), say: Callable[[str], None] = logger.info
 ) -> QuickstartResult:
     """Run the whole workflow into ``results_dir`` (see the module docstring)."""
-    from bpnet.inference import evaluate, inference
+    from bpnet.infer.evaluate import evaluate
+    from bpnet.infer.inference import inference
     from bpnet.train.trainer import train
 
     root = Path(results_dir).resolve()

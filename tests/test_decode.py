@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from bpnet.coco_eval import KPI_NAMES, evaluate_keypoints
 from bpnet.data import targets
-from bpnet.decode import DecoderParams, decode, find_peaks, limb_candidates, match
-from bpnet.oracle import ORACLE_DECODER, OracleSettings, dataset_skeleton, fully_connected, run_oracle
-from bpnet.results import Prediction
+from bpnet.infer.coco_eval import KPI_NAMES, evaluate_keypoints
+from bpnet.infer.decode import DecoderParams, decode, find_peaks, limb_candidates, match
+from bpnet.infer.oracle import ORACLE_DECODER, OracleSettings, dataset_skeleton, fully_connected, run_oracle
+from bpnet.infer.results import Prediction
 from bpnet.skeleton import Visibility
 from bpnet.specs import load_dataset_spec
 

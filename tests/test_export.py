@@ -31,9 +31,9 @@ from bpnet.export.onnx_export import (
 )
 from bpnet.export.pipeline import ExportRequest, default_onnx_path, export, parse_input_dims
 from bpnet.export.tensorrt import CalibrationFeeder, EngineSettings, optimization_profile
+from bpnet.infer.predict import preprocess, read_image
 from bpnet.model.build import build_model
 from bpnet.model.io import ModelInfo, save_model
-from bpnet.predict import preprocess, read_image
 
 from .conftest import BODY18
 
@@ -109,7 +109,7 @@ def test_metadata_round_trip_and_inference_from_onnx_alone(exported, coco_val_sa
         f"train_spec: {tmp_path / 'absent.yaml'}\ninput_shape: [96, 128]\noutput_upsampling_factor: [4, 4]\n"
         "heatmap_threshold: 0.02\n"
     )
-    from bpnet.inference import load_predictor
+    from bpnet.infer.predict import load_predictor
 
     onnx_predictor, _ = load_predictor(str(infer), str(folder / "model.onnx"))
     keras_predictor, _ = load_predictor(str(infer), str(folder / "model.keras"))
@@ -144,7 +144,7 @@ def test_onnx_without_metadata_is_a_clear_error(exported, tmp_path):
     onnx.save(proto, str(tmp_path / "bare.onnx"))
     infer = tmp_path / "infer.yaml"
     infer.write_text(f"train_spec: {tmp_path / 'absent.yaml'}\n")
-    from bpnet.inference import load_predictor
+    from bpnet.infer.predict import load_predictor
 
     with pytest.raises(BpnetError, match="bare.onnx: no bpnet metadata"):
         load_predictor(str(infer), str(tmp_path / "bare.onnx"))

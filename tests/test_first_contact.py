@@ -159,7 +159,7 @@ def test_spec_free_inference_labels_people_and_keeps_json_extra_keys(tiny_model,
 
 
 def test_labels_are_drawn_for_each_person():
-    from bpnet.results import Prediction
+    from bpnet.infer.results import Prediction
     from bpnet.skeleton import Skeleton
 
     skeleton = Skeleton("two", ("a", "b"), ((0, 1),))

@@ -10,8 +10,8 @@ import pytest
 
 from bpnet.data import targets
 from bpnet.errors import BpnetError
+from bpnet.infer.predict import FlipTest, Predictor, PredictorSettings
 from bpnet.model.io import ModelInfo
-from bpnet.predict import FlipTest, Predictor, PredictorSettings
 from bpnet.skeleton import Skeleton
 
 from .conftest import BODY18

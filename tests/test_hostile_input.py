@@ -706,7 +706,7 @@ def test_the_epoch_model_is_recreated_on_resume_when_a_kill_interrupted_its_savi
 
 
 def test_ctrl_c_writes_a_failure_status_and_keeps_the_journal(tiny_model, tmp_path, monkeypatch):
-    from bpnet import predict
+    from bpnet.infer import predict
 
     _, infer = tiny_model
     calls = {"n": 0}
@@ -802,7 +802,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
 
 
 def test_a_zero_threshold_on_a_noisy_map_keeps_the_decoder_bounded():
-    from bpnet.decode import DecoderParams, decode, find_peaks
+    from bpnet.infer.decode import DecoderParams, decode, find_peaks
 
     skeleton = BODY18
     rng = np.random.default_rng(0)

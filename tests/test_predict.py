@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from bpnet.cli import cli
 from bpnet.data import targets
+from bpnet.infer.predict import PAD_VALUE, Geometry, Predictor, PredictorSettings, preprocess
 from bpnet.model.io import ModelInfo
-from bpnet.predict import PAD_VALUE, Geometry, Predictor, PredictorSettings, preprocess
 from bpnet.skeleton import Visibility
 
 from .conftest import BODY18, REPO_ROOT, SHARED_DATA, write_train_spec
@@ -316,7 +316,7 @@ def test_a_model_whose_outputs_do_not_fit_the_skeleton(tiny_model, tmp_path):
 
 
 def test_flip_test_and_subpixel_refinement_reach_the_predictor(tiny_model, tmp_path):
-    from bpnet.inference import load_predictor
+    from bpnet.infer.predict import load_predictor
 
     folder, infer = tiny_model
     extra = tmp_path / "infer_flip.yaml"

@@ -7,7 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from bpnet.cli import cli
-from bpnet.coco_eval import KPI_NAMES
+from bpnet.infer.coco_eval import KPI_NAMES
 from bpnet.quickstart import QUICKSTART_INFER_SPEC, QUICKSTART_RETRAIN_SPEC, QUICKSTART_TRAIN_SPEC
 from bpnet.specs import load_inference_spec, load_train_spec
 

@@ -281,8 +281,8 @@ def test_every_spec_field_is_documented():
 
 
 def test_the_decoder_preset_gives_the_decoder_settings_and_spec_thresholds_override_it():
-    from bpnet.decode import DECODER_PRESETS, DecoderParams
-    from bpnet.inference import decoder_params
+    from bpnet.infer.decode import DECODER_PRESETS, DecoderParams
+    from bpnet.infer.predict import decoder_params
 
     tlt = specs.InferenceSpec()
     assert decoder_params(tlt, 8) == dataclasses.replace(DecoderParams(), search_step=4)

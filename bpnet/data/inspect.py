@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from bpnet import render
 from bpnet.data.pipeline import Sample, SampleMaker
 from bpnet.data.records import read_records
 from bpnet.errors import BpnetError
 from bpnet.files import write_png
+from bpnet.infer import render
 from bpnet.skeleton import LABELED_FLAGS
 from bpnet.specs import TrainSpec, spec_object, spec_source
 

@@ -1,7 +1,7 @@
 """INT8 calibration data (reference §1.8, §5.3): image sampling, batches preprocessed exactly as inference.
 
 A calibration batch is ``(batch_size, H, W, 3)`` float32, each image passed through
-:func:`bpnet.predict.preprocess` at the deploy size ``H × W`` with ``pad_image_input`` (aspect ratio kept,
+:func:`bpnet.infer.predict.preprocess` at the deploy size ``H × W`` with ``pad_image_input`` (aspect ratio kept,
 padded, as the strict inference specs deploy), so the INT8 ranges are those the engine will see.
 TLT resized without keeping the aspect ratio and fell back to random tensors when the image folder was
 missing; bpnet keeps the aspect ratio and refuses to calibrate on nothing.
@@ -44,7 +44,7 @@ def sample_images(image_dir: str, count: int, seed: int = 0) -> List[str]:
 
 def preprocess_for_calibration(path: str, input_hw: Tuple[int, int], info: ModelInfo) -> np.ndarray:
     """``(H, W, 3)`` float32: what inference feeds the network at the deploy size for this image."""
-    from bpnet.predict import preprocess, read_image
+    from bpnet.infer.predict import preprocess, read_image
 
     tensor, _ = preprocess(read_image(path), input_hw, CALIBRATION_MODE, info)
     return tensor

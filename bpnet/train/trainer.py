@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bpnet import spec_loader
-from bpnet.data.pipeline import build_dataset
+from bpnet.data.pipeline import SampleMaker, build_dataset, dataset_mappings
 from bpnet.data.records import count_records
 from bpnet.errors import BpnetError
 from bpnet.files import remove_stale_temporaries, temporary_prefix
@@ -153,6 +153,7 @@ class Trainer:
         except ValueError as exc:
             raise BpnetError(f"{spec_source}: model.{exc}") from None
         self.info = train_spec_info(spec, self.skeleton)
+        self.mappings = dataset_mappings(spec.dataloader, self.skeleton)  # read once, for every pass
         self.global_batch = spec.dataloader.batch_size * self.replicas
         train_files = spec.dataloader.dataset_config.train_record_files
         for path in train_files:
@@ -214,13 +215,17 @@ class Trainer:
     def _train_step_fn(self, model, optimizer):
         return make_train_step(model, optimizer, self.strategy, self.global_batch, self.spec.loss.focal_loss_params, self.use_amp)
 
+    def _sample_maker(self, training: bool) -> SampleMaker:
+        """The record → sample step of the spec's pipeline, with the skeleton and dataset mappings read once."""
+        return SampleMaker(self.spec.dataloader, self.skeleton, self.mappings, self.spec.random_seed, augment_data=training)
+
     def validation_loss(self, model) -> Optional[float]:
         """Mean data loss per image over the validation records (None if there are none)."""
         files = [f for f in self.spec.dataloader.dataset_config.val_record_files if os.path.isfile(f)]
         if not files:
             return None
         total, images = 0.0, 0
-        batches = iter(build_dataset(self.spec, files, training=False))
+        batches = iter(build_dataset(self.spec, files, training=False, maker=self._sample_maker(training=False)))
         while (batch := next_batch(batches, default=None)) is not None:
             batch_images, labels = batch
             heats, pafs = stage_outputs(model(batch_images, training=False))
@@ -298,7 +303,9 @@ class Trainer:
                 f"match epoch {start_epoch} x {self.steps_per_epoch} steps; was the batch size or "
                 "the number of GPUs changed? Resume with the same settings."
             )
-        dataset = build_dataset(spec, batch_size=self.global_batch, skip=step * self.global_batch)
+        dataset = build_dataset(
+            spec, batch_size=self.global_batch, skip=step * self.global_batch, maker=self._sample_maker(training=True)
+        )
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         train_step = self._train_step_fn(model, optimizer)
         writer = tf.summary.create_file_writer(os.path.join(self.results_dir, "events"))

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from scipy import ndimage, optimize
 
-from bpnet.resize import resize_maps
+from bpnet.infer.resize import resize_maps
 
 _MAX_DILATE_CHANNELS = 512  # OpenCV's channel limit
 

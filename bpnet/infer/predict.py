@@ -15,7 +15,7 @@ sizes off the stride grid as they were, and its output grid then drifted from th
 bug, docs/differences_from_tlt.md.) Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the
 chosen stage are decoded as if upsampled
 bicubically by ``output_upsampling_factor`` (``upsampling_mode: local``, the default for one scale: the
-decoder upsamples small windows around the peaks itself, bpnet.decode; ``full``: the whole maps are
+decoder upsamples small windows around the peaks itself, bpnet.infer.decode; ``full``: the whole maps are
 upsampled first, as TLT); peaks map back to the original image through
 ``x_input = (x_map + 0.5) · stride / factor − 0.5`` and the inverse resize and padding. With
 ``scales`` (multi-scale), the maps of every scale are brought to input resolution, resized to the
@@ -24,17 +24,20 @@ largest scale's and averaged before decoding.
 
 import dataclasses
 import os
-from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-from bpnet.decode import DecoderParams, decode
-from bpnet.errors import BpnetError
-from bpnet.model.io import ModelInfo
-from bpnet.resize import resize_maps
-from bpnet.results import Prediction
+from bpnet import spec_loader
+from bpnet.errors import BpnetError, SpecError
+from bpnet.infer.backends import KerasBackend, exported_backend, network_backend
+from bpnet.infer.decode import DECODER_PRESETS, DecoderParams, decode
+from bpnet.infer.resize import resize_maps
+from bpnet.infer.results import Prediction
+from bpnet.model.io import ModelInfo, load_model, train_spec_info
 from bpnet.skeleton import Skeleton
+from bpnet.specs import InferenceSpec, load_train_spec, spec_object, spec_source
 
 PAD_VALUE = 128
 
@@ -94,95 +97,6 @@ def preprocess(
         resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     tensor = resized.astype(np.float32) / np.asarray(info.image_scale, np.float32) - np.asarray(info.image_offset, np.float32)
     return tensor, Geometry(size[0] / padded_w, size[1] / padded_h, pad_x, pad_y, size)
-
-
-class KerasBackend:
-    """A Keras model from ``bpnet train`` (outputs ``[heat_1..heat_S, paf_1..paf_S]``)."""
-
-    def __init__(self, model, stage: Optional[int] = None):
-        self.model = model
-        self.stages = len(model.outputs) // 2
-        if stage is not None and not 1 <= stage <= self.stages:
-            raise BpnetError(f"output_stage_to_use: {stage} is not a stage of this model (1..{self.stages})")
-        self.stage = stage or self.stages
-
-    def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        outputs = self.model(batch, training=False)
-        return np.asarray(outputs[self.stage - 1]), np.asarray(outputs[self.stages + self.stage - 1])
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputLayout:
-    """Where the heatmaps (with background) and the PAFs (x, y per limb, skeleton order) are in a network's
-    outputs; an output name of None is the network's first output."""
-
-    heatmap_output: Optional[str]
-    heatmap_channels: Tuple[int, int]  # [start, stop)
-    paf_output: Optional[str]
-    paf_channels: Tuple[int, ...]
-
-
-class OnnxBackend:
-    """An ONNX model run by ONNX Runtime on the CPU, its outputs rearranged by an :class:`OutputLayout`."""
-
-    def __init__(self, path: str, layout: Optional[OutputLayout] = None, info: Optional[ModelInfo] = None):
-        import onnxruntime
-
-        try:
-            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BpnetError(f"{path}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
-        self.input_name = self.session.get_inputs()[0].name
-        outputs = {o.name: o.shape[-1] for o in self.session.get_outputs()}
-        if layout is None:
-            if info is None:
-                raise ValueError("OnnxBackend needs an output layout or the model's metadata")
-            layout = self._layout_by_channels(path, outputs, info)
-        first = next(iter(outputs))
-        self.heatmap_output: str = layout.heatmap_output or first
-        self.paf_output: str = layout.paf_output or first
-        self.layout = dataclasses.replace(layout, heatmap_output=self.heatmap_output, paf_output=self.paf_output)
-        for name in (self.heatmap_output, self.paf_output):
-            if name not in outputs:
-                raise BpnetError(f"{path}: no output named {name!r} (outputs: {', '.join(outputs)})")
-        self.path = path
-        self._check_channels({name: c for name, c in outputs.items() if isinstance(c, int)})
-
-    def _check_channels(self, channels: Dict[str, int]) -> None:
-        """Refuse a layout that asks for channels an output does not have (``channels``: output → count)."""
-        start, stop = self.layout.heatmap_channels
-        needs = (
-            (self.layout.heatmap_output, stop, "heatmap"),
-            (self.layout.paf_output, max(self.layout.paf_channels) + 1, "PAF"),
-        )
-        for name, needed, kind in needs:
-            if name in channels and channels[name] < needed:
-                raise BpnetError(
-                    f"{self.path}: output {name!r} has {channels[name]} channels, but the model's metadata "
-                    f"needs {needed} for its {kind} maps"
-                )
-
-    @staticmethod
-    def _layout_by_channels(path: str, outputs, info: ModelInfo) -> OutputLayout:
-        heat = [n for n, c in outputs.items() if c == info.skeleton.num_heatmap_channels]
-        paf = [n for n, c in outputs.items() if c == info.skeleton.num_paf_channels]
-        if not heat or not paf:
-            raise BpnetError(
-                f"{path}: outputs {outputs} do not match the skeleton ({info.skeleton.num_heatmap_channels} "
-                f"heatmap and {info.skeleton.num_paf_channels} PAF channels)"
-            )
-        return OutputLayout(
-            heat[-1], (0, info.skeleton.num_heatmap_channels), paf[-1], tuple(range(info.skeleton.num_paf_channels))
-        )
-
-    def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        names = list(dict.fromkeys([self.heatmap_output, self.paf_output]))
-        values = dict(zip(names, self.session.run(names, {self.input_name: batch.astype(np.float32)})))
-        self._check_channels({name: value.shape[-1] for name, value in values.items()})
-        start, stop = self.layout.heatmap_channels
-        heat = values[self.heatmap_output][..., start:stop]
-        paf = values[self.paf_output][..., list(self.layout.paf_channels)]
-        return np.ascontiguousarray(heat), np.ascontiguousarray(paf)
 
 
 class FlipTest:
@@ -326,3 +240,73 @@ def read_image(path: str) -> np.ndarray:
     if image is None:
         raise BpnetError(f"{path}: cannot read image (corrupt or not an image)")
     return image
+
+
+def search_step(upsampling_factor: Tuple[int, int]) -> int:
+    """The decoder's coarse search step for maps upsampled by ``(factor_y, factor_x)``: half the factor
+    (bicubic upsampling adds no detail finer than that), 1 (full search) without upsampling."""
+    return max(1, min(upsampling_factor) // 2)
+
+
+def decoder_params(spec: InferenceSpec, stride: int) -> DecoderParams:
+    """The decoder settings of an inference spec: its ``decoder_preset``, with the thresholds and sub-pixel
+    refinement the spec sets, and the coarse search step for its upsampling factor (full upsampling)."""
+    params = DECODER_PRESETS[spec.decoder_preset]
+    thresholds = {name: getattr(spec, name) for name in ("heatmap_threshold", "paf_threshold") if getattr(spec, name) is not None}
+    return dataclasses.replace(
+        params,
+        **thresholds,
+        subpixel=spec.subpixel_refinement,
+        search_step=search_step(spec.output_upsampling_factor or (stride, stride)),
+    )
+
+
+def load_predictor(
+    inference_spec: Union[InferenceSpec, str, None] = None, model_path: Optional[str] = None, overrides: Sequence[str] = ()
+) -> Tuple[Predictor, InferenceSpec]:
+    """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings.
+
+    ``inference_spec`` is a spec object, a spec file (with ``key.path=value`` ``overrides``), or None for
+    the defaults (a model that carries its metadata needs no spec). The returned spec's ``model_path`` is
+    the model actually used.
+    """
+    source = spec_source(inference_spec) if inference_spec is not None else "inference spec"
+    if inference_spec is None:
+        spec = spec_loader.from_dict(InferenceSpec, spec_loader.apply_overrides({}, overrides), source="--set")
+    else:
+        spec = spec_object(InferenceSpec, inference_spec, overrides)
+    model_path = model_path or spec.model_path
+    if not model_path:
+        raise SpecError(f"{source}: model_path: not set and no -m/--model_filename given")
+    spec = dataclasses.replace(spec, model_path=os.path.abspath(model_path))
+    if spec.network is not None:
+        backend, info = network_backend(spec.network, model_path)
+    elif model_path.endswith((".onnx", ".engine", ".trt", ".plan")):
+        backend, info = exported_backend(model_path)
+    else:
+        model, info = load_model(model_path)
+        if info is None:
+            if not spec.train_spec:
+                raise BpnetError(
+                    f"{model_path}: no bpnet metadata (skeleton, normalisation) in the model; give its "
+                    f"train spec as train_spec in the inference spec"
+                )
+            info = train_spec_info(load_train_spec(spec.train_spec))
+        heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
+        if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
+            raise BpnetError(
+                f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but "
+                f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
+                f"{info.skeleton.num_paf_channels}"
+            )
+        backend = KerasBackend(model, spec.output_stage_to_use)
+    settings = PredictorSettings(
+        input_shape=spec.input_shape,
+        keep_aspect_ratio_mode=spec.keep_aspect_ratio_mode,
+        output_upsampling_factor=spec.output_upsampling_factor,
+        scales=spec.scales if spec.multi_scale_inference and spec.scales else (1.0,),
+        decoder=decoder_params(spec, info.stride),
+        flip_test=spec.flip_test,
+        upsampling_mode=spec.upsampling_mode,
+    )
+    return Predictor(backend, info, settings), spec

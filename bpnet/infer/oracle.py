@@ -13,11 +13,11 @@ from typing import Dict, Literal, Optional, Tuple
 
 import numpy as np
 
-from bpnet.coco_eval import evaluate_keypoints
 from bpnet.data import targets
-from bpnet.decode import DecoderParams, decode
-from bpnet.resize import resize_maps
-from bpnet.results import Prediction
+from bpnet.infer.coco_eval import evaluate_keypoints
+from bpnet.infer.decode import DecoderParams, decode
+from bpnet.infer.resize import resize_maps
+from bpnet.infer.results import Prediction
 from bpnet.skeleton import Skeleton
 from bpnet.specs import Category, VisibilityFlags
 

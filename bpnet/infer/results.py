@@ -1,16 +1,23 @@
-"""Prediction objects shared by evaluation, inference, video and the Python API.
+"""Prediction objects shared by evaluation, inference, video and the Python API, and the files they are
+written to (TLT's ``detections.json`` header, atomic JSON, the results folder).
 
 Keypoints are ``(N, K, 3)`` [x, y, score] in the original image's pixels (x right, y down) in the
 model skeleton's order; a score of 0 marks a missing keypoint.
 """
 
 import dataclasses
+import json
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from bpnet import render
+from bpnet import spec_loader
+from bpnet.errors import BpnetError
+from bpnet.files import atomic_path, remove_stale_temporaries
+from bpnet.infer import render
 from bpnet.skeleton import Skeleton
+from bpnet.specs import InferenceSpec
 
 
 @dataclasses.dataclass
@@ -62,3 +69,36 @@ class Prediction:
         if labels:
             out = render.draw_labels(out, self.keypoints, drawn, [f"#{i} {s:.2f}" for i, s in enumerate(self.scores)])
         return out
+
+
+def tlt_header(skeleton: Skeleton, spec: InferenceSpec) -> Dict:
+    """The pose config and inference spec at the top of TLT's ``detections.json``."""
+    return {
+        "pose_config_type": skeleton.name,
+        "categories": [
+            {
+                "supercategory": "person",
+                "id": 1,
+                "name": "person",
+                "num_joints": skeleton.num_keypoints,
+                "keypoints": list(skeleton.keypoints),
+                "skeleton": [[a + 1, b + 1] for a, b in skeleton.limbs],
+            }
+        ],
+        "inference_spec": spec_loader.to_dict(spec),
+    }
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as JSON at ``path``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+
+
+def prepare_results_dir(results_dir: str) -> None:
+    """Create the results folder (a one-line error if it cannot be) and remove stale temporaries in it."""
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+    except OSError as exc:
+        raise BpnetError(f"{results_dir}: cannot create results folder: {exc.strerror or exc}") from None
+    remove_stale_temporaries(results_dir)

@@ -1,0 +1,100 @@
+"""``bpnet evaluate``: COCO keypoint AP of a model over a dataset spec's ``test_data``, with TLT's outputs
+(``detections.json``, ``detections_coco_format.json``, ``results.csv``, ``status.json`` KPIs)."""
+
+import contextlib
+import csv
+import io
+import logging
+import os
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+from tqdm import tqdm
+
+from bpnet.errors import BpnetError, SpecError
+from bpnet.files import atomic_path, contained_path
+from bpnet.infer.coco_eval import KPI_NAMES, evaluate_keypoints
+from bpnet.infer.predict import load_predictor, read_image
+from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
+from bpnet.specs import DatasetSpec, InferenceSpec, spec_object, spec_source
+from bpnet.status import task_status
+
+logger = logging.getLogger(__name__)
+
+RESULTS_CSV_COLUMNS = ("metric", "IoU", "area", "maxDets", "score")
+"""TLT's ``results.csv`` header (reference §3.17): one row per COCOeval stat."""
+
+
+def results_csv_row(kpi_name: str, value: float) -> Tuple[str, str, str, int, str]:
+    """``AP_0.50:0.95_medium`` → ``("AP", "0.50:0.95", "medium", 20, "0.123456")`` (TLT's columns)."""
+    metric, iou, *area = kpi_name.split("_")
+    return metric, iou, area[0] if area else "all", 20, f"{value:.6f}"
+
+
+def _evaluation_inputs(dataset_spec: Union[DatasetSpec, str]) -> Tuple[DatasetSpec, str, str]:
+    """The dataset spec, its test annotation file and image folder, checked before anything is written."""
+    dataset = spec_object(DatasetSpec, dataset_spec)
+    if dataset.test_data is None:
+        raise SpecError(f"{spec_source(dataset_spec)}: test_data: not set (evaluate uses it)")
+    annotation_file = dataset.resolve(dataset.test_data.annotation_root_dir_path)
+    if not os.path.isfile(annotation_file):
+        raise BpnetError(f"{annotation_file}: annotation file not found (test_data.annotation_root_dir_path)")
+    return dataset, annotation_file, dataset.resolve(dataset.test_data.images_root_dir_path)
+
+
+def _load_coco(annotation_file: str):
+    from pycocotools.coco import COCO
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(annotation_file)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BpnetError(
+            f"{annotation_file}: not a COCO annotation file ({type(exc).__name__}: {exc}) (test_data.annotation_root_dir_path)"
+        ) from None
+
+
+def evaluate(
+    inference_spec: Union[InferenceSpec, str, None],
+    dataset_spec: Union[DatasetSpec, str],
+    results_dir: str,
+    model_path: Optional[str] = None,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+) -> Dict[str, float]:
+    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files.
+
+    Specs are objects or files (see :func:`load_predictor`; ``overrides`` apply to the inference spec)."""
+    dataset, annotation_file, images_dir = _evaluation_inputs(dataset_spec)
+    prepare_results_dir(results_dir)
+    with task_status(results_dir, "Starting bpnet evaluate.") as status:
+        predictor, spec = load_predictor(inference_spec, model_path, overrides)
+        coco = _load_coco(annotation_file)
+        image_ids = sorted(coco.getImgIds())
+        coco_results, raw = [], []
+        for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
+            file_name = coco.loadImgs(image_id)[0].get("file_name")
+            path = contained_path(images_dir, file_name) if isinstance(file_name, str) else None
+            if path is None:
+                raise BpnetError(
+                    f"{annotation_file}: image {image_id}: file_name {file_name!r} is not a path inside "
+                    f"the image folder {images_dir}"
+                )
+            prediction = predictor.predict_one(read_image(path), path)
+            coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
+            raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
+        stats = evaluate_keypoints(coco, coco_results, image_ids)
+        write_json(os.path.join(results_dir, "detections.json"), {**tlt_header(predictor.info.skeleton, spec), "images": raw})
+        write_json(os.path.join(results_dir, "detections_coco_format.json"), coco_results)
+        with atomic_path(os.path.join(results_dir, "results.csv")) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(RESULTS_CSV_COLUMNS)
+            writer.writerows(results_csv_row(name, stats[name]) for name in KPI_NAMES)
+        if not coco_results:
+            logger.warning(
+                "No person was found in any of the %d images: check the model (-m), the inference spec's "
+                "input_shape and keep_aspect_ratio_mode (the scale the model was trained at), and "
+                "heatmap_threshold",
+                len(image_ids),
+            )
+        status.write("SUCCESS", "Evaluation finished successfully.", kpi=stats)
+    return stats

@@ -1,0 +1,271 @@
+"""``bpnet inference``: a Predictor built from an inference spec (:func:`bpnet.infer.predict.load_predictor`),
+run over images, a folder, a JSON list or a video; TLT's ``detections.json`` and rendered skeletons.
+
+The model's skeleton and normalisation come from the model file (``bpnet.json`` in a ``.keras``);
+for a model without them (for example a TLT ``.hdf5``) they come from the inference spec's train spec.
+"""
+
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from bpnet import spec_loader
+from bpnet.errors import BpnetError
+from bpnet.files import atomic_path, remove_stale_temporaries, write_png
+from bpnet.infer.predict import Predictor, load_predictor, read_image
+from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
+from bpnet.specs import InferenceSpec
+from bpnet.status import task_status
+
+logger = logging.getLogger(__name__)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _inputs(input_type: str, source: str, image_root_path: str) -> List[Tuple[str, Dict]]:
+    """``(image path, extra keys)`` per input; the extra keys of a JSON ``images`` entry are copied into its
+    ``detections.json`` entry, as TLT did."""
+    if input_type == "image":
+        return [(os.path.join(image_root_path, source), {})]
+    if input_type == "dir":
+        if not os.path.isdir(source):
+            raise BpnetError(f"{source}: input folder not found")
+        paths = sorted(os.path.join(source, n) for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS))
+        if not paths:
+            raise BpnetError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the input folder")
+        return [(path, {}) for path in paths]
+    try:
+        with open(source, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise BpnetError(f"{source}: cannot read the input JSON: {exc}") from None
+    if isinstance(data, list):
+        entries = [{"full_image_path": e} for e in data]
+    else:
+        entries = data.get("images", []) if isinstance(data, dict) else []
+    if not entries or not all(isinstance(e, dict) and isinstance(e.get("full_image_path"), str) for e in entries):
+        raise BpnetError(f"{source}: expected a list of image paths or {{images: [{{full_image_path: ...}}]}}")
+    reserved = {"full_image_path", "viz_id", "keypoints", "scores"}
+    return [
+        (os.path.join(image_root_path, e["full_image_path"]), {k: v for k, v in e.items() if k not in reserved}) for e in entries
+    ]
+
+
+def rendering_names(paths: Sequence[str], numbered: bool) -> List[str]:
+    """File names of the renderings: ``<input stem>.png`` (``<stem>_<index>.png`` where two inputs share a
+    stem), or TLT's ``<index>.png`` when ``numbered``."""
+    if numbered:
+        return [f"{index}.png" for index in range(len(paths))]
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    counts = collections.Counter(stems)
+    return [f"{stem}.png" if counts[stem] == 1 else f"{stem}_{index}.png" for index, stem in enumerate(stems)]
+
+
+def _video_frames(source: str, max_frames: Optional[int]) -> Tuple[Iterator[np.ndarray], float, str, Optional[int]]:
+    """Frames (at most ``max_frames``), frame rate, output name and frame count (None if unknown)."""
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not capture.isOpened():
+        raise BpnetError(f"{source}: cannot open the video (file or camera index)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    total = min(reported, max_frames) if reported > 0 and max_frames else (reported or max_frames or None)
+
+    def frames():
+        try:
+            count = 0
+            while max_frames is None or count < max_frames:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                count += 1
+                yield frame
+        finally:
+            capture.release()
+
+    name = f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
+    return frames(), fps, name, total
+
+
+def _video_inference(
+    predictor: Predictor, source: str, annotated: str, dump_visualizations: bool, progress: bool, max_frames: Optional[int] = None
+) -> List[Dict]:
+    """Per-frame entries of a video; the rendered video is written under a temporary name and renamed when
+    complete, so an interrupted run never leaves a truncated ``.mp4`` under the final name."""
+    frames, fps, name, total = _video_frames(source, max_frames)
+    entries: List[Dict] = []
+    video_path = os.path.join(annotated, f"{name}.mp4")
+    with contextlib.ExitStack() as stack:
+        writer = None
+        for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", total=total, disable=not progress)):
+            prediction = predictor.predict_one(frame, f"{source}#{index}")
+            entries.append({"frame": index, **prediction.to_json()})
+            if not dump_visualizations:
+                continue
+            if writer is None:
+                os.makedirs(annotated, exist_ok=True)
+                temporary = stack.enter_context(atomic_path(video_path))
+                writer = cv2.VideoWriter(temporary, cv2.VideoWriter.fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                if not writer.isOpened():
+                    raise BpnetError(f"{video_path}: cannot write the video")
+                stack.callback(writer.release)
+            writer.write(prediction.draw(frame))
+    if not entries:
+        raise BpnetError(f"{source}: the video has no readable frame")
+    return entries
+
+
+JOURNAL_NAME = "detections.partial.jsonl"
+"""Per-image results of an unfinished ``inference`` run, appended as each image is done; a rerun with the
+same inputs, model and spec resumes from it, a different one starts afresh. Removed when
+``detections.json`` is complete."""
+
+
+def _run_fingerprint(
+    inputs: Sequence[Tuple[str, Dict]], model_path: str, spec: InferenceSpec, renderings: Optional[Sequence[str]]
+) -> str:
+    model = os.path.abspath(model_path)
+    stat = os.stat(model) if os.path.isfile(model) else None
+    identity = {
+        "inputs": list(inputs),
+        "model": model,
+        "model_size": stat.st_size if stat else None,
+        "model_mtime_ns": stat.st_mtime_ns if stat else None,
+        "spec": spec_loader.to_dict(spec),
+        "renderings": list(renderings) if renderings else None,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Journal:
+    """``detections.partial.jsonl``: a fingerprint line, then one ``{"index", "entry" | "skipped"}`` line per image."""
+
+    def __init__(self, path: str, fingerprint: str):
+        self.path = path
+        self.done: Dict[int, Optional[Dict]] = {}
+        self._read(fingerprint)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        self.handle = os.fdopen(os.open(path, flags, 0o644), "a", encoding="utf-8")
+        if not self.done and self.handle.tell() == 0:
+            self._append({"fingerprint": fingerprint})
+
+    def _read(self, fingerprint: str) -> None:
+        if not os.path.isfile(self.path) or os.path.islink(self.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            return
+        with open(self.path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+        good = 0
+        for number, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+                if number == 0 and record["fingerprint"] != fingerprint:
+                    break
+                if number > 0:
+                    self.done[int(record["index"])] = record.get("entry")
+            except (ValueError, KeyError, TypeError):
+                break  # the last line of a killed run may be cut short
+            good += len(line) + 1
+        if good == 0:
+            self.done.clear()
+            os.remove(self.path)
+            return
+        with open(self.path, "r+", encoding="utf-8") as handle:
+            handle.truncate(good)
+
+    def _append(self, record: Dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def add(self, index: int, entry: Optional[Dict]) -> None:
+        self._append({"index": index, "entry": entry} if entry is not None else {"index": index, "skipped": True})
+        self.done[index] = entry
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _image_inference(
+    predictor: Predictor,
+    inputs: Sequence[Tuple[str, Dict]],
+    results_dir: str,
+    annotated: str,
+    renderings: Optional[Sequence[str]],
+    fingerprint: str,
+    progress: bool,
+) -> Tuple[List[Dict], int]:
+    """Per-image entries (and the count skipped), resuming from and appending to the journal; each image is
+    rendered to ``annotated/renderings[i]`` when ``renderings`` is given."""
+    paths = [path for path, _ in inputs]
+    journal = _Journal(os.path.join(results_dir, JOURNAL_NAME), fingerprint)
+    try:
+        if journal.done:
+            logger.info("Resuming: %d of %d images were done by an interrupted run", len(journal.done), len(paths))
+        for index, path in enumerate(tqdm(paths, desc="inference", unit="img", disable=not progress, initial=len(journal.done))):
+            if index in journal.done:
+                continue
+            try:
+                image = read_image(path)
+            except BpnetError as exc:
+                logger.warning("skipped: %s", exc)
+                journal.add(index, None)
+                continue
+            prediction = predictor.predict_one(image, path)
+            if renderings:
+                write_png(os.path.join(annotated, renderings[index]), prediction.draw(image))
+            journal.add(index, {**inputs[index][1], "full_image_path": path, "viz_id": index, **prediction.to_json()})
+    finally:
+        journal.close()
+    entries = [entry for entry in (journal.done.get(i) for i in range(len(paths))) if entry is not None]
+    return entries, len(paths) - len(entries)
+
+
+def inference(
+    inference_spec: Union[InferenceSpec, str, None],
+    input_type: str,
+    source: str,
+    results_dir: str,
+    model_path: Optional[str] = None,
+    image_root_path: str = "",
+    dump_visualizations: bool = False,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+    numbered_outputs: bool = False,
+    max_frames: Optional[int] = None,
+) -> Dict[str, int]:
+    """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders
+    (``images_annotated/<input stem>.png``, or TLT's ``<index>.png`` with ``numbered_outputs``).
+
+    Image inputs are journaled per image (:data:`JOURNAL_NAME`): an interrupted run, rerun, resumes.
+    A video (at most ``max_frames`` frames) is processed again from its first frame.
+    """
+    prepare_results_dir(results_dir)
+    with task_status(results_dir, "Starting bpnet inference.") as status:
+        predictor, spec = load_predictor(inference_spec, model_path, overrides)
+        annotated = os.path.join(results_dir, "images_annotated")
+        remove_stale_temporaries(annotated)
+        if input_type == "video":
+            entries = _video_inference(predictor, source, annotated, dump_visualizations, progress, max_frames)
+            skipped = 0
+        else:
+            inputs = _inputs(input_type, source, image_root_path)
+            renderings = rendering_names([p for p, _ in inputs], numbered_outputs) if dump_visualizations else None
+            fingerprint = _run_fingerprint(inputs, spec.model_path or "", spec, renderings)
+            entries, skipped = _image_inference(predictor, inputs, results_dir, annotated, renderings, fingerprint, progress)
+            if not entries:
+                raise BpnetError(f"{source}: no readable image")
+        write_json(os.path.join(results_dir, "detections.json"), {**tlt_header(predictor.info.skeleton, spec), "images": entries})
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(results_dir, JOURNAL_NAME))
+        summary = {"inputs": len(entries), "skipped": skipped, "people": sum(len(e["scores"]) for e in entries)}
+        status.write("SUCCESS", "Inference finished successfully.", kpi=summary)
+    return summary
