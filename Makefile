@@ -19,10 +19,10 @@ quickstart: $(STAMP)
 	$(BIN)/bpnet quickstart -r results/quickstart
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not integration"
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow and not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check bpnet tests bench
