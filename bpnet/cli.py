@@ -776,6 +776,66 @@ def quickstart(results_dir: str, train_images: int, val_images: int, epochs: Opt
     click.echo(f"  specs             {os.path.join(result.results_dir, 'specs')} (train.yaml, infer.yaml)")
 
 
+@cli.command("import_model")
+@click.option(
+    "-m",
+    "--model",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Network to import: a tf-pose-estimation frozen graph (.pb), an OpenVINO IR (.xml) or an ONNX file.",
+)
+@click.option(
+    "-o",
+    "--output_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The bpnet model: .onnx (from .pb or .onnx) or .xml (from an IR).",
+)
+@click.option(
+    "--preset",
+    default=None,
+    type=click.Choice(["tf_pose", "lightweight_openpose"]),
+    help="Known layout  [default: detected from the tensor names]",
+)
+@click.option(
+    "--network",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="YAML describing an ONNX network's channels (the fields of an inference spec's network block).",
+)
+@click.option(
+    "--check_image",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="A photo of people: the mapping is refused if the PAFs do not follow the limbs there.",
+)
+@click.option("--input_shape", default=None, help="Recommended H,W for inference  [default: the preset's]")
+@log_level_option
+def import_model(
+    model: str,
+    output_file: str,
+    preset: Optional[str],
+    network: Optional[str],
+    check_image: Optional[str],
+    input_shape: Optional[str],
+) -> None:
+    """Turn a public OpenPose-family network into a self-describing bpnet model (bpnet addition)."""
+    from bpnet.importer import import_model as run_import
+
+    shape = None
+    if input_shape is not None:
+        try:
+            height, width = (int(v) for v in input_shape.split(","))
+        except ValueError:
+            raise click.BadParameter("expected H,W", param_hint="--input_shape") from None
+        shape = (height, width)
+    result = run_import(model, output_file, preset, network, check_image, shape)
+    if result.check is not None:
+        for line in result.check.lines():
+            click.echo(line)
+    click.echo(f"import_model: {result.preset} layout; model {result.model}")
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="bpnet")

@@ -26,14 +26,13 @@ from bpnet.export.onnx_export import (
     PAF_OUTPUT,
     SDK_PAF_OUTPUT,
     OnnxSettings,
-    read_onnx_metadata,
     to_onnx,
 )
 from bpnet.export.pipeline import ExportRequest, default_onnx_path, export, parse_input_dims
 from bpnet.export.tensorrt import CalibrationFeeder, EngineSettings, optimization_profile
 from bpnet.infer.predict import preprocess, read_image
 from bpnet.model.build import build_model
-from bpnet.model.io import ModelInfo, save_model
+from bpnet.model.io import ModelInfo, read_onnx_metadata, save_model
 
 from .conftest import BODY18
 

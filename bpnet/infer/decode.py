@@ -422,6 +422,22 @@ def _bilinear_samples(
     return (top * (1 - wy) + bottom * wy).T
 
 
+def mean_paf_projections(
+    start_xy: np.ndarray, end_xy: np.ndarray, pafs: np.ndarray, upsampling: Tuple[int, int] = (1, 1), samples: int = 10
+) -> np.ndarray:
+    """``(P,)`` mean projection of one limb's PAF ``pafs (h, w, 2)`` on the direction of each segment
+    ``start_xy (P, 2)`` → ``end_xy (P, 2)``, over ``samples`` points: the line integral without thresholds
+    (coordinates and sampling as :func:`limb_candidates` with this ``upsampling``)."""
+    vector = end_xy - start_xy
+    unit = vector / (np.linalg.norm(vector, axis=-1, keepdims=True) + 1e-6)
+    t = np.linspace(0.0, 1.0, samples)
+    limb_ids = np.zeros(len(start_xy), np.int64)
+    maps = np.ascontiguousarray(pafs)
+    if tuple(upsampling) == (1, 1):
+        return _projected_samples(maps, limb_ids, start_xy, vector, unit, t).mean(axis=1)
+    return _bilinear_samples(maps, limb_ids, start_xy, vector, unit, t, upsampling).mean(axis=1)
+
+
 def match(candidates: np.ndarray, method: str) -> np.ndarray:
     """One-to-one connections from candidates [a, b, score]: greedy by score, or optimal assignment."""
     if len(candidates) == 0:

@@ -31,13 +31,13 @@ import numpy as np
 
 from bpnet import spec_loader
 from bpnet.errors import BpnetError, SpecError
-from bpnet.infer.backends import KerasBackend, exported_backend, network_backend
+from bpnet.infer.backends import network_backend, open_backend
 from bpnet.infer.decode import DECODER_PRESETS, DecoderParams, decode
 from bpnet.infer.resize import resize_maps
 from bpnet.infer.results import Prediction
-from bpnet.model.io import ModelInfo, load_model, train_spec_info
+from bpnet.model.io import ModelInfo
 from bpnet.skeleton import Skeleton
-from bpnet.specs import InferenceSpec, load_train_spec, spec_object, spec_source
+from bpnet.specs import InferenceSpec, spec_object, spec_source
 
 PAD_VALUE = 128
 
@@ -266,9 +266,10 @@ def load_predictor(
 ) -> Tuple[Predictor, InferenceSpec]:
     """A Predictor for the model ``-m`` (else the spec's ``model_path``) with the spec's settings.
 
-    ``inference_spec`` is a spec object, a spec file (with ``key.path=value`` ``overrides``), or None for
-    the defaults (a model that carries its metadata needs no spec). The returned spec's ``model_path`` is
-    the model actually used.
+    ``inference_spec`` is a spec object, a spec file (with ``key.path=value`` ``overrides``), or None: then
+    the model's own ``inference_defaults`` (imported models carry them), else the spec defaults, with the
+    ``overrides`` applied (a model that carries its metadata needs no spec). The returned spec's
+    ``model_path`` is the model actually used.
     """
     source = spec_source(inference_spec) if inference_spec is not None else "inference spec"
     if inference_spec is None:
@@ -280,26 +281,16 @@ def load_predictor(
         raise SpecError(f"{source}: model_path: not set and no -m/--model_filename given")
     spec = dataclasses.replace(spec, model_path=os.path.abspath(model_path))
     if spec.network is not None:
-        backend, info = network_backend(spec.network, model_path)
-    elif model_path.endswith((".onnx", ".engine", ".trt", ".plan")):
-        backend, info = exported_backend(model_path)
+        opened = network_backend(spec.network, model_path)
     else:
-        model, info = load_model(model_path)
-        if info is None:
-            if not spec.train_spec:
-                raise BpnetError(
-                    f"{model_path}: no bpnet metadata (skeleton, normalisation) in the model; give its "
-                    f"train spec as train_spec in the inference spec"
-                )
-            info = train_spec_info(load_train_spec(spec.train_spec))
-        heat_channels, paf_channels = model.outputs[0].shape[-1], model.outputs[-1].shape[-1]
-        if (heat_channels, paf_channels) != (info.skeleton.num_heatmap_channels, info.skeleton.num_paf_channels):
-            raise BpnetError(
-                f"{model_path}: outputs have {heat_channels} heatmap and {paf_channels} PAF channels but "
-                f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
-                f"{info.skeleton.num_paf_channels}"
-            )
-        backend = KerasBackend(model, spec.output_stage_to_use)
+        opened = open_backend(model_path, spec.output_stage_to_use, spec.train_spec)
+    defaults = opened.metadata.get("inference_defaults")
+    if inference_spec is None and isinstance(defaults, dict):  # no spec: the model's own settings, then --set
+        spec = spec_loader.from_dict(
+            InferenceSpec, spec_loader.apply_overrides(dict(defaults), overrides), source=f"{model_path}: inference_defaults"
+        )
+        spec = dataclasses.replace(spec, model_path=os.path.abspath(model_path))
+    backend, info = opened.backend, opened.info
     settings = PredictorSettings(
         input_shape=spec.input_shape,
         keep_aspect_ratio_mode=spec.keep_aspect_ratio_mode,

@@ -2,7 +2,10 @@
 
 A ``.keras`` file gets a ``bpnet.json`` member beside Keras's own (a ``.h5``/``.hdf5`` file an HDF5
 attribute ``bpnet``) holding :class:`ModelInfo`: the skeleton, the input normalisation and the output
-stride, so evaluation, inference and export never guess the channel order.
+stride, so evaluation, inference and export never guess the channel order. Exported and imported
+models carry the same metadata plus their output names and channels: an ONNX file in its
+``metadata_props`` (key ``bpnet``), a TensorRT engine in ``<engine>.json``, an OpenVINO IR in
+``<model>.xml.json`` (:func:`read_model_metadata`).
 """
 
 import dataclasses
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from bpnet.specs import TrainSpec
 
 INFO_MEMBER = "bpnet.json"
+METADATA_KEY = "bpnet"  # of an ONNX file's metadata_props
+INPUT_LAYOUTS = ("NHWC", "NCHW")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +48,8 @@ class ModelInfo:
                 raise ValueError(f"{name}: must be 3 finite numbers, got {list(values)!r}")
         if 0 in self.image_scale:
             raise ValueError("image_scale: must not contain 0")
-        if self.input_layout != "NHWC":
-            raise ValueError(f"input_layout: must be NHWC, got {self.input_layout!r}")
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise ValueError(f"input_layout: must be NHWC or NCHW, got {self.input_layout!r}")
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order: must be RGB or BGR, got {self.channel_order!r}")
 
@@ -156,6 +161,67 @@ def load_model(path: str):
     except Exception as exc:  # Keras raises many types for unreadable files
         raise BpnetError(f"{path}: cannot load the Keras model: {str(exc).splitlines()[0]}") from None
     return model, read_info(path)
+
+
+def sidecar_metadata_path(model_path: str) -> str:
+    """The JSON file beside a TensorRT engine or an OpenVINO IR that holds its bpnet metadata."""
+    return model_path + ".json"
+
+
+def read_onnx_metadata(path: str) -> Optional[Dict[str, Any]]:
+    """The ``bpnet`` metadata of an ONNX file (None for third-party models); loads no weights."""
+    import onnx
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for unreadable files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BpnetError(f"{path}: cannot read the ONNX model: {reason}") from None
+    for entry in proto.metadata_props:
+        if entry.key == METADATA_KEY:
+            return _metadata_mapping(entry.value, f"{path}: metadata {METADATA_KEY}")
+    return None
+
+
+def set_onnx_metadata(proto, metadata: Dict[str, Any]) -> None:
+    """Store ``metadata`` as the ``bpnet`` entry of an ``onnx.ModelProto`` (replacing one already there)."""
+    kept = [entry for entry in proto.metadata_props if entry.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+
+
+def read_model_metadata(path: str) -> Optional[Dict[str, Any]]:
+    """The bpnet metadata of an exported or imported model file: from an ONNX file itself, else from the
+    JSON beside it (TensorRT engine, OpenVINO IR); None when there is none."""
+    if path.endswith(".onnx"):
+        return read_onnx_metadata(path)
+    sidecar = sidecar_metadata_path(path)
+    if not os.path.isfile(sidecar):
+        return None
+    try:
+        with open(sidecar, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise BpnetError(f"{sidecar}: cannot read: {exc.strerror or exc}") from None
+    return _metadata_mapping(text, sidecar)
+
+
+def write_sidecar_metadata(model_path: str, metadata: Dict[str, Any]) -> None:
+    """Write ``metadata`` beside a TensorRT engine or an OpenVINO IR, atomically."""
+    with atomic_path(sidecar_metadata_path(model_path)) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(metadata, handle, indent=2)
+
+
+def _metadata_mapping(text: str, source: str) -> Dict[str, Any]:
+    try:
+        metadata = json.loads(text)
+    except ValueError as exc:
+        raise BpnetError(f"{source}: not valid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise BpnetError(f"{source}: expected a mapping")
+    return metadata
 
 
 def keras_layer_name(tlt_name: str) -> str:
