@@ -573,7 +573,7 @@ def prune(
 @click.option(
     "--target",
     default=None,
-    type=click.Choice(["tensorrt", "onnxruntime"]),
+    type=click.Choice(["tensorrt", "onnxruntime", "openvino"]),
     help="What to build from the ONNX file (bpnet addition)  [default: tensorrt with --engine_file, else onnxruntime]",
 )
 @click.option("--data_type", default=ExportRequest.data_type, show_default=True, type=click.Choice(["fp32", "fp16", "int8"]))

@@ -197,6 +197,35 @@ def test_int8_onnx_runtime_model_is_quantized_close_and_self_describing(exported
         assert not np.array_equal(a, b)
 
 
+def test_openvino_target_writes_fp32_and_int8_irs_that_run_like_onnx(exported, coco_val_sample, tmp_path):
+    pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+    pytest.importorskip("nncf", reason="the optional nncf package is not installed")
+    from bpnet.infer.backends import open_backend
+
+    folder, _ = exported
+    request = ExportRequest(
+        str(folder / "model.keras"),
+        str(tmp_path / "m.onnx"),
+        data_type="int8",
+        target="openvino",
+        input_dims="96,128,3",
+        cal_image_dir=str(coco_val_sample),
+        batches=2,
+        batch_size=2,
+    )
+    result = export(request)
+    assert (result.openvino_file, result.int8_openvino_file) == (str(tmp_path / "m.xml"), str(tmp_path / "m.int8.xml"))
+    for xml in (tmp_path / "m.xml", tmp_path / "m.int8.xml"):
+        assert xml.with_suffix(".bin").is_file() and (tmp_path / (xml.name + ".json")).is_file()
+    batch = real_batch(coco_val_sample)
+    onnx_model, fp32, int8 = (open_backend(str(tmp_path / name)) for name in ("m.onnx", "m.xml", "m.int8.xml"))
+    assert fp32.info == int8.info == onnx_model.info == INFO
+    for expected, got in zip(onnx_model.backend(batch), fp32.backend(batch)):
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    for expected, got in zip(onnx_model.backend(batch), int8.backend(batch)):
+        assert np.corrcoef(expected.ravel(), got.ravel())[0, 1] > 0.98 and not np.array_equal(expected, got)
+
+
 def test_calibration_batches_are_the_inference_preprocessing(coco_val_sample, tmp_path):
     paths = sample_images(str(coco_val_sample), 4)
     assert sample_images(str(coco_val_sample), 4) == paths and len(set(paths)) == 4

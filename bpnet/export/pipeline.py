@@ -7,6 +7,9 @@ Targets:
   ``--cal_data_file``, the cache in ``--cal_cache_file``) and saved to ``--engine_file`` if given.
 * ``onnxruntime`` (the default otherwise): the FP32 ONNX file; with ``--data_type int8`` also
   ``<output stem>.int8.onnx``, statically quantised (QDQ) on the calibration images.
+* ``openvino`` (bpnet addition): the ONNX file and ``<output stem>.xml`` + ``.bin``, an FP32 OpenVINO IR;
+  with ``--data_type int8`` also ``<output stem>.int8.xml``, quantised by NNCF on the same calibration
+  images (:mod:`bpnet.export.openvino_export`).
 """
 
 import dataclasses
@@ -25,7 +28,8 @@ logger = logging.getLogger(__name__)
 DATA_TYPES = ("fp32", "fp16", "int8")
 DEFAULT_CAL_CACHE_FILE = "./cal.bin"
 """TLT's default ``--cal_cache_file``."""
-TARGETS = ("tensorrt", "onnxruntime")
+TARGETS = ("tensorrt", "onnxruntime", "openvino")
+CPU_TARGETS = ("onnxruntime", "openvino")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +64,8 @@ class ExportRequest:
 class ExportResult:
     onnx_file: str
     int8_onnx_file: Optional[str] = None
+    openvino_file: Optional[str] = None
+    int8_openvino_file: Optional[str] = None
     engine_file: Optional[str] = None
     calibration_cache: Optional[str] = None
 
@@ -103,18 +109,18 @@ def _check(request: ExportRequest) -> str:
         raise BpnetError(f"--target: {target!r} is not one of {', '.join(TARGETS)}")
     if request.data_format != "channels_last":
         raise BpnetError("--data_format: bpnet models are channels_last (NHWC); channels_first is not supported")
-    if target == "onnxruntime" and request.data_type == "fp16":
-        raise BpnetError("--data_type fp16: is a TensorRT precision; use --target tensorrt, or fp32/int8 for ONNX Runtime")
-    if target == "onnxruntime" and request.engine_file:
+    if target in CPU_TARGETS and request.data_type == "fp16":
+        raise BpnetError(f"--data_type fp16: is a TensorRT precision; use --target tensorrt, or fp32/int8 for {target}")
+    if target in CPU_TARGETS and request.engine_file:
         raise BpnetError("--engine_file: engines are built by --target tensorrt")
-    if target == "onnxruntime" and request.cal_cache_file:
+    if target in CPU_TARGETS and request.cal_cache_file:
         logger.warning(
             "--cal_cache_file %s: not written: a calibration cache is TensorRT's (--target tensorrt); "
             "ONNX Runtime's calibration tensors are kept with --cal_data_file",
             request.cal_cache_file,
         )
-    if request.sdk_compatible_model and target == "onnxruntime" and request.data_type == "int8":
-        raise BpnetError("--sdk_compatible_model: the DeepStream model is for TensorRT; drop it for ONNX Runtime INT8")
+    if request.sdk_compatible_model and (target == "openvino" or request.data_type == "int8" and target == "onnxruntime"):
+        raise BpnetError(f"--sdk_compatible_model: the DeepStream model is for TensorRT; drop it for --target {target}")
     return target
 
 
@@ -171,6 +177,18 @@ def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> E
             kept_float = quantize_int8(onnx_path, int8_path, calibration_data())
             logger.info("Wrote %s (kept in float: %s)", int8_path, ", ".join(kept_float))
             result = dataclasses.replace(result, int8_onnx_file=int8_path)
+    elif target == "openvino":
+        from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8, to_openvino
+
+        xml_path = openvino_path(onnx_path)
+        to_openvino(onnx_path, xml_path, metadata(info, settings))
+        logger.info("Wrote %s", xml_path)
+        result = dataclasses.replace(result, openvino_file=xml_path)
+        if request.data_type == "int8":
+            int8_xml = openvino_path(onnx_path, int8=True)
+            quantize_openvino_int8(onnx_path, xml_path, int8_xml, calibration_data(), metadata(info, settings))
+            logger.info("Wrote %s", int8_xml)
+            result = dataclasses.replace(result, int8_openvino_file=int8_xml)
     else:
         from bpnet.export import tensorrt
 
@@ -203,6 +221,8 @@ def summary_lines(result: ExportResult) -> Dict[str, str]:
     lines = {
         "ONNX (FP32)": result.onnx_file,
         "ONNX (INT8, QDQ)": result.int8_onnx_file,
+        "OpenVINO IR (FP32)": result.openvino_file,
+        "OpenVINO IR (INT8)": result.int8_openvino_file,
         "TensorRT engine": result.engine_file,
         "calibration cache": result.calibration_cache,
     }

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 PERCENTILE = 99.999
 
 
-def _output_convolutions(model_path: str) -> List[str]:
+def output_convolutions(model_path: str) -> List[str]:
     """Names of the Conv nodes that produce the graph outputs (through Transpose/Identity/Add nodes)."""
     import onnx
 
@@ -72,7 +72,7 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray) -> Li
     with tempfile.TemporaryDirectory() as work:
         prepared = os.path.join(work, "prepared.onnx")
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
-        keep_float = _output_convolutions(prepared)
+        keep_float = output_convolutions(prepared)
         with atomic_path(int8_path) as tmp, contextlib.redirect_stdout(io.StringIO()) as chatter:
             quantize_static(
                 prepared,
