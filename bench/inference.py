@@ -1,16 +1,20 @@
-"""Network speed on this CPU: Keras/TF FP32, ONNX Runtime FP32 and INT8, for a model and its pruned variants.
+"""Network speed on this CPU: Keras/TF FP32, ONNX Runtime FP32 and INT8, OpenVINO FP32 and INT8, for a model
+and its pruned variants, or for an imported (ONNX) network.
 
     python bench/inference.py --model results/quickstart/model/bpnet_model.keras \
         [--pruned results/quickstart/pruned/retrained.keras ...] --cal_image_dir results/quickstart/data/val2017 \
         [--infer_spec results/quickstart/specs/infer.yaml --dataset_spec results/quickstart/data/dataset_spec.json] \
-        [--height 288 --width 384] [--repeats 20] [--json]
+        [--height 288 --width 384] [--repeats 20] [--no_openvino] [--json]
 
 Every variant runs in this one process, side by side: the model as Keras (``tf.function``, the baseline
-of every ratio), its ONNX export in ONNX Runtime, and the INT8 QDQ model ``bpnet export --data_type int8``
-writes (calibrated on ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size); then the
-same for each ``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput:
-images/s over ``--repeats`` batch-8 passes. Only the network is timed (no decoding). With
-``--infer_spec`` and ``--dataset_spec`` each variant's val AP is measured too, through ``bpnet evaluate``.
+of every ratio; for an ``.onnx`` model, from ``bpnet import_model``, ONNX Runtime FP32 is the baseline),
+its ONNX export in ONNX Runtime, the INT8 QDQ model ``bpnet export --data_type int8`` writes, and the
+OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF), all INT8 models calibrated on the
+same ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size; then the same for each
+``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput: images/s over
+``--repeats`` batch-8 passes. Only the network is timed (no decoding). With ``--dataset_spec`` each
+variant's val AP is measured too, through ``bpnet evaluate`` (with ``--infer_spec``, or the model's own
+inference defaults).
 """
 
 import argparse
@@ -23,7 +27,7 @@ import time
 import numpy as np
 
 from bpnet.export.calibration import calibration_data
-from bpnet.export.onnx_export import INPUT_NAME, to_onnx
+from bpnet.export.onnx_export import to_onnx
 from bpnet.export.quantize import quantize_int8
 from bpnet.model.io import load_model
 
@@ -50,7 +54,25 @@ def onnx_runner(path: str):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return lambda batch: session.run(None, {INPUT_NAME: batch})
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})
+
+
+def openvino_runner(path: str):
+    """The IR compiled for the CPU (once per input shape, as bpnet's OpenVINO backend)."""
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(path)
+    compiled = {}
+
+    def run(batch):
+        if batch.shape not in compiled:
+            model.reshape({model.inputs[0].get_any_name(): list(batch.shape)})
+            compiled[batch.shape] = core.compile_model(model, "CPU")
+        return compiled[batch.shape]([batch])
+
+    return run
 
 
 def measure(run, height: int, width: int, repeats: int) -> dict:
@@ -62,20 +84,61 @@ def measure(run, height: int, width: int, repeats: int) -> dict:
     return {"latency_ms": latency, "throughput_img_s": throughput}
 
 
-def variants(name: str, model_path: str, work: str, calibration: np.ndarray):
-    """(label, runner, model file for evaluate) of Keras FP32, ONNX Runtime FP32 and INT8 for one model."""
+def variants(name: str, model_path: str, work: str, calibration: np.ndarray, openvino: bool):
+    """(label, runner, model file for evaluate) of each runtime and precision for one model."""
     import onnx
 
-    model, info = load_model(model_path)
-    fp32 = os.path.join(work, f"{name}.onnx")
-    onnx.save(to_onnx(model, info), fp32)
+    from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8, to_openvino
+    from bpnet.model.io import read_onnx_metadata
+
+    rows = []
+    if model_path.endswith(".onnx"):  # imported: no Keras model
+        fp32, metadata = model_path, read_onnx_metadata(model_path)
+    else:
+        model, info = load_model(model_path)
+        fp32 = os.path.join(work, f"{name}.onnx")
+        onnx.save(to_onnx(model, info), fp32)
+        metadata = metadata_of(info)
+        rows.append((f"{name} Keras FP32", keras_runner(model), model_path))
     int8 = os.path.join(work, f"{name}.int8.onnx")
     quantize_int8(fp32, int8, calibration)
-    return [
-        (f"{name} Keras FP32", keras_runner(model), model_path),
-        (f"{name} ORT FP32", onnx_runner(fp32), fp32),
-        (f"{name} ORT INT8", onnx_runner(int8), int8),
-    ]
+    with_metadata(int8, metadata)
+    rows += [(f"{name} ORT FP32", onnx_runner(fp32), fp32), (f"{name} ORT INT8", onnx_runner(int8), int8)]
+    if openvino:
+        stem = os.path.join(work, f"{name}.onnx")
+        xml, xml_int8 = openvino_path(stem), openvino_path(stem, int8=True)
+        to_openvino(fp32, xml, metadata)
+        quantize_openvino_int8(fp32, xml, xml_int8, calibration, metadata)
+        rows += [
+            (f"{name} OpenVINO FP32", openvino_runner(xml), xml),
+            (f"{name} OpenVINO INT8", openvino_runner(xml_int8), xml_int8),
+        ]
+    return rows
+
+
+def metadata_of(info):
+    from bpnet.export.onnx_export import OnnxSettings, metadata
+
+    return metadata(info, OnnxSettings())
+
+
+def with_metadata(path: str, metadata) -> None:
+    """Give a quantised ONNX file the metadata of the model it came from (bpnet export does the same)."""
+    import onnx
+
+    from bpnet.model.io import set_onnx_metadata
+
+    proto = onnx.load(path)
+    set_onnx_metadata(proto, metadata)
+    onnx.save(proto, path)
+
+
+def model_info(path: str):
+    from bpnet.model.io import ModelInfo, read_onnx_metadata
+
+    if path.endswith(".onnx"):
+        return ModelInfo.from_dict(read_onnx_metadata(path))
+    return load_model(path)[1]
 
 
 def main():
@@ -89,17 +152,18 @@ def main():
     parser.add_argument("--height", type=int, default=288)
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no_openvino", action="store_true", help="skip the OpenVINO rows")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    _, info = load_model(args.model)
+    info = model_info(args.model)
     calibration = calibration_data((args.height, args.width), info, args.cal_batches, 1, args.cal_image_dir)
     work = tempfile.mkdtemp(prefix="bench_inference_")
     rows = []
     models = [("unpruned", args.model)] + [(f"pruned{i + 1}", path) for i, path in enumerate(args.pruned)]
     for name, path in models:
-        for label, run, model_file in variants(name, path, work, calibration):
+        for label, run, model_file in variants(name, path, work, calibration, not args.no_openvino):
             row = {"variant": label, "model": path, **measure(run, args.height, args.width, args.repeats)}
-            if args.infer_spec and args.dataset_spec:
+            if args.dataset_spec:
                 from bpnet.infer.evaluate import evaluate
 
                 stats = evaluate(
