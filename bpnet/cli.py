@@ -359,7 +359,7 @@ def train(
     "--model_filename",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]",
+    help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine)  [default: the spec's model_path]",
 )
 @click.option("--dataset", default="coco", type=click.Choice(["coco"]), show_default=True, help="Dataset format.")
 @click.option(
@@ -401,7 +401,7 @@ def evaluate(
     "--model_filename",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Model (.keras/.h5/.hdf5/.onnx/engine)  [default: the spec's model_path]",
+    help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine)  [default: the spec's model_path]",
 )
 @click.option(
     "--input_type",
