@@ -423,6 +423,13 @@ def evaluate(
 @click.option(
     "--max_frames", default=None, type=click.IntRange(min=1), help="Video input: stop after this many frames (bpnet addition)."
 )
+@click.option(
+    "--stride_frames",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Video input: process every K-th frame; the rendered video plays at the frame rate / K (bpnet addition).",
+)
 @set_option
 @log_level_option
 @uses_tensorflow
@@ -437,6 +444,7 @@ def inference(
     dump_visualizations: bool,
     numbered_outputs: bool,
     max_frames: Optional[int],
+    stride_frames: int,
     overrides: Tuple[str, ...],
 ) -> None:
     """Detect people in images or a video; write detections.json and optional renderings."""
@@ -452,6 +460,7 @@ def inference(
         dump_visualizations=dump_visualizations,
         numbered_outputs=numbered_outputs,
         max_frames=max_frames,
+        stride_frames=stride_frames,
         overrides=overrides,
     )
     click.echo(

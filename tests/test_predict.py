@@ -266,6 +266,18 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
     )
     assert short.exit_code == 0, short.output
     assert [e["frame"] for e in json.loads((tmp_path / "short" / "detections.json").read_text())["images"]] == [0, 1]
+    strided = CliRunner().invoke(
+        cli,
+        ["inference", "-i", str(infer), "--input_type", "video", "--input", str(media / "demo.mp4")]
+        + ["--results_dir", str(tmp_path / "strided"), "--stride_frames", "2", "--dump_visualizations"],
+    )
+    assert strided.exit_code == 0, strided.output
+    entries = json.loads((tmp_path / "strided" / "detections.json").read_text())["images"]
+    assert [e["frame"] for e in entries] == [0, 2, 4]  # the video's own frame indices
+    full = {e["frame"]: e for e in json.loads((tmp_path / "video" / "detections.json").read_text())["images"]}
+    assert all(e["keypoints"] == full[e["frame"]]["keypoints"] for e in entries)  # the same frames were decoded
+    capture = cv2.VideoCapture(str(tmp_path / "strided" / "images_annotated" / "demo.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
 
 
 @pytest.mark.parametrize(

@@ -70,42 +70,56 @@ def rendering_names(paths: Sequence[str], numbered: bool) -> List[str]:
     return [f"{stem}.png" if counts[stem] == 1 else f"{stem}_{index}.png" for index, stem in enumerate(stems)]
 
 
-def _video_frames(source: str, max_frames: Optional[int]) -> Tuple[Iterator[np.ndarray], float, str, Optional[int]]:
-    """Frames (at most ``max_frames``), frame rate, output name and frame count (None if unknown)."""
+def _video_frames(
+    source: str, max_frames: Optional[int], stride_frames: int = 1
+) -> Tuple[Iterator[Tuple[int, np.ndarray]], float, str, Optional[int]]:
+    """``(frame index, frame)`` of every ``stride_frames``-th frame among the first ``max_frames`` (default all),
+    the frame rate of that sequence, the output name and its length (None if the video does not say)."""
     capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not capture.isOpened():
         raise BpnetError(f"{source}: cannot open the video (file or camera index)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
     reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    total = min(reported, max_frames) if reported > 0 and max_frames else (reported or max_frames or None)
+    read = min(reported, max_frames) if reported > 0 and max_frames else (reported or max_frames or None)
+    total = -(-read // stride_frames) if read else None
 
     def frames():
         try:
-            count = 0
-            while max_frames is None or count < max_frames:
-                ok, frame = capture.read()
-                if not ok:
-                    return
-                count += 1
-                yield frame
+            index = 0
+            while max_frames is None or index < max_frames:
+                if index % stride_frames:
+                    if not capture.grab():  # skipped frames are not decoded
+                        return
+                else:
+                    ok, frame = capture.read()
+                    if not ok:
+                        return
+                    yield index, frame
+                index += 1
         finally:
             capture.release()
 
     name = f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
-    return frames(), fps, name, total
+    return frames(), fps / stride_frames, name, total
 
 
 def _video_inference(
-    predictor: Predictor, source: str, annotated: str, dump_visualizations: bool, progress: bool, max_frames: Optional[int] = None
+    predictor: Predictor,
+    source: str,
+    annotated: str,
+    dump_visualizations: bool,
+    progress: bool,
+    max_frames: Optional[int] = None,
+    stride_frames: int = 1,
 ) -> List[Dict]:
     """Per-frame entries of a video; the rendered video is written under a temporary name and renamed when
     complete, so an interrupted run never leaves a truncated ``.mp4`` under the final name."""
-    frames, fps, name, total = _video_frames(source, max_frames)
+    frames, fps, name, total = _video_frames(source, max_frames, stride_frames)
     entries: List[Dict] = []
     video_path = os.path.join(annotated, f"{name}.mp4")
     with contextlib.ExitStack() as stack:
         writer = None
-        for index, frame in enumerate(tqdm(frames, desc="inference", unit="frame", total=total, disable=not progress)):
+        for index, frame in tqdm(frames, desc="inference", unit="frame", total=total, disable=not progress):
             prediction = predictor.predict_one(frame, f"{source}#{index}")
             entries.append({"frame": index, **prediction.to_json()})
             if not dump_visualizations:
@@ -241,12 +255,14 @@ def inference(
     overrides: Sequence[str] = (),
     numbered_outputs: bool = False,
     max_frames: Optional[int] = None,
+    stride_frames: int = 1,
 ) -> Dict[str, int]:
     """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders
     (``images_annotated/<input stem>.png``, or TLT's ``<index>.png`` with ``numbered_outputs``).
 
     Image inputs are journaled per image (:data:`JOURNAL_NAME`): an interrupted run, rerun, resumes.
-    A video (at most ``max_frames`` frames) is processed again from its first frame.
+    A video (every ``stride_frames``-th of at most ``max_frames`` frames; ``detections.json`` keeps the
+    frame indices of the video) is processed again from its first frame.
     """
     prepare_results_dir(results_dir)
     with task_status(results_dir, "Starting bpnet inference.") as status:
@@ -254,7 +270,7 @@ def inference(
         annotated = os.path.join(results_dir, "images_annotated")
         remove_stale_temporaries(annotated)
         if input_type == "video":
-            entries = _video_inference(predictor, source, annotated, dump_visualizations, progress, max_frames)
+            entries = _video_inference(predictor, source, annotated, dump_visualizations, progress, max_frames, stride_frames)
             skipped = 0
         else:
             inputs = _inputs(input_type, source, image_root_path)
