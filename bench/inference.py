@@ -59,20 +59,10 @@ def onnx_runner(path: str):
 
 
 def openvino_runner(path: str):
-    """The IR compiled for the CPU (once per input shape, as bpnet's OpenVINO backend)."""
-    import openvino
+    """bpnet's OpenVINO backend (compiled for the CPU once per input shape)."""
+    from bpnet.infer.backends import open_backend
 
-    core = openvino.Core()
-    model = core.read_model(path)
-    compiled = {}
-
-    def run(batch):
-        if batch.shape not in compiled:
-            model.reshape({model.inputs[0].get_any_name(): list(batch.shape)})
-            compiled[batch.shape] = core.compile_model(model, "CPU")
-        return compiled[batch.shape]([batch])
-
-    return run
+    return open_backend(path).backend
 
 
 def measure(run, height: int, width: int, repeats: int) -> dict:

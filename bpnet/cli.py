@@ -105,6 +105,24 @@ def set_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def predictor_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-i/--inference_spec`` and ``-m/--model_filename`` of the commands that run a model."""
+    func = click.option(
+        "-m",
+        "--model_filename",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine)  [default: the spec's model_path]",
+    )(func)
+    return click.option(
+        "-i",
+        "--inference_spec",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Inference spec (YAML)  [default: the model's own settings; a model with bpnet metadata needs no spec]",
+    )(func)
+
+
 def _set_log_level(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[str]:
     if value is not None:
         configure_logging(value.upper())
@@ -347,20 +365,7 @@ def train(
 
 
 @cli.command("evaluate")
-@click.option(
-    "-i",
-    "--inference_spec",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]",
-)
-@click.option(
-    "-m",
-    "--model_filename",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine)  [default: the spec's model_path]",
-)
+@predictor_options
 @click.option("--dataset", default="coco", type=click.Choice(["coco"]), show_default=True, help="Dataset format.")
 @click.option(
     "-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False), help="Dataset spec; its test_data is evaluated."
@@ -389,20 +394,7 @@ def evaluate(
 
 
 @cli.command("inference")
-@click.option(
-    "-i",
-    "--inference_spec",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Inference spec (YAML)  [default: the defaults; a model with bpnet metadata needs no spec]",
-)
-@click.option(
-    "-m",
-    "--model_filename",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine)  [default: the spec's model_path]",
-)
+@predictor_options
 @click.option(
     "--input_type",
     default="image",

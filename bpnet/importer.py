@@ -30,7 +30,8 @@ import numpy as np
 from bpnet import spec_loader
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
-from bpnet.model.io import ModelInfo, set_onnx_metadata, write_sidecar_metadata
+from bpnet.infer.backends import read_openvino_model
+from bpnet.model.io import ModelInfo, load_onnx_graph_only, set_onnx_metadata, write_sidecar_metadata
 from bpnet.resources import resource_path
 from bpnet.skeleton import Skeleton
 from bpnet.specs import NetworkSpec
@@ -131,29 +132,13 @@ class ImportResult:
 def _network_names(source: str) -> Tuple[List[str], List[str]]:
     """Input and output tensor names of an ONNX file, an OpenVINO IR or a frozen TensorFlow graph."""
     if source.endswith(".onnx"):
-        import onnx
-
-        try:
-            graph = onnx.load(source, load_external_data=False).graph
-        except Exception as exc:  # onnx raises DecodeError and others
-            raise BpnetError(f"{source}: cannot read the ONNX model: {str(exc).splitlines()[0]}") from None
+        graph = load_onnx_graph_only(source).graph
         initialisers = {i.name for i in graph.initializer}
         return [i.name for i in graph.input if i.name not in initialisers], [o.name for o in graph.output]
     if source.endswith(".xml"):
-        model = _read_openvino(source)  # a tensor may have several names (OpenVINO merges them when fusing)
+        _, model = read_openvino_model(source)  # a tensor may have several names (OpenVINO merges them when fusing)
         return [n for i in model.inputs for n in sorted(i.get_names())], [n for o in model.outputs for n in sorted(o.get_names())]
     return [], []  # a frozen graph: the preset names its tensors
-
-
-def _read_openvino(source: str):
-    try:
-        import openvino
-    except ImportError:
-        raise BpnetError(f"{source}: importing an OpenVINO IR needs the openvino package (bpnet[openvino])") from None
-    try:
-        return openvino.Core().read_model(source)
-    except RuntimeError as exc:
-        raise BpnetError(f"{source}: cannot read the OpenVINO model: {str(exc).splitlines()[0]}") from None
 
 
 def detect_preset(source: str, inputs: Sequence[str], outputs: Sequence[str]) -> Tuple[Preset, OutputNames]:

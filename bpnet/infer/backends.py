@@ -122,22 +122,26 @@ class OnnxBackend(_RuntimeBackend):
         return dict(zip(names, self.session.run(list(names), {self.input_name: batch})))
 
 
+def read_openvino_model(path: str) -> Tuple[Any, Any]:
+    """``(openvino.Core, openvino.Model)`` of an IR or ONNX file; one-line errors without the package or
+    for an unreadable file."""
+    try:
+        import openvino
+    except ImportError:
+        raise BpnetError(f"{path}: an OpenVINO model needs the openvino package (pip install 'bpnet[openvino]')") from None
+    core = openvino.Core()
+    try:
+        return core, core.read_model(path)
+    except RuntimeError as exc:
+        raise BpnetError(f"{path}: cannot read the OpenVINO model: {str(exc).splitlines()[0]}") from None
+
+
 class OpenVinoBackend(_RuntimeBackend):
     """An OpenVINO IR (``.xml`` + ``.bin``) or ONNX file compiled by OpenVINO for the CPU; recompiled (and
     cached) for each input size it is given."""
 
     def __init__(self, path: str, layout: OutputLayout, channels_last: bool = True):
-        try:
-            import openvino
-        except ImportError:
-            raise BpnetError(
-                f"{path}: running an OpenVINO model needs the openvino package (pip install bpnet[openvino])"
-            ) from None
-        self.core = openvino.Core()
-        try:
-            self.model = self.core.read_model(path)
-        except RuntimeError as exc:
-            raise BpnetError(f"{path}: cannot read the OpenVINO model: {str(exc).splitlines()[0]}") from None
+        self.core, self.model = read_openvino_model(path)
         self.compiled: Dict[Tuple[int, ...], Any] = {}
         axis = -1 if channels_last else 1
         channels = {}

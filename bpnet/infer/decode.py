@@ -354,7 +354,7 @@ def limb_candidates(
     start_xy = all_xy[first_peak[limb_starts][limb_ids] + start_ids]
     end_xy = all_xy[first_peak[limb_ends][limb_ids] + end_ids]
     n = params.line_integral_samples
-    sample = _projected_samples if tuple(upsampling) == (1, 1) else functools.partial(_bilinear_samples, upsampling=upsampling)
+    sample = _line_sampler(upsampling)
     vector = end_xy - start_xy  # (P, 2)
     length = np.linalg.norm(vector, axis=-1)
     unit = vector / (length[:, None] + 1e-6)
@@ -431,11 +431,15 @@ def mean_paf_projections(
     vector = end_xy - start_xy
     unit = vector / (np.linalg.norm(vector, axis=-1, keepdims=True) + 1e-6)
     t = np.linspace(0.0, 1.0, samples)
-    limb_ids = np.zeros(len(start_xy), np.int64)
-    maps = np.ascontiguousarray(pafs)
+    return _line_sampler(upsampling)(pafs, np.zeros(len(start_xy), np.int64), start_xy, vector, unit, t).mean(axis=1)
+
+
+def _line_sampler(upsampling: Tuple[int, int]):
+    """The PAF reader of the line integrals: rounded pixels of maps at the searched resolution, or bilinear
+    samples of network-resolution maps for peaks on the grid upsampled by ``upsampling``."""
     if tuple(upsampling) == (1, 1):
-        return _projected_samples(maps, limb_ids, start_xy, vector, unit, t).mean(axis=1)
-    return _bilinear_samples(maps, limb_ids, start_xy, vector, unit, t, upsampling).mean(axis=1)
+        return _projected_samples
+    return functools.partial(_bilinear_samples, upsampling=upsampling)
 
 
 def match(candidates: np.ndarray, method: str) -> np.ndarray:

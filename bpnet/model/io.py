@@ -168,15 +168,20 @@ def sidecar_metadata_path(model_path: str) -> str:
     return model_path + ".json"
 
 
-def read_onnx_metadata(path: str) -> Optional[Dict[str, Any]]:
-    """The ``bpnet`` metadata of an ONNX file (None for third-party models); loads no weights."""
+def load_onnx_graph_only(path: str):
+    """The ``onnx.ModelProto`` of an ONNX file without external weights; a one-line error if unreadable."""
     import onnx
 
     try:
-        proto = onnx.load(path, load_external_data=False)
+        return onnx.load(path, load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for unreadable files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BpnetError(f"{path}: cannot read the ONNX model: {reason}") from None
+
+
+def read_onnx_metadata(path: str) -> Optional[Dict[str, Any]]:
+    """The ``bpnet`` metadata of an ONNX file (None for third-party models); loads no weights."""
+    proto = load_onnx_graph_only(path)
     for entry in proto.metadata_props:
         if entry.key == METADATA_KEY:
             return _metadata_mapping(entry.value, f"{path}: metadata {METADATA_KEY}")
