@@ -18,6 +18,7 @@ import click
 from bpnet import __version__
 from bpnet.errors import BpnetError, describe_failure
 from bpnet.export.pipeline import DEFAULT_CAL_CACHE_FILE, ExportRequest  # the flags' defaults have one owner
+from bpnet.infer.track import TrackerSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 USER_ERROR_EXIT_CODE = 2
@@ -422,6 +423,37 @@ def evaluate(
     type=click.IntRange(min=1),
     help="Video input: process every K-th frame; the rendered video plays at the frame rate / K (bpnet addition).",
 )
+@click.option(
+    "--track",
+    is_flag=True,
+    help="Video input: persistent person ids across frames (track_ids in detections.json, drawn per id; bpnet addition).",
+)
+@click.option(
+    "--track_max_gap",
+    default=TrackerSettings.max_gap,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="--track: processed frames a person may go unseen before their id is retired.",
+)
+@click.option(
+    "--track_min_similarity",
+    default=TrackerSettings.min_similarity,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="--track: keypoint similarity (OKS) below which a person never continues a track.",
+)
+@click.option(
+    "--track_flow/--no_track_flow",
+    default=True,
+    show_default=True,
+    help="--track: move the tracks by optical flow between frames.",
+)
+@click.option(
+    "--sequential",
+    is_flag=True,
+    help="Read, run the network and decode one input at a time instead of overlapping them in threads "
+    "(the same results, slower; bpnet addition).",
+)
 @set_option
 @log_level_option
 @uses_tensorflow
@@ -437,10 +469,17 @@ def inference(
     numbered_outputs: bool,
     max_frames: Optional[int],
     stride_frames: int,
+    track: bool,
+    track_max_gap: int,
+    track_min_similarity: float,
+    track_flow: bool,
+    sequential: bool,
     overrides: Tuple[str, ...],
 ) -> None:
     """Detect people in images or a video; write detections.json and optional renderings."""
     from bpnet.infer.inference import inference as run_inference
+
+    tracking = TrackerSettings(track_min_similarity, track_max_gap, track_flow) if track else None
 
     summary = run_inference(
         inference_spec,
@@ -454,9 +493,12 @@ def inference(
         max_frames=max_frames,
         stride_frames=stride_frames,
         overrides=overrides,
+        tracking=tracking,
+        pipelined=not sequential,
     )
+    tracks = f", {summary['tracks']} tracks" if "tracks" in summary else ""
     click.echo(
-        f"inference: {summary['inputs']} inputs, {summary['people']} people, {summary['skipped']} skipped; "
+        f"inference: {summary['inputs']} inputs, {summary['people']} people{tracks}, {summary['skipped']} skipped; "
         f"results in {os.path.abspath(results_dir)}"
     )
 
@@ -729,16 +771,41 @@ def sample_calibration_images(
 
 @cli.command("synthesize")
 @click.option("-o", "--output_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
-@click.option("--num_images", default=100, show_default=True, type=click.IntRange(min=1), help="Images to draw.")
+@click.option(
+    "--num_images", default=100, show_default=True, type=click.IntRange(min=1), help="Images (with --video: frames) to draw."
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same files.")
 @click.option(
-    "--split", default="train", show_default=True, help="Writes <split>2017/ and annotations/person_keypoints_<split>2017.json."
+    "--split",
+    default=None,
+    help="Writes <split>2017/ and annotations/person_keypoints_<split>2017.json (with --video: video_<split>.avi and "
+    "annotations/person_keypoints_video_<split>.json)  [default: train; with --video: val]",
+)
+@click.option("--video", is_flag=True, help="A video of figures walking, with a track_id per person (tracking ground truth).")
+@click.option("--num_people", default=4, show_default=True, type=click.IntRange(min=1), help="--video: walking figures.")
+@click.option(
+    "--crossings/--no_crossings",
+    default=True,
+    show_default=True,
+    help="--video: pairs of figures cross each other (else each keeps a lane of its own and none is ever hidden).",
 )
 @log_level_option
-def synthesize(output_dir: str, num_images: int, seed: int, split: str) -> None:
-    """Draw a COCO-format person-keypoint dataset of articulated figures (bpnet addition)."""
+def synthesize(
+    output_dir: str, num_images: int, seed: int, split: Optional[str], video: bool, num_people: int, crossings: bool
+) -> None:
+    """Draw a COCO-format person-keypoint dataset of articulated figures, or a video of them walking (bpnet addition)."""
     from tqdm import tqdm
 
+    split = split or ("val" if video else "train")
+    if not split.replace("_", "").replace("-", "").isalnum():
+        raise BpnetError(f"--split: {split!r} must be a plain name (letters, digits, - and _)")
+    if video:
+        from bpnet.synthesize_video import synthesize_video
+
+        with tqdm(total=num_images, desc="synthesize", unit="frame") as bar:
+            video_summary = synthesize_video(output_dir, num_images, seed, split, num_people, crossings, progress=bar.update)
+        click.echo(f"synthesize: {video_summary.line()}")
+        return
     from bpnet.synthesize import synthesize as run_synthesis
 
     with tqdm(total=num_images, desc="synthesize", unit="img") as bar:

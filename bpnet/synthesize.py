@@ -51,6 +51,7 @@ class Figure:
     silhouette: np.ndarray
     visible: np.ndarray
     labeled: bool
+    track_id: Optional[int] = None  # the person's identity across a video's frames (bpnet.synthesize_video)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +67,43 @@ def _rotate(angle: float) -> np.ndarray:
     return np.array([math.sin(angle), math.cos(angle)])  # 0 rad points down (+y), positive turns to +x
 
 
+@dataclasses.dataclass(frozen=True)
+class Posture:
+    """A figure's joint angles in radians (0 points down, positive turns towards image +x): the body's
+    ``lean``, the head's tilt relative to it, and per side (left, right) how far the upper arm, forearm,
+    thigh and shin swing outwards from the limb above (the shin's ``knee`` bend inwards)."""
+
+    lean: float
+    head_tilt: float
+    shoulder: Tuple[float, float]
+    elbow: Tuple[float, float]
+    hip: Tuple[float, float]
+    knee: Tuple[float, float]
+
+
+def random_posture(rng: np.random.Generator) -> Posture:
+    """A random standing posture within the joint-angle limits."""
+    lean = rng.uniform(-0.25, 0.25)
+    head_tilt = rng.uniform(-0.3, 0.3)
+    sides = []
+    for _ in range(2):  # left, then right
+        shoulder, elbow, hip = rng.uniform(-0.4, 2.6), rng.uniform(-0.2, 2.0), rng.uniform(-0.25, 0.9)
+        knee = rng.uniform(0.0, 1.2) * (rng.random() < 0.5)
+        sides.append((shoulder, elbow, hip, knee))
+    left, right = sides
+    return Posture(lean, head_tilt, (left[0], right[0]), (left[1], right[1]), (left[2], right[2]), (left[3], right[3]))
+
+
 def pose(rng: np.random.Generator, height: float, foot: Tuple[float, float]) -> np.ndarray:
+    """``(17, 2)`` keypoints of a figure ``height`` pixels tall in a random posture around ``foot`` (x, y)."""
+    return posed(random_posture(rng), height, foot)
+
+
+def posed(posture: Posture, height: float, foot: Tuple[float, float]) -> np.ndarray:
     """``(17, 2)`` keypoints of a figure ``height`` pixels tall standing around ``foot`` (x, y), facing the
     camera: its left side is on the image's right. (The figures are left-right symmetric, so a figure
     seen from behind would be indistinguishable from one seen from the front with its labels swapped.)"""
-    lean = rng.uniform(-0.25, 0.25)
+    lean = posture.lean
     hip_centre = np.array(foot, dtype=np.float64) - [0.0, 0.5 * height]
     up = -_rotate(lean)
     across = np.array([-up[1], up[0]])  # towards the figure's left, in the image
@@ -80,22 +113,21 @@ def pose(rng: np.random.Generator, height: float, foot: Tuple[float, float]) -> 
     points[_K["right_shoulder"]] = shoulder_centre - across * 0.11 * height
     points[_K["left_hip"]] = hip_centre + across * 0.07 * height
     points[_K["right_hip"]] = hip_centre - across * 0.07 * height
-    head_tilt = lean + rng.uniform(-0.3, 0.3)
+    head_tilt = lean + posture.head_tilt
     nose = shoulder_centre - _rotate(head_tilt) * 0.13 * height
     points[_K["nose"]] = nose
     head_up = -_rotate(head_tilt)
     head_across = np.array([-head_up[1], head_up[0]])
-    for side, sign in (("left", 1.0), ("right", -1.0)):
-        points[_K[f"{side}_eye"]] = nose + head_up * 0.025 * height + head_across * sign * 0.025 * height
-        points[_K[f"{side}_ear"]] = nose + head_up * 0.01 * height + head_across * sign * 0.055 * height
-        outward = sign  # +1: the limb swings towards image +x
-        shoulder_angle = lean + outward * rng.uniform(-0.4, 2.6)
-        elbow_angle = shoulder_angle + outward * rng.uniform(-0.2, 2.0)
+    for index, (side, outward) in enumerate((("left", 1.0), ("right", -1.0))):  # outward +1: towards image +x
+        points[_K[f"{side}_eye"]] = nose + head_up * 0.025 * height + head_across * outward * 0.025 * height
+        points[_K[f"{side}_ear"]] = nose + head_up * 0.01 * height + head_across * outward * 0.055 * height
+        shoulder_angle = lean + outward * posture.shoulder[index]
+        elbow_angle = shoulder_angle + outward * posture.elbow[index]
         elbow = points[_K[f"{side}_shoulder"]] + _rotate(shoulder_angle) * 0.17 * height
         points[_K[f"{side}_elbow"]] = elbow
         points[_K[f"{side}_wrist"]] = elbow + _rotate(elbow_angle) * 0.15 * height
-        hip_angle = lean + outward * rng.uniform(-0.25, 0.9)
-        knee_angle = hip_angle - outward * rng.uniform(0.0, 1.2) * (rng.random() < 0.5)
+        hip_angle = lean + outward * posture.hip[index]
+        knee_angle = hip_angle - outward * posture.knee[index]
         knee = points[_K[f"{side}_hip"]] + _rotate(hip_angle) * 0.24 * height
         points[_K[f"{side}_knee"]] = knee
         points[_K[f"{side}_ankle"]] = knee + _rotate(knee_angle) * 0.23 * height
@@ -155,7 +187,7 @@ def figure_silhouette(points: np.ndarray, height: float, shape: Tuple[int, int])
     return parts
 
 
-def _union(parts: Dict[str, np.ndarray]) -> np.ndarray:
+def silhouette_union(parts: Dict[str, np.ndarray]) -> np.ndarray:
     """``(H, W)`` bool: every pixel of a figure's parts."""
     return np.any(np.stack(list(parts.values())), axis=0)
 
@@ -174,7 +206,8 @@ def _texture(rng: np.random.Generator, shape: Tuple[int, int], colour: np.ndarra
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
-def _background(rng: np.random.Generator, shape: Tuple[int, int]) -> np.ndarray:
+def background(rng: np.random.Generator, shape: Tuple[int, int]) -> np.ndarray:
+    """A ``shape`` (H, W) BGR uint8 background: a noisy colour ramp with boxes, discs and poles."""
     height, width = shape
     top, bottom = rng.uniform(40, 230, 3), rng.uniform(40, 230, 3)
     ramp = np.linspace(0.0, 1.0, height)[:, None, None]
@@ -195,7 +228,9 @@ def _background(rng: np.random.Generator, shape: Tuple[int, int]) -> np.ndarray:
     return image
 
 
-def _paint(image: np.ndarray, rng: np.random.Generator, parts: Dict[str, np.ndarray]) -> None:
+def paint_figure(image: np.ndarray, rng: np.random.Generator, parts: Dict[str, np.ndarray]) -> None:
+    """Paint a figure's part masks (:func:`figure_silhouette`) into ``image`` in textured colours drawn from
+    ``rng`` (the same ``rng`` state paints the same figure the same way)."""
     skin = np.array([rng.uniform(60, 200), rng.uniform(90, 210), rng.uniform(140, 240)])
     colours = {
         "head": skin,
@@ -220,7 +255,7 @@ def _paint(image: np.ndarray, rng: np.random.Generator, parts: Dict[str, np.ndar
 def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 320, max_people: int = 6) -> Scene:
     """One random scene (see the module docstring)."""
     height, width = (int(rng.integers(min_size, max_size + 1)) for _ in range(2))
-    image = _background(rng, (height, width))
+    image = background(rng, (height, width))
     crowd = np.zeros((height, width), bool)
     if rng.random() < 0.15:  # a crowd: a band of small unlabeled figures, annotated as one region
         band_top = rng.uniform(0.05, 0.5) * height
@@ -228,8 +263,8 @@ def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 
             small = rng.uniform(0.12, 0.2) * height
             foot = (rng.uniform(0, width), band_top + small)
             parts = figure_silhouette(pose(rng, small, foot), small, (height, width))
-            _paint(image, rng, parts)
-            crowd |= _union(parts)
+            paint_figure(image, rng, parts)
+            crowd |= silhouette_union(parts)
     figures: List[Figure] = []
     count = int(rng.integers(1, max_people + 1))
     for _ in range(count):
@@ -237,7 +272,7 @@ def render_scene(rng: np.random.Generator, min_size: int = 200, max_size: int = 
         if placed is None:
             continue  # no room left that keeps the earlier figures visible enough
         points, parts, silhouette = placed
-        _paint(image, rng, parts)
+        paint_figure(image, rng, parts)
         for earlier in figures:
             earlier.visible[silhouette] = False  # now covered
         crowd[silhouette] = False
@@ -270,7 +305,7 @@ def _place_figure(
         )
         points = pose(rng, size, foot)
         parts = figure_silhouette(points, size, shape)
-        silhouette = _union(parts)
+        silhouette = silhouette_union(parts)
         if all(hidden_fraction(earlier, silhouette) <= MAX_HIDDEN_KEYPOINTS for earlier in figures):
             return points, parts, silhouette
     return None
@@ -295,8 +330,10 @@ def annotate(scene: Scene) -> List[Dict]:
         if not polygons:
             continue
         area = float(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))))
+        identity = {} if figure.track_id is None else {"track_id": figure.track_id}
         annotations.append(
             {
+                **identity,
                 "segmentation": polygons,
                 "area": area,
                 "bbox": _bbox(visible),

@@ -280,6 +280,37 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
 
 
+def test_tracked_video_pipelined_and_sequential_give_the_same_detections(tiny_model, tmp_path):
+    """``bpnet synthesize --video``, then ``inference --track`` pipelined (the default) and ``--sequential``:
+    the same detections and ids, a track id per person, and the rendered video."""
+    folder, infer = tiny_model
+    made = CliRunner().invoke(cli, ["synthesize", "--video", "-o", str(tmp_path / "synthetic"), "--num_images", "8"])
+    assert made.exit_code == 0, made.output
+    video = tmp_path / "synthetic" / "video_val.avi"
+    truth = json.loads((tmp_path / "synthetic" / "annotations" / "person_keypoints_video_val.json").read_text())
+    assert [image["frame_index"] for image in truth["images"]] == list(range(8))
+    assert {a["track_id"] for a in truth["annotations"]} == {1, 2, 3, 4}
+    outputs = {}
+    for mode in ("pipelined", "sequential"):
+        args = ["inference", "-i", str(infer), "--input_type", "video", "--input", str(video), "--track"]
+        args += ["--results_dir", str(tmp_path / mode), "--dump_visualizations"] + (
+            ["--sequential"] if mode == "sequential" else []
+        )
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "tracks" in result.stdout
+        outputs[mode] = json.loads((tmp_path / mode / "detections.json").read_text())["images"]
+    assert outputs["pipelined"] == outputs["sequential"]
+    assert [e["frame"] for e in outputs["pipelined"]] == list(range(8))
+    assert all(len(e["track_ids"]) == len(e["scores"]) for e in outputs["pipelined"])
+    capture = cv2.VideoCapture(str(tmp_path / "pipelined" / "images_annotated" / "video_val.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+    refused = CliRunner().invoke(
+        cli, ["inference", "-i", str(infer), "--input", str(video), "--track", "--results_dir", str(tmp_path / "image")]
+    )
+    assert refused.exit_code == 2 and "--track" in refused.stderr and "--input_type video" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -22,6 +22,8 @@ from bpnet.errors import BpnetError
 from bpnet.files import atomic_path, remove_stale_temporaries, write_png
 from bpnet.infer.predict import Predictor, load_predictor, read_image
 from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
+from bpnet.infer.stream import predict_stream
+from bpnet.infer.track import PoseTracker, TrackerSettings
 from bpnet.specs import InferenceSpec
 from bpnet.status import task_status
 
@@ -111,16 +113,20 @@ def _video_inference(
     progress: bool,
     max_frames: Optional[int] = None,
     stride_frames: int = 1,
+    tracker: Optional[PoseTracker] = None,
+    pipelined: bool = True,
 ) -> List[Dict]:
-    """Per-frame entries of a video; the rendered video is written under a temporary name and renamed when
-    complete, so an interrupted run never leaves a truncated ``.mp4`` under the final name."""
+    """Per-frame entries of a video (with ``track_ids`` when a ``tracker`` is given); the rendered video is
+    written under a temporary name and renamed when complete, so an interrupted run never leaves a truncated
+    ``.mp4`` under the final name."""
     frames, fps, name, total = _video_frames(source, max_frames, stride_frames)
     entries: List[Dict] = []
     video_path = os.path.join(annotated, f"{name}.mp4")
     with contextlib.ExitStack() as stack:
         writer = None
-        for index, frame in tqdm(frames, desc="inference", unit="frame", total=total, disable=not progress):
-            prediction = predictor.predict_one(frame, f"{source}#{index}")
+        results = stack.enter_context(contextlib.closing(predict_stream(predictor, frames, pipelined, tracker)))
+        for index, frame, prediction in tqdm(results, desc="inference", unit="frame", total=total, disable=not progress):
+            assert frame is not None and prediction is not None
             entries.append({"frame": index, **prediction.to_json()})
             if not dump_visualizations:
                 continue
@@ -216,27 +222,37 @@ def _image_inference(
     renderings: Optional[Sequence[str]],
     fingerprint: str,
     progress: bool,
+    pipelined: bool = True,
 ) -> Tuple[List[Dict], int]:
     """Per-image entries (and the count skipped), resuming from and appending to the journal; each image is
     rendered to ``annotated/renderings[i]`` when ``renderings`` is given."""
     paths = [path for path, _ in inputs]
     journal = _Journal(os.path.join(results_dir, JOURNAL_NAME), fingerprint)
-    try:
-        if journal.done:
-            logger.info("Resuming: %d of %d images were done by an interrupted run", len(journal.done), len(paths))
-        for index, path in enumerate(tqdm(paths, desc="inference", unit="img", disable=not progress, initial=len(journal.done))):
+
+    def images() -> Iterator[Tuple[int, Optional[np.ndarray]]]:
+        for index, path in enumerate(paths):
             if index in journal.done:
                 continue
             try:
-                image = read_image(path)
+                yield index, read_image(path)
             except BpnetError as exc:
                 logger.warning("skipped: %s", exc)
-                journal.add(index, None)
-                continue
-            prediction = predictor.predict_one(image, path)
-            if renderings:
-                write_png(os.path.join(annotated, renderings[index]), prediction.draw(image))
-            journal.add(index, {**inputs[index][1], "full_image_path": path, "viz_id": index, **prediction.to_json()})
+                yield index, None
+
+    try:
+        if journal.done:
+            logger.info("Resuming: %d of %d images were done by an interrupted run", len(journal.done), len(paths))
+        bar = tqdm(total=len(paths), desc="inference", unit="img", disable=not progress, initial=len(journal.done))
+        with bar, contextlib.closing(predict_stream(predictor, images(), pipelined)) as results:
+            for index, image, prediction in results:
+                bar.update()
+                if image is None or prediction is None:
+                    journal.add(index, None)
+                    continue
+                if renderings:
+                    write_png(os.path.join(annotated, renderings[index]), prediction.draw(image))
+                entry = {**inputs[index][1], "full_image_path": paths[index], "viz_id": index, **prediction.to_json()}
+                journal.add(index, entry)
     finally:
         journal.close()
     entries = [entry for entry in (journal.done.get(i) for i in range(len(paths))) if entry is not None]
@@ -256,32 +272,45 @@ def inference(
     numbered_outputs: bool = False,
     max_frames: Optional[int] = None,
     stride_frames: int = 1,
+    tracking: Optional[TrackerSettings] = None,
+    pipelined: bool = True,
 ) -> Dict[str, int]:
     """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders
     (``images_annotated/<input stem>.png``, or TLT's ``<index>.png`` with ``numbered_outputs``).
 
     Image inputs are journaled per image (:data:`JOURNAL_NAME`): an interrupted run, rerun, resumes.
     A video (every ``stride_frames``-th of at most ``max_frames`` frames; ``detections.json`` keeps the
-    frame indices of the video) is processed again from its first frame.
+    frame indices of the video) is processed again from its first frame; with ``tracking``, its people get
+    persistent ``track_ids`` (:mod:`bpnet.infer.track`). Reading, the network and decoding overlap in threads
+    (:mod:`bpnet.infer.stream`) unless ``pipelined`` is False; the results are the same either way.
     """
+    if tracking is not None and input_type != "video":
+        raise BpnetError(f"--track: tracking needs consecutive frames (--input_type video), not --input_type {input_type}")
     prepare_results_dir(results_dir)
     with task_status(results_dir, "Starting bpnet inference.") as status:
         predictor, spec = load_predictor(inference_spec, model_path, overrides)
         annotated = os.path.join(results_dir, "images_annotated")
         remove_stale_temporaries(annotated)
         if input_type == "video":
-            entries = _video_inference(predictor, source, annotated, dump_visualizations, progress, max_frames, stride_frames)
+            tracker = PoseTracker(tracking) if tracking is not None else None
+            entries = _video_inference(
+                predictor, source, annotated, dump_visualizations, progress, max_frames, stride_frames, tracker, pipelined
+            )
             skipped = 0
         else:
             inputs = _inputs(input_type, source, image_root_path)
             renderings = rendering_names([p for p, _ in inputs], numbered_outputs) if dump_visualizations else None
             fingerprint = _run_fingerprint(inputs, spec.model_path or "", spec, renderings)
-            entries, skipped = _image_inference(predictor, inputs, results_dir, annotated, renderings, fingerprint, progress)
+            entries, skipped = _image_inference(
+                predictor, inputs, results_dir, annotated, renderings, fingerprint, progress, pipelined
+            )
             if not entries:
                 raise BpnetError(f"{source}: no readable image")
         write_json(os.path.join(results_dir, "detections.json"), {**tlt_header(predictor.info.skeleton, spec), "images": entries})
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(results_dir, JOURNAL_NAME))
         summary = {"inputs": len(entries), "skipped": skipped, "people": sum(len(e["scores"]) for e in entries)}
+        if tracking is not None:
+            summary["tracks"] = len({i for e in entries for i in e["track_ids"]})
         status.write("SUCCESS", "Inference finished successfully.", kpi=summary)
     return summary

@@ -24,7 +24,7 @@ largest scale's and averaged before decoding.
 
 import dataclasses
 import os
-from typing import Callable, Iterable, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ from bpnet.infer.backends import network_backend, open_backend
 from bpnet.infer.decode import DECODER_PRESETS, DecoderParams, decode
 from bpnet.infer.resize import resize_maps
 from bpnet.infer.results import Prediction
+from bpnet.infer.track import PoseTracker, TrackerSettings
 from bpnet.model.io import ModelInfo
 from bpnet.skeleton import Skeleton
 from bpnet.specs import InferenceSpec, spec_object, spec_source
@@ -129,6 +130,11 @@ class FlipTest:
         return (heat + mirror_heat) / 2.0, (paf + mirror_paf) / 2.0
 
 
+DecoderMaps = Tuple[np.ndarray, np.ndarray, Tuple[int, int], Callable[[np.ndarray], np.ndarray]]
+"""What :meth:`Predictor.decoder_maps` gives the decoder: heatmaps ``(h, w, K + 1)``, PAFs ``(h, w, 2L)``, the
+upsampling factor ``(fy, fx)`` the decoder applies, and the map from its ``(..., 2)`` x, y to image pixels."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PredictorSettings:
     """Inference-spec settings (reference §2.10) and the decoder's."""
@@ -175,9 +181,7 @@ class Predictor:
 
         return to_original
 
-    def decoder_maps(
-        self, image: np.ndarray
-    ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int], Callable[[np.ndarray], np.ndarray]]:
+    def decoder_maps(self, image: np.ndarray) -> DecoderMaps:
         """What the decoder takes for one BGR image: heatmaps, PAFs, the upsampling factor ``(fy, fx)`` it applies
         itself, and the function from its keypoint coordinates to original image pixels.
 
@@ -214,12 +218,31 @@ class Predictor:
 
     def predict_one(self, image: np.ndarray, source: Optional[str] = None) -> Prediction:
         """Decoded people of one BGR image, keypoints in its pixels."""
-        heat, paf, upsampling, to_original = self.decoder_maps(image)
+        return self.decode_maps(self.decoder_maps(image), source)
+
+    def decode_maps(self, maps: DecoderMaps, source: Optional[str] = None) -> Prediction:
+        """The people in :meth:`decoder_maps`' output, keypoints in the original image's pixels (the second half
+        of :meth:`predict_one`, which pipelined inference runs in its own thread)."""
+        heat, paf, upsampling, to_original = maps
         people = decode(heat, paf, self.info.skeleton.limbs, self.settings.decoder, upsampling)
         keypoints = people.keypoints.copy()
         found = keypoints[..., 2] > 0
         keypoints[..., :2] = np.where(found[..., None], to_original(keypoints[..., :2]), 0.0)
         return Prediction(keypoints, people.scores, self.info.skeleton, source)
+
+    def track(
+        self, frames: Iterable[np.ndarray], settings: Optional[TrackerSettings] = None, pipelined: bool = True
+    ) -> Iterator[Prediction]:
+        """Predictions of consecutive BGR video frames, in order, each with ``track_ids``: persistent person ids
+        (:mod:`bpnet.infer.track`). Reading the frames, the network, and decoding with tracking overlap in
+        threads unless ``pipelined`` is False (:mod:`bpnet.infer.stream`). ``settings``: the tracker's (default
+        :class:`TrackerSettings`)."""
+        from bpnet.infer.stream import predict_stream
+
+        numbered = ((index, frame) for index, frame in enumerate(frames))
+        for _, _, prediction in predict_stream(self, numbered, pipelined, PoseTracker(settings or TrackerSettings())):
+            assert prediction is not None
+            yield prediction
 
     def predict(self, images: Iterable[Union[np.ndarray, str]]) -> List[Prediction]:
         """Predict every image (BGR arrays, or paths read with OpenCV)."""

@@ -17,25 +17,40 @@ def limb_colours(num_limbs: int) -> Sequence[Tuple[int, int, int]]:
     return [(int(b), int(g), int(r)) for b, g, r in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
 
 
+def identity_colour(identity: int) -> Tuple[int, int, int]:
+    """A bright BGR colour for a track id; consecutive ids get hues far apart (golden-ratio steps)."""
+    hue = np.uint8(int((identity * 0.618033988749895 % 1.0) * 180))
+    b, g, r = cv2.cvtColor(np.array([[[hue, 220, 255]]], np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
 def draw_skeletons(
-    image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, limbs: Sequence[Tuple[int, int]], thickness: int = 2
+    image: np.ndarray,
+    joints: np.ndarray,
+    drawn: np.ndarray,
+    limbs: Sequence[Tuple[int, int]],
+    thickness: int = 2,
+    person_colours: Optional[Sequence[Tuple[int, int, int]]] = None,
 ) -> np.ndarray:
-    """Draw every person's limbs (both ends drawn) and keypoints on a copy of ``image``."""
+    """Draw every person's limbs (both ends drawn) and keypoints on a copy of ``image``: one colour per limb,
+    or, with ``person_colours``, one per person (limbs and keypoints)."""
     out = image.copy()
     colours = limb_colours(len(limbs))
     keypoint_colour: Dict[int, Tuple[int, int, int]] = {}
     for limb, (a, b) in enumerate(limbs):
         keypoint_colour.setdefault(a, colours[limb])
         keypoint_colour.setdefault(b, colours[limb])
-        for person, person_drawn in zip(joints, drawn):
+        for p, (person, person_drawn) in enumerate(zip(joints, drawn)):
             if person_drawn[a] and person_drawn[b]:
                 start = tuple(int(round(v)) for v in person[a, :2])
                 end = tuple(int(round(v)) for v in person[b, :2])
-                cv2.line(out, start, end, colours[limb], thickness, cv2.LINE_AA)
-    for person, person_drawn in zip(joints, drawn):
+                colour = person_colours[p] if person_colours else colours[limb]
+                cv2.line(out, start, end, colour, thickness, cv2.LINE_AA)
+    for p, (person, person_drawn) in enumerate(zip(joints, drawn)):
         for k in np.flatnonzero(person_drawn):
             centre = tuple(int(round(v)) for v in person[k, :2])
-            cv2.circle(out, centre, thickness + 1, keypoint_colour.get(int(k), (255, 255, 255)), -1, cv2.LINE_AA)
+            colour = person_colours[p] if person_colours else keypoint_colour.get(int(k), (255, 255, 255))
+            cv2.circle(out, centre, thickness + 1, colour, -1, cv2.LINE_AA)
     return out
 
 

@@ -28,6 +28,7 @@ class Prediction:
     scores: np.ndarray  # (N,) person scores
     skeleton: Skeleton
     source: Optional[str] = None  # image path, or a frame label
+    track_ids: Optional[np.ndarray] = None  # (N,) int, persistent ids across a video's frames (tracking)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -55,20 +56,29 @@ class Prediction:
         return results
 
     def to_json(self) -> Dict:
-        """TLT's per-image ``detections.json`` entry: ``keypoints`` as [[x, y] × K] per person (missing: 0, 0)."""
-        return {
+        """TLT's per-image ``detections.json`` entry: ``keypoints`` as [[x, y] × K] per person (missing: 0, 0),
+        ``scores``, and, when tracked, ``track_ids`` (one per person, bpnet addition)."""
+        entry = {
             "keypoints": [[[float(x), float(y)] if s > 0 else [0.0, 0.0] for x, y, s in person] for person in self.keypoints],
             "scores": [float(s) for s in self.scores],
         }
+        if self.track_ids is not None:
+            entry["track_ids"] = [int(i) for i in self.track_ids]
+        return entry
 
     def draw(self, image: np.ndarray, thickness: int = 2, labels: bool = True) -> np.ndarray:
-        """A copy of the BGR ``image`` with every person's skeleton (one colour per limb) and keypoints, and with
-        ``labels`` each person's number (its index in ``detections.json``) and score above it."""
+        """A copy of the BGR ``image`` with every person's skeleton and keypoints, and with ``labels`` a label above
+        each person: its number (index in ``detections.json``) and score, or, when tracked, ``id <track id>``.
+        Untracked people are drawn one colour per limb; tracked people each in their id's colour."""
         drawn = self.keypoints[..., 2] > 0
-        out = render.draw_skeletons(image, self.keypoints, drawn, self.skeleton.limbs, thickness)
-        if labels:
-            out = render.draw_labels(out, self.keypoints, drawn, [f"#{i} {s:.2f}" for i, s in enumerate(self.scores)])
-        return out
+        if self.track_ids is None:
+            out = render.draw_skeletons(image, self.keypoints, drawn, self.skeleton.limbs, thickness)
+            names = [f"#{i} {s:.2f}" for i, s in enumerate(self.scores)]
+        else:
+            colours = [render.identity_colour(int(i)) for i in self.track_ids]
+            out = render.draw_skeletons(image, self.keypoints, drawn, self.skeleton.limbs, thickness, colours)
+            names = [f"id {int(i)}" for i in self.track_ids]
+        return render.draw_labels(out, self.keypoints, drawn, names) if labels else out
 
 
 def tlt_header(skeleton: Skeleton, spec: InferenceSpec) -> Dict:
