@@ -449,10 +449,12 @@ def evaluate(
     help="--track: move the tracks by optical flow between frames.",
 )
 @click.option(
-    "--sequential",
-    is_flag=True,
-    help="Read, run the network and decode one input at a time instead of overlapping them in threads "
-    "(the same results, slower; bpnet addition).",
+    "--pipeline",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "threads", "sequential"]),
+    help="threads: overlap reading, the network and decoding in threads; sequential: one input at a time; "
+    "auto: threads on machines with more than 2 cores. The results are the same (bpnet addition; docs/video.md).",
 )
 @set_option
 @log_level_option
@@ -473,7 +475,7 @@ def inference(
     track_max_gap: int,
     track_min_similarity: float,
     track_flow: bool,
-    sequential: bool,
+    pipeline: str,
     overrides: Tuple[str, ...],
 ) -> None:
     """Detect people in images or a video; write detections.json and optional renderings."""
@@ -494,7 +496,7 @@ def inference(
         stride_frames=stride_frames,
         overrides=overrides,
         tracking=tracking,
-        pipelined=not sequential,
+        pipelined={"auto": None, "threads": True, "sequential": False}[pipeline],
     )
     tracks = f", {summary['tracks']} tracks" if "tracks" in summary else ""
     click.echo(

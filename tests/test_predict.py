@@ -202,6 +202,8 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
             "--results_dir",
             str(tmp_path / "out"),
             "--dump_visualizations",
+            "--pipeline",
+            "threads",  # the unreadable image passes through the reader thread
         ],
     )
     assert result.exit_code == 0, result.output
@@ -281,7 +283,7 @@ def test_inference_on_a_folder_with_a_corrupt_image_and_on_a_video(tiny_model, t
 
 
 def test_tracked_video_pipelined_and_sequential_give_the_same_detections(tiny_model, tmp_path):
-    """``bpnet synthesize --video``, then ``inference --track`` pipelined (the default) and ``--sequential``:
+    """``bpnet synthesize --video``, then ``inference --track`` with ``--pipeline threads`` and ``sequential``:
     the same detections and ids, a track id per person, and the rendered video."""
     folder, infer = tiny_model
     made = CliRunner().invoke(cli, ["synthesize", "--video", "-o", str(tmp_path / "synthetic"), "--num_images", "8"])
@@ -293,9 +295,8 @@ def test_tracked_video_pipelined_and_sequential_give_the_same_detections(tiny_mo
     outputs = {}
     for mode in ("pipelined", "sequential"):
         args = ["inference", "-i", str(infer), "--input_type", "video", "--input", str(video), "--track"]
-        args += ["--results_dir", str(tmp_path / mode), "--dump_visualizations"] + (
-            ["--sequential"] if mode == "sequential" else []
-        )
+        args += ["--results_dir", str(tmp_path / mode), "--dump_visualizations"]
+        args += ["--pipeline", "sequential" if mode == "sequential" else "threads"]
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
         assert "tracks" in result.stdout

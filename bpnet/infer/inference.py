@@ -143,6 +143,10 @@ def _video_inference(
     return entries
 
 
+PIPELINE_MIN_CORES = 3
+"""On 2 cores the network alone keeps both busy: threads gained nothing with ONNX Runtime and cost 11 % with
+OpenVINO (docs/benchmarks.md), so the automatic choice pipelines only from 3 cores."""
+
 JOURNAL_NAME = "detections.partial.jsonl"
 """Per-image results of an unfinished ``inference`` run, appended as each image is done; a rerun with the
 same inputs, model and spec resumes from it, a different one starts afresh. Removed when
@@ -273,7 +277,7 @@ def inference(
     max_frames: Optional[int] = None,
     stride_frames: int = 1,
     tracking: Optional[TrackerSettings] = None,
-    pipelined: bool = True,
+    pipelined: Optional[bool] = None,
 ) -> Dict[str, int]:
     """Predict images, a folder, a JSON list or a video; writes ``detections.json`` and, optionally, renders
     (``images_annotated/<input stem>.png``, or TLT's ``<index>.png`` with ``numbered_outputs``).
@@ -282,8 +286,11 @@ def inference(
     A video (every ``stride_frames``-th of at most ``max_frames`` frames; ``detections.json`` keeps the
     frame indices of the video) is processed again from its first frame; with ``tracking``, its people get
     persistent ``track_ids`` (:mod:`bpnet.infer.track`). Reading, the network and decoding overlap in threads
-    (:mod:`bpnet.infer.stream`) unless ``pipelined`` is False; the results are the same either way.
+    (:mod:`bpnet.infer.stream`) when ``pipelined`` is True, or, when it is None, on machines with more than
+    :data:`PIPELINE_MIN_CORES` - 1 cores; the results are the same either way.
     """
+    if pipelined is None:
+        pipelined = (os.cpu_count() or 1) >= PIPELINE_MIN_CORES
     if tracking is not None and input_type != "video":
         raise BpnetError(f"--track: tracking needs consecutive frames (--input_type video), not --input_type {input_type}")
     prepare_results_dir(results_dir)
