@@ -705,22 +705,35 @@ def test_the_epoch_model_is_recreated_on_resume_when_a_kill_interrupted_its_savi
     assert not [p for p in run_dir.iterdir() if TEMPORARY_MARK in p.name]
 
 
-def test_ctrl_c_writes_a_failure_status_and_keeps_the_journal(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("pipeline", ["sequential", "threads"])
+def test_ctrl_c_writes_a_failure_status_and_keeps_the_journal(tiny_model, tmp_path, monkeypatch, pipeline):
+    """Ctrl-C while the third image is in the network (in the network thread with ``threads``): exit 130,
+    FAILURE, and the journal keeps the two images done before it."""
     from bpnet.infer import predict
 
     _, infer = tiny_model
     calls = {"n": 0}
-    original = predict.Predictor.predict_one
+    original = predict.Predictor.decoder_maps
 
-    def interrupted(self, image, source=None):
+    def interrupted(self, image):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, image, source)
+        return original(self, image)
 
-    monkeypatch.setattr(predict.Predictor, "predict_one", interrupted)
+    monkeypatch.setattr(predict.Predictor, "decoder_maps", interrupted)
     result = run(
-        "inference", "-i", infer, "--input_type", "dir", "--input", COCO_MINI / "train2017", "--results_dir", tmp_path / "out"
+        "inference",
+        "-i",
+        infer,
+        "--input_type",
+        "dir",
+        "--input",
+        COCO_MINI / "train2017",
+        "--results_dir",
+        tmp_path / "out",
+        "--pipeline",
+        pipeline,
     )
     assert result.exit_code == 130 and "Interrupted" in result.stderr
     assert last_status(tmp_path / "out")["status"] == "FAILURE"
