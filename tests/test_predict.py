@@ -310,6 +310,8 @@ def test_tracked_video_pipelined_and_sequential_give_the_same_detections(tiny_mo
         cli, ["inference", "-i", str(infer), "--input", str(video), "--track", "--results_dir", str(tmp_path / "image")]
     )
     assert refused.exit_code == 2 and "--track" in refused.stderr and "--input_type video" in refused.stderr
+    status = json.loads((tmp_path / "image" / "status.json").read_text().splitlines()[-1])
+    assert status["status"] == "FAILURE"
 
 
 @pytest.mark.parametrize(

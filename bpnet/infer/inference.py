@@ -291,10 +291,10 @@ def inference(
     """
     if pipelined is None:
         pipelined = (os.cpu_count() or 1) >= PIPELINE_MIN_CORES
-    if tracking is not None and input_type != "video":
-        raise BpnetError(f"--track: tracking needs consecutive frames (--input_type video), not --input_type {input_type}")
     prepare_results_dir(results_dir)
     with task_status(results_dir, "Starting bpnet inference.") as status:
+        if tracking is not None and input_type != "video":
+            raise BpnetError(f"--track: tracking needs consecutive frames (--input_type video), not --input_type {input_type}")
         predictor, spec = load_predictor(inference_spec, model_path, overrides)
         annotated = os.path.join(results_dir, "images_annotated")
         remove_stale_temporaries(annotated)
