@@ -369,6 +369,20 @@ def _bbox(mask: np.ndarray) -> List[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
+def write_coco_file(path: str, info: Dict, images: List[Dict], annotations: List[Dict]) -> None:
+    """Write a COCO person-keypoint file (the 17 COCO keypoints and limbs as its one category), atomically."""
+    category = {
+        "id": 1,
+        "name": "person",
+        "supercategory": "person",
+        "keypoints": list(COCO_KEYPOINTS),
+        "skeleton": [list(limb) for limb in COCO_SKELETON],
+    }
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": [category]}
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(json.dumps(coco))
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthesisSummary:
     images: int
@@ -408,22 +422,7 @@ def synthesize(
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **annotation})
         if progress:
             progress(1)
-    coco = {
-        "info": {"description": f"bpnet synthetic figures, seed {seed}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {
-                "id": 1,
-                "name": "person",
-                "supercategory": "person",
-                "keypoints": list(COCO_KEYPOINTS),
-                "skeleton": [list(limb) for limb in COCO_SKELETON],
-            }
-        ],
-    }
-    with atomic_path(str(annotation_file)) as temporary:
-        Path(temporary).write_text(json.dumps(coco))
+    write_coco_file(str(annotation_file), {"description": f"bpnet synthetic figures, seed {seed}"}, images, annotations)
     people = [a for a in annotations if not a["iscrowd"]]
     return SynthesisSummary(
         len(images),

@@ -17,7 +17,6 @@ is drawn from ``numpy.random.default_rng([seed, ...])`` alone.
 """
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -28,8 +27,6 @@ import numpy as np
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
 from bpnet.synthesize import (
-    COCO_KEYPOINTS,
-    COCO_SKELETON,
     Figure,
     Posture,
     Scene,
@@ -39,6 +36,7 @@ from bpnet.synthesize import (
     paint_figure,
     posed,
     silhouette_union,
+    write_coco_file,
 )
 
 FRAME_SHAPE = (360, 640)
@@ -177,20 +175,6 @@ def synthesize_video(
                     progress(1)
         finally:
             writer.release()
-    coco = {
-        "info": {"description": f"bpnet synthetic walking figures, seed {seed}, crossings {crossings}", "fps": FPS},
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {
-                "id": 1,
-                "name": "person",
-                "supercategory": "person",
-                "keypoints": list(COCO_KEYPOINTS),
-                "skeleton": [list(limb) for limb in COCO_SKELETON],
-            }
-        ],
-    }
-    with atomic_path(str(annotation_file)) as temporary:
-        Path(temporary).write_text(json.dumps(coco))
+    info = {"description": f"bpnet synthetic walking figures, seed {seed}, crossings {crossings}", "fps": FPS}
+    write_coco_file(str(annotation_file), info, images, annotations)
     return VideoSummary(num_frames, len(people), len(annotations), str(video), str(annotation_file))
