@@ -4,13 +4,14 @@ and its pruned variants, or for an imported (ONNX) network.
     python bench/inference.py --model results/quickstart/model/bpnet_model.keras \
         [--pruned results/quickstart/pruned/retrained.keras ...] --cal_image_dir results/quickstart/data/val2017 \
         [--infer_spec results/quickstart/specs/infer.yaml --dataset_spec results/quickstart/data/dataset_spec.json] \
-        [--height 288 --width 384] [--repeats 20] [--no_openvino] [--json]
+        [--height 288 --width 384] [--repeats 20] [--no_openvino] [--int8_keep_float REGEX] [--json]
 
 Every variant runs in this one process, side by side: the model as Keras (``tf.function``, the baseline
 of every ratio; for an ``.onnx`` model, from ``bpnet import_model``, ONNX Runtime FP32 is the baseline),
 its ONNX export in ONNX Runtime, the INT8 QDQ model ``bpnet export --data_type int8`` writes, and the
-OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF), all INT8 models calibrated on the
-same ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size; then the same for each
+OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF), all made by ``bpnet export`` itself
+and calibrated on the same ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size (column
+``INT8 F1``: the export's pose agreement with FP32, bpnet.export.agreement); then the same for each
 ``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput: images/s over
 ``--repeats`` batch-8 passes. Only the network is timed (no decoding). With ``--dataset_spec`` each
 variant's val AP is measured too, through ``bpnet evaluate`` (with ``--infer_spec``, or the model's own
@@ -26,9 +27,6 @@ import time
 
 import numpy as np
 
-from bpnet.export.calibration import calibration_data
-from bpnet.export.onnx_export import to_onnx
-from bpnet.export.quantize import quantize_int8
 from bpnet.model.io import load_model
 
 
@@ -74,61 +72,37 @@ def measure(run, height: int, width: int, repeats: int) -> dict:
     return {"latency_ms": latency, "throughput_img_s": throughput}
 
 
-def variants(name: str, model_path: str, work: str, calibration: np.ndarray, openvino: bool):
-    """(label, runner, model file for evaluate) of each runtime and precision for one model."""
-    import onnx
+def variants(name: str, model_path: str, work: str, args) -> list:
+    """(label, runner, model file for evaluate, INT8 agreement) of each runtime and precision for one model,
+    the files written by ``bpnet export`` itself (equalisation, ``--int8_keep_float``, the agreement check
+    reported but not enforced)."""
+    from bpnet.export.pipeline import ExportRequest, export
 
-    from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8, to_openvino
-    from bpnet.model.io import read_onnx_metadata
-
+    common = dict(
+        data_type="int8",
+        input_dims=f"{args.height},{args.width},3",
+        cal_image_dir=args.cal_image_dir,
+        cal_data_file=os.path.join(work, "calibration.npy"),
+        batches=args.cal_batches,
+        batch_size=1,
+        int8_keep_float=args.int8_keep_float,
+        min_int8_agreement=0.0,
+    )
     rows = []
-    if model_path.endswith(".onnx"):  # imported: no Keras model
-        fp32, metadata = model_path, read_onnx_metadata(model_path)
-    else:
-        model, info = load_model(model_path)
-        fp32 = os.path.join(work, f"{name}.onnx")
-        onnx.save(to_onnx(model, info), fp32)
-        metadata = metadata_of(info)
-        rows.append((f"{name} Keras FP32", keras_runner(model), model_path))
-    int8 = os.path.join(work, f"{name}.int8.onnx")
-    quantize_int8(fp32, int8, calibration)
-    with_metadata(int8, metadata)
-    rows += [(f"{name} ORT FP32", onnx_runner(fp32), fp32), (f"{name} ORT INT8", onnx_runner(int8), int8)]
-    if openvino:
-        stem = os.path.join(work, f"{name}.onnx")
-        xml, xml_int8 = openvino_path(stem), openvino_path(stem, int8=True)
-        to_openvino(fp32, xml, metadata)
-        quantize_openvino_int8(fp32, xml, xml_int8, calibration, metadata)
+    if not model_path.endswith(".onnx"):  # imported models have no Keras form
+        rows.append((f"{name} Keras FP32", keras_runner(load_model(model_path)[0]), model_path, None))
+    ort = export(ExportRequest(model_path, os.path.join(work, f"{name}.onnx"), target="onnxruntime", **common))
+    rows += [
+        (f"{name} ORT FP32", onnx_runner(str(ort.onnx_file)), ort.onnx_file, None),
+        (f"{name} ORT INT8", onnx_runner(str(ort.int8_onnx_file)), ort.int8_onnx_file, ort.int8_agreement),
+    ]
+    if not args.no_openvino:
+        ov = export(ExportRequest(model_path, os.path.join(work, "openvino", f"{name}.onnx"), target="openvino", **common))
         rows += [
-            (f"{name} OpenVINO FP32", openvino_runner(xml), xml),
-            (f"{name} OpenVINO INT8", openvino_runner(xml_int8), xml_int8),
+            (f"{name} OpenVINO FP32", openvino_runner(str(ov.openvino_file)), ov.openvino_file, None),
+            (f"{name} OpenVINO INT8", openvino_runner(str(ov.int8_openvino_file)), ov.int8_openvino_file, ov.int8_agreement),
         ]
     return rows
-
-
-def metadata_of(info):
-    from bpnet.export.onnx_export import OnnxSettings, metadata
-
-    return metadata(info, OnnxSettings())
-
-
-def with_metadata(path: str, metadata) -> None:
-    """Give a quantised ONNX file the metadata of the model it came from (bpnet export does the same)."""
-    import onnx
-
-    from bpnet.model.io import set_onnx_metadata
-
-    proto = onnx.load(path)
-    set_onnx_metadata(proto, metadata)
-    onnx.save(proto, path)
-
-
-def model_info(path: str):
-    from bpnet.model.io import ModelInfo, read_onnx_metadata
-
-    if path.endswith(".onnx"):
-        return ModelInfo.from_dict(read_onnx_metadata(path))
-    return load_model(path)[1]
 
 
 def main():
@@ -143,21 +117,22 @@ def main():
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no_openvino", action="store_true", help="skip the OpenVINO rows")
+    parser.add_argument("--int8_keep_float", default=None, help="as bpnet export's (default: the model's recommendation)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    info = model_info(args.model)
-    calibration = calibration_data((args.height, args.width), info, args.cal_batches, 1, args.cal_image_dir)
     work = tempfile.mkdtemp(prefix="bench_inference_")
     rows = []
     models = [("unpruned", args.model)] + [(f"pruned{i + 1}", path) for i, path in enumerate(args.pruned)]
     for name, path in models:
-        for label, run, model_file in variants(name, path, work, calibration, not args.no_openvino):
+        for label, run, model_file, agreement in variants(name, path, work, args):
             row = {"variant": label, "model": path, **measure(run, args.height, args.width, args.repeats)}
+            if agreement is not None:
+                row["int8_pose_f1"] = agreement.poses
             if args.dataset_spec:
                 from bpnet.infer.evaluate import evaluate
 
                 stats = evaluate(
-                    args.infer_spec, args.dataset_spec, os.path.join(work, f"eval_{len(rows)}"), model_file, progress=False
+                    args.infer_spec, args.dataset_spec, os.path.join(work, f"eval_{len(rows)}"), str(model_file), progress=False
                 )
                 row["ap"] = stats["AP_0.50:0.95_all"]
             rows.append(row)
@@ -169,12 +144,13 @@ def main():
         print(json.dumps({"input": [args.height, args.width], "rows": rows}, indent=2))
         return
     print(f"network only, {args.height}x{args.width}, this CPU; ratios to {base['variant']}")
-    header = f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b8 img/s':>9} {'×':>6}"
+    header = f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b8 img/s':>9} {'×':>6} {'INT8 F1':>7}"
     print(header + (f" {'AP':>6}" if "ap" in base else ""))
     for row in rows:
+        f1 = f"{row['int8_pose_f1']:>7.3f}" if "int8_pose_f1" in row else f"{'':>7}"
         line = (
             f"{row['variant']:<24} {row['latency_ms']:>8.2f} {row['latency_speedup']:>6.2f} "
-            f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f}"
+            f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f} {f1}"
         )
         print(line + (f" {row['ap']:>6.3f}" if "ap" in row else ""))
 

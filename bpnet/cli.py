@@ -626,9 +626,8 @@ def prune(
 @click.option(
     "-d",
     "--input_dims",
-    default=ExportRequest.input_dims,
-    show_default=True,
-    help="H,W,C or C,H,W: the TensorRT profile and calibration size.",
+    default=None,
+    help="H,W,C or C,H,W: the TensorRT profile and calibration size  [default: 256,256,3; an imported model's own size]",
 )
 @click.option(
     "-i",
@@ -673,6 +672,21 @@ def prune(
     help="TensorRT workspace in bytes.",
 )
 @click.option("-s", "--strict_type_constraints", is_flag=True, help="TensorRT obeys the precision constraints.")
+@click.option(
+    "--int8_keep_float",
+    default=None,
+    metavar="REGEX",
+    help="INT8: nodes whose name this regular expression matches stay in float (bpnet addition)  "
+    "[default: an imported model's recommendation]",
+)
+@click.option(
+    "--min_int8_agreement",
+    default=ExportRequest.min_int8_agreement,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="INT8: the least F1 of the INT8 model's people against FP32's (OKS 0.5) on the calibration images; "
+    "below it the INT8 model is removed and the export fails (bpnet addition).",
+)
 @click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
 @click.option("--sdk_compatible_model", is_flag=True, help="Add TLT's PAF upsampling for DeepStream (deployment only).")
 @click.option("-u", "--upsample_ratio", default=ExportRequest.upsample_ratio, show_default=True, type=click.IntRange(min=1))
@@ -690,7 +704,7 @@ def export(
     target: Optional[str],
     data_type: str,
     engine_file: Optional[str],
-    input_dims: str,
+    input_dims: Optional[str],
     data_format: str,
     cal_image_dir: Optional[str],
     cal_data_file: Optional[str],
@@ -702,6 +716,8 @@ def export(
     static_batch_size: int,
     max_workspace_size: int,
     strict_type_constraints: bool,
+    int8_keep_float: Optional[str],
+    min_int8_agreement: float,
     force_ptq: bool,
     sdk_compatible_model: bool,
     upsample_ratio: int,
@@ -740,9 +756,14 @@ def export(
         upsample_ratio=upsample_ratio,
         results_dir=results_dir,
         spec_overrides=overrides,
+        int8_keep_float=int8_keep_float,
+        min_int8_agreement=min_int8_agreement,
     )
-    for kind, path in summary_lines(run_export(request)).items():
+    result = run_export(request)
+    for kind, path in summary_lines(result).items():
         click.echo(f"export: {kind:<18} {path}")
+    if result.int8_agreement:
+        click.echo(f"export: {'INT8 vs FP32':<18} {result.int8_agreement} (calibration images)")
 
 
 @cli.command("sample_calibration_images")

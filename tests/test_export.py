@@ -375,7 +375,7 @@ def _gpu_with_tensorrt() -> bool:
 @pytest.mark.skipif(not _gpu_with_tensorrt(), reason="TensorRT and an NVIDIA GPU are needed (absent on CI)")
 @pytest.mark.parametrize("data_type, tolerance", [("fp32", 1e-3), ("fp16", 5e-2), ("int8", 0.25)])
 def test_tensorrt_engine_matches_onnx_runtime(exported, coco_val_sample, tmp_path, data_type, tolerance):
-    from bpnet.export.tensorrt import TensorRTBackend
+    from bpnet.infer.backends import open_backend
 
     folder, _ = exported
     engine = tmp_path / f"model.{data_type}.engine"
@@ -398,5 +398,36 @@ def test_tensorrt_engine_matches_onnx_runtime(exported, coco_val_sample, tmp_pat
         assert (tmp_path / "cal.bin").is_file()
     batch = real_batch(coco_val_sample)
     paf, heat = onnxruntime.InferenceSession(result.onnx_file, providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: batch})
-    trt_heat, trt_paf = TensorRTBackend(str(engine), HEATMAP_OUTPUT, PAF_OUTPUT)(batch)
+    trt_heat, trt_paf = open_backend(str(engine)).backend(batch)
     assert np.abs(trt_heat - heat).max() <= tolerance and np.abs(trt_paf - paf).max() <= tolerance
+
+
+def test_an_nchw_network_gets_a_channels_first_profile():
+    settings = EngineSettings(input_hw=(96, 128), max_batch_size=4, channels_last=False)
+    assert optimization_profile(settings) == {"min": (1, 3, 96, 128), "opt": (1, 3, 96, 128), "max": (4, 3, 96, 128)}
+
+
+def test_runtime_model_exports_refuse_bad_input_in_one_line(tmp_path):
+    from .conftest import assert_one_line_error
+
+    bare = tmp_path / "bare.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], [])), str(bare))
+    runner = CliRunner()
+
+    def run(*arguments):
+        return runner.invoke(cli, ["export", *arguments])
+
+    assert_one_line_error(run("-m", str(tmp_path / "missing.onnx")), "missing.onnx", "not found")
+    assert_one_line_error(run("-m", str(bare)), "bare.onnx", "no bpnet metadata", "import_model")
+    assert_one_line_error(run("-m", str(bare), "--data_type", "int8", "--int8_keep_float", "Stage(1"), "--int8_keep_float")
+    assert_one_line_error(run("-m", str(bare), "--sdk_compatible_model"), "--sdk_compatible_model")
+    described = tmp_path / "described.onnx"
+    model = onnx.load(str(bare))
+    from bpnet.export.onnx_export import OnnxSettings, metadata
+    from bpnet.model.io import set_onnx_metadata
+
+    set_onnx_metadata(model, {**metadata(INFO, OnnxSettings()), "export_defaults": {"int8_keep_float": 7}})
+    onnx.save(model, str(described))
+    assert_one_line_error(
+        run("-m", str(described), "--data_type", "int8", "--cal_image_dir", str(tmp_path)), "export_defaults.int8_keep_float"
+    )

@@ -66,7 +66,8 @@ def test_tiny_training_loss_falls_and_writes_every_artefact(tmp_path, tiny_spec)
             "num_epoch": 4,
             "checkpoint_n_epoch": 2,
             "validation_every_n_epoch": 2,
-            "optimizer.learning_rate_schedule.base_learning_rate": 5e-3,
+            # 5e-3 diverged (NaN at step 11) on an AVX512-BF16 EPYC with oneDNN, not on AVX2 machines
+            "optimizer.learning_rate_schedule.base_learning_rate": 2e-3,
             "dataloader.dataset_config.val_records_path": ["train-fold-000-of-001"],
             "dataloader.augmentation_config.spatial_aug_params.rotate_deg_max": 0.0,
         }

@@ -58,6 +58,12 @@ def calibration_batches(
         yield np.stack([preprocess_for_calibration(p, input_hw, info) for p in paths[start : start + batch_size]])
 
 
+def model_layout(data: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Calibration data ``(..., H, W, 3)`` as the network's own input takes it: unchanged for an NHWC model,
+    ``(..., 3, H, W)`` for an NCHW one (the quantisers feed the graph directly, not through a backend)."""
+    return data if info.input_layout == "NHWC" else np.ascontiguousarray(np.moveaxis(data, -1, -3))
+
+
 def calibration_data(
     input_hw: Tuple[int, int],
     info: ModelInfo,

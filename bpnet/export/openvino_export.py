@@ -10,12 +10,14 @@ Both packages are optional (``bpnet[openvino]``) and imported only here.
 
 import logging
 import os
+import re
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from bpnet.errors import BpnetError
+from bpnet.export.quantize import output_convolutions
 from bpnet.model.io import write_sidecar_metadata
 
 logger = logging.getLogger(__name__)
@@ -58,21 +60,49 @@ def to_openvino(onnx_path: str, xml_path: str, metadata: Dict[str, Any]) -> None
 
 
 def quantize_openvino_int8(
-    onnx_path: str, xml_path: str, int8_path: str, calibration: np.ndarray, metadata: Dict[str, Any]
+    onnx_path: Optional[str],
+    xml_path: str,
+    int8_path: str,
+    calibration: np.ndarray,
+    metadata: Dict[str, Any],
+    keep_float: Optional[str] = None,
 ) -> None:
-    """NNCF's post-training INT8 quantisation of the IR at ``xml_path`` on ``calibration (batches, batch, H, W, 3)``
-    (the inference preprocessing), the output convolutions of ``onnx_path`` kept in float."""
+    """NNCF's post-training INT8 quantisation of the IR at ``xml_path`` on ``calibration (batches, N, …)`` (the
+    inference preprocessing in the model's input layout). Kept in float: the output convolutions of
+    ``onnx_path`` (the IR's source; None for an imported IR, whose output convolutions are found in the IR)
+    and the operations whose name ``keep_float`` matches."""
     openvino = _import("openvino")
     nncf = _import("nncf")
-    from bpnet.export.quantize import output_convolutions
 
     model = openvino.Core().read_model(xml_path)
-    kept = set(output_convolutions(onnx_path))
-    names = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "Convolution"]
+    convolutions = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "Convolution"]
+    kept = set(output_convolutions(onnx_path) if onnx_path else ir_output_convolutions(model))
     # OpenVINO splits the bias off a convolution: ONNX's "x/BiasAdd" becomes "x/BiasAdd/WithoutBiases"
-    ignored = nncf.IgnoredScope(names=[name for name in names if name in kept or name.rpartition("/")[0] in kept])
+    names = [name for name in convolutions if name in kept or name.rpartition("/")[0] in kept]
+    if keep_float:
+        pattern = re.compile(keep_float)
+        names += [op.get_friendly_name() for op in model.get_ops() if pattern.search(op.get_friendly_name())]
+    ignored = nncf.IgnoredScope(names=list(dict.fromkeys(names)), validate=False)
     dataset = nncf.Dataset([batch.astype(np.float32) for batch in calibration])
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration), ignored_scope=ignored)
-    if len(ignored.names) != len(kept):
-        logger.warning("OpenVINO INT8: kept in float only %s of the output convolutions %s", ignored.names, sorted(kept))
+    quantized = nncf.quantize(
+        model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration), ignored_scope=ignored
+    )
+    if len([name for name in names if name in convolutions]) < len(kept):
+        logger.warning("OpenVINO INT8: kept in float only %s of the output convolutions %s", names, sorted(kept))
     _save(quantized, int8_path, metadata)
+
+
+def ir_output_convolutions(model) -> List[str]:
+    """Friendly names of the Convolution operations that produce an OpenVINO model's outputs, directly or
+    through bias additions, transposes, reshapes and concatenations."""
+    found: List[str] = []
+    pending = [result.input_value(0).get_node() for result in model.get_results()]
+    while pending:
+        node = pending.pop()
+        kind = node.get_type_name()
+        if kind == "Convolution":
+            found.append(node.get_friendly_name())
+        elif kind in ("Add", "Transpose", "Reshape", "Concat", "Convert"):
+            inputs = node.inputs() if kind == "Concat" else node.inputs()[:1]
+            pending.extend(value.get_source_output().get_node() for value in inputs)
+    return list(dict.fromkeys(found))

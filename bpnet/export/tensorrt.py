@@ -10,12 +10,14 @@ import dataclasses
 import importlib
 import logging
 import os
-from typing import Dict, Optional, Tuple
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
+from bpnet.infer.backends import OutputLayout, RuntimeBackend
 from bpnet.model.io import write_sidecar_metadata
 
 logger = logging.getLogger(__name__)
@@ -35,21 +37,40 @@ class EngineSettings:
     calibration_batch_size: int = 1
     max_workspace_size: int = 2 * GIB
     strict_type_constraints: bool = False
+    channels_last: bool = True  # the network's input layout: NHWC (bpnet, tf-pose) or NCHW
+    keep_float: Optional[str] = None  # --int8_keep_float: layers whose name this matches run in FP32
+
+
+def input_shape(settings: EngineSettings, batch: int) -> Tuple[int, int, int, int]:
+    """The network input's shape for ``batch`` images of the deploy size, in its own layout."""
+    height, width = settings.input_hw
+    return (batch, height, width, 3) if settings.channels_last else (batch, 3, height, width)
 
 
 def optimization_profile(settings: EngineSettings) -> Dict[str, Tuple[int, int, int, int]]:
-    """``{"min"|"opt"|"max": (N, H, W, 3)}`` for the input (reference §5.2): batch 1 … opt … max(batch_size,
-    max_batch_size), or the static batch everywhere."""
-    height, width = settings.input_hw
+    """``{"min"|"opt"|"max": (N, H, W, 3)}`` (``(N, 3, H, W)`` for an NCHW network) for the input (reference
+    §5.2): batch 1 … opt … max(batch_size, max_batch_size), or the static batch everywhere."""
     if settings.static_batch_size > 0:
-        batch = settings.static_batch_size
-        return {key: (batch, height, width, 3) for key in ("min", "opt", "max")}
+        return {key: input_shape(settings, settings.static_batch_size) for key in ("min", "opt", "max")}
     largest = max(settings.calibration_batch_size, settings.max_batch_size)
     if not 1 <= settings.opt_batch_size <= largest:
         raise BpnetError(
             f"--opt_batch_size: {settings.opt_batch_size} is not within 1..{largest} (max of --batch_size and --max_batch_size)"
         )
-    return {"min": (1, height, width, 3), "opt": (settings.opt_batch_size, height, width, 3), "max": (largest, height, width, 3)}
+    return {
+        "min": input_shape(settings, 1),
+        "opt": input_shape(settings, settings.opt_batch_size),
+        "max": input_shape(settings, largest),
+    }
+
+
+def float_layers(layer_names: Sequence[str], keep_float: Optional[str]) -> List[str]:
+    """The layers ``--int8_keep_float`` keeps in FP32 (``re.search`` on TensorRT's layer names, which are
+    the ONNX node names)."""
+    if not keep_float:
+        return []
+    pattern = re.compile(keep_float)
+    return [name for name in layer_names if pattern.search(name)]
 
 
 class CalibrationFeeder:
@@ -204,13 +225,18 @@ def build_engine(onnx_path: str, settings: EngineSettings, feeder: Optional[Cali
             raise BpnetError("--data_type int8 needs calibration data (--cal_image_dir, --cal_data_file or --cal_cache_file)")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _entropy_calibrator(trt, feeder, cuda)
-        height, width = settings.input_hw
         calibration = builder.create_optimization_profile()
-        shape = (feeder.batch_size, height, width, 3)
+        shape = input_shape(settings, feeder.batch_size)
         calibration.set_shape(network.get_input(0).name, shape, shape, shape)
         config.set_calibration_profile(calibration)
     if settings.strict_type_constraints:
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    if settings.data_type == "int8" and settings.keep_float:
+        layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
+        for name in float_layers(list(layers), settings.keep_float):
+            layers[name].precision = trt.float32
+        if not settings.strict_type_constraints:
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BpnetError(f"{onnx_path}: TensorRT could not build a {settings.data_type} engine (see its log above)")
@@ -225,10 +251,11 @@ def save_engine(engine: bytes, engine_path: str, metadata: Dict[str, object]) ->
     write_sidecar_metadata(engine_path, metadata)
 
 
-class TensorRTBackend:
-    """Runs a serialised engine on the GPU: ``(N, H, W, 3)`` float32 → (heatmaps, PAFs) as numpy arrays."""
+class TensorRTBackend(RuntimeBackend):
+    """Runs a serialised engine on the GPU; its outputs rearranged by an :class:`OutputLayout` as the ONNX
+    Runtime and OpenVINO backends do."""
 
-    def __init__(self, engine_path: str, heatmap_output: str, paf_output: str):
+    def __init__(self, engine_path: str, layout: OutputLayout, channels_last: bool = True):
         trt = _import_tensorrt()
         self.cuda = _Cuda()
         with open(engine_path, "rb") as handle:
@@ -238,8 +265,14 @@ class TensorRTBackend:
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.heatmap_output, self.paf_output = heatmap_output, paf_output
+        axis = -1 if channels_last else 1
+        channels = {
+            name: int(self.engine.get_tensor_shape(name)[axis])
+            for name in names
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT
+        }
         self.buffers: Dict[str, Tuple[int, int]] = {}
+        super().__init__(engine_path, layout, channels, channels_last)
 
     def _buffer(self, name: str, nbytes: int) -> int:
         pointer, size = self.buffers.get(name, (None, 0))
@@ -248,14 +281,14 @@ class TensorRTBackend:
             self.buffers[name] = (pointer, nbytes)
         return int(pointer)
 
-    def __call__(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, np.float32)
         self.context.set_input_shape(self.input_name, batch.shape)
         pointer = self._buffer(self.input_name, batch.nbytes)
         self.cuda.to_device(pointer, batch)
         self.context.set_tensor_address(self.input_name, pointer)
         outputs = {}
-        for name in (self.heatmap_output, self.paf_output):
+        for name in names:
             array = np.empty(tuple(self.context.get_tensor_shape(name)), np.float32)
             outputs[name] = array
             self.context.set_tensor_address(name, self._buffer(name, array.nbytes))
@@ -264,4 +297,4 @@ class TensorRTBackend:
         self.cuda.synchronize()
         for name, array in outputs.items():
             self.cuda.to_host(array, self.buffers[name][0])
-        return outputs[self.heatmap_output], outputs[self.paf_output]
+        return outputs
