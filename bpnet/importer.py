@@ -91,7 +91,7 @@ PRESETS: Dict[str, Preset] = {
         channel_order="BGR",
         input_shape=(368, 368),
         # the refinement stages amplify 8-bit noise; only their first pointwise convolution (most of their
-        # work) is quantised: AP 0.2245 instead of 0.2301 on coco_mini, 1.3x ONNX Runtime FP32's speed
+        # work) is quantised: INT8 AP 0.232-0.238 against FP32's 0.230 on coco_mini (docs/export.md)
         int8_keep_float=TF_POSE_KEEP_FLOAT,
     ),
     "lightweight_openpose": Preset(

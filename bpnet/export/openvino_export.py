@@ -83,6 +83,8 @@ def quantize_openvino_int8(
         pattern = re.compile(keep_float)
         names += [op.get_friendly_name() for op in model.get_ops() if pattern.search(op.get_friendly_name())]
     ignored = nncf.IgnoredScope(names=list(dict.fromkeys(names)), validate=False)
+    if not logger.isEnabledFor(logging.DEBUG):  # NNCF's per-node INFO lines only with -v
+        nncf.set_log_level(logging.WARNING)
     dataset = nncf.Dataset([batch.astype(np.float32) for batch in calibration])
     quantized = nncf.quantize(
         model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration), ignored_scope=ignored
