@@ -95,8 +95,9 @@ def quantize_openvino_int8(
 
 
 def ir_output_convolutions(model) -> List[str]:
-    """Friendly names of the Convolution operations that produce an OpenVINO model's outputs, directly or
-    through bias additions, transposes, reshapes and concatenations."""
+    """Friendly names of the Convolution operations that produce an OpenVINO model's outputs, found as
+    :func:`bpnet.export.quantize.output_convolutions` finds them in an ONNX graph (first inputs; every input
+    of a Concat)."""
     found: List[str] = []
     pending = [result.input_value(0).get_node() for result in model.get_results()]
     while pending:
@@ -104,7 +105,7 @@ def ir_output_convolutions(model) -> List[str]:
         kind = node.get_type_name()
         if kind == "Convolution":
             found.append(node.get_friendly_name())
-        elif kind in ("Add", "Transpose", "Reshape", "Concat", "Convert"):
+        else:
             inputs = node.inputs() if kind == "Concat" else node.inputs()[:1]
             pending.extend(value.get_source_output().get_node() for value in inputs)
     return list(dict.fromkeys(found))

@@ -132,7 +132,7 @@ def _check(request: ExportRequest) -> str:
     if target not in TARGETS:
         raise BpnetError(f"--target: {target!r} is not one of {', '.join(TARGETS)}")
     if request.int8_keep_float is not None:
-        keep_float_pattern(request.int8_keep_float, "--int8_keep_float")
+        check_keep_float(request.int8_keep_float, "--int8_keep_float")
     if not 0 <= request.min_int8_agreement <= 1:
         raise BpnetError(f"--min_int8_agreement: {request.min_int8_agreement} is not within 0..1")
     if request.data_format != "channels_last":
@@ -183,11 +183,12 @@ class SourceModel:
     info: ModelInfo
 
 
-def input_size(request: ExportRequest, metadata: Optional[Dict[str, Any]]) -> Tuple[int, int]:
-    """``-d`` as (H, W); without it TLT's 256×256 for a Keras model, an imported model's own input size."""
+def input_size(request: ExportRequest, metadata: Dict[str, Any]) -> Tuple[int, int]:
+    """``-d`` as (H, W); without it an imported model's own input size (``inference_defaults.input_shape``),
+    else TLT's 256×256 (a Keras model's metadata has no inference defaults)."""
     if request.input_dims:
         return parse_input_dims(request.input_dims)
-    defaults = (metadata or {}).get("inference_defaults") or {}
+    defaults = metadata.get("inference_defaults") or {}
     shape = defaults.get("input_shape") if isinstance(defaults, dict) else None
     if isinstance(shape, list) and len(shape) == 2 and all(is_integer(v) and v > 0 for v in shape):
         return (shape[0], shape[1])
@@ -250,7 +251,7 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
 
     runtime_model = request.model.endswith(RUNTIME_MODEL_SUFFIXES)
     source = _runtime_source(request, target) if runtime_model else _keras_source(request)
-    input_hw = _on_stride_grid(request, input_size(request, source.metadata if runtime_model else None), source.info.stride)
+    input_hw = _on_stride_grid(request, input_size(request, source.metadata), source.info.stride)
     result = ExportResult(source.onnx_path, openvino_file=source.openvino_path)
     keep_float = request.int8_keep_float or _metadata_keep_float(source.metadata, request.model)
 
@@ -282,10 +283,10 @@ def _fp32_openvino(source: SourceModel) -> str:
     return xml_path
 
 
-def keep_float_pattern(pattern: str, source: str) -> "re.Pattern[str]":
-    """``--int8_keep_float`` compiled: nodes whose name it matches (``re.search``) stay in float."""
+def check_keep_float(pattern: str, source: str) -> None:
+    """Refuse an ``--int8_keep_float`` (from ``source``) that is not a regular expression."""
     try:
-        return re.compile(pattern)
+        re.compile(pattern)
     except re.error as exc:
         raise BpnetError(f"{source}: {pattern!r} is not a regular expression ({exc})") from None
 
@@ -298,7 +299,7 @@ def _metadata_keep_float(metadata: Dict[str, Any], source: str) -> Optional[str]
         return None
     if not isinstance(pattern, str):
         raise BpnetError(f"{source}: bpnet metadata: export_defaults.int8_keep_float: must be a string")
-    keep_float_pattern(pattern, f"{source}: bpnet metadata: export_defaults.int8_keep_float")
+    check_keep_float(pattern, f"{source}: bpnet metadata: export_defaults.int8_keep_float")
     return pattern
 
 

