@@ -187,8 +187,9 @@ def rows_for(maps_name: str, maps_list, limbs, decoders, score=None):
 def real_rows(args, decoders):
     from pycocotools.coco import COCO
 
+    from bpnet.images import read_image
     from bpnet.infer.coco_eval import evaluate_keypoints
-    from bpnet.infer.predict import load_predictor, read_image
+    from bpnet.infer.predict import load_predictor
     from bpnet.infer.results import Prediction
 
     predictor, _ = load_predictor(args.real_spec, overrides=["upsampling_mode=local"])

@@ -9,6 +9,7 @@ with ``-ll DEBUG`` the traceback is shown as well. Anything else is a bug and ke
 import functools
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import Any, Callable, List, Optional, Tuple
@@ -18,10 +19,13 @@ import click
 from bpnet import __version__
 from bpnet.errors import BpnetError, describe_failure
 from bpnet.export.pipeline import DEFAULT_CAL_CACHE_FILE, ExportRequest  # the flags' defaults have one owner
+from bpnet.images import check_network_input_shape
 from bpnet.infer.track import TrackerSettings
+from bpnet.status import Terminated, raise_terminated
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 USER_ERROR_EXIT_CODE = 2
+TERMINATED_EXIT_CODE = 128 + 15  # SIGTERM, as a shell reports a process it killed
 
 
 class _ProgressBarSafeHandler(logging.StreamHandler):
@@ -186,9 +190,14 @@ class _Group(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {' '.join(message.split())}", err=True)
             ctx.exit(USER_ERROR_EXIT_CODE)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; finished outputs are kept, unfinished ones were not written.", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            click.echo(
+                f"{'Terminated (SIGTERM)' if terminated else 'Interrupted'}; finished outputs are kept, "
+                "unfinished ones were not written.",
+                err=True,
+            )
+            ctx.exit(TERMINATED_EXIT_CODE if terminated else 130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -500,7 +509,8 @@ def inference(
     )
     tracks = f", {summary['tracks']} tracks" if "tracks" in summary else ""
     click.echo(
-        f"inference: {summary['inputs']} inputs, {summary['people']} people{tracks}, {summary['skipped']} skipped; "
+        f"inference: {summary['inputs']} inputs, {summary['people']} people{tracks}, {summary['skipped']} skipped, "
+        f"{summary['inputs_partial']} partial; "
         f"results in {os.path.abspath(results_dir)}"
     )
 
@@ -916,10 +926,10 @@ def import_model(
     shape = None
     if input_shape is not None:
         try:
-            height, width = (int(v) for v in input_shape.split(","))
+            values = [int(v) for v in input_shape.split(",")]
         except ValueError:
             raise click.BadParameter("expected H,W", param_hint="--input_shape") from None
-        shape = (height, width)
+        shape = check_network_input_shape(values, "--input_shape")
     result = run_import(model, output_file, preset, network, check_image, shape)
     if result.check is not None:
         for line in result.check.lines():
@@ -928,5 +938,6 @@ def import_model(
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point; SIGTERM ends a run as Ctrl-C does (``FAILURE`` in ``status.json``), with exit code 143."""
+    signal.signal(signal.SIGTERM, raise_terminated)
     cli(prog_name="bpnet")

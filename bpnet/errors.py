@@ -6,6 +6,7 @@ Anything else is a bug: it keeps its traceback.
 """
 
 import errno
+import re
 from typing import Optional
 
 
@@ -52,6 +53,18 @@ _FILE_SYSTEM_TEXT = {
 
 def _first_line(text: object) -> str:
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+_LOCATION_LINE = re.compile(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+:\d+:?)$")
+
+
+def error_cause(text: object) -> str:
+    """The lines of a runtime's error message that say what went wrong, joined on one line: OpenVINO's messages
+    begin with the source locations that raised them ("Exception from src/...cpp:84:"), and their cause comes
+    after."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    causes = [line for line in lines if not _LOCATION_LINE.match(line)]
+    return " ".join(causes or lines[:1])
 
 
 def describe_failure(exc: BaseException) -> Optional[str]:

@@ -7,18 +7,22 @@
   later run can remove those of dead processes (:func:`remove_stale_temporaries`).
 * Paths read from data files are joined to their declared root with :func:`contained_path`, which
   refuses any that would leave it.
+* A results folder is used by one run at a time (:func:`folder_lock`).
 """
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
 import tempfile
-from typing import Iterator, Optional
+from typing import Dict, Iterator, Optional
 
 import cv2
 import numpy as np
+
+from bpnet.errors import BpnetError
 
 TEMPORARY_MARK = ".bpnet-tmp-"
 _TEMPORARY_PATTERN = re.compile(r"^\..*" + re.escape(TEMPORARY_MARK) + r"(\d+)-")
@@ -43,6 +47,55 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
+
+
+LOCK_NAME = ".bpnet.lock"
+_held_locks: Dict[str, int] = {}  # folder → nesting depth of this process's hold
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str) -> Iterator[None]:
+    """Hold ``folder/.bpnet.lock`` for the block: another process that asks for the same folder meanwhile gets a
+    one-line error naming the owner's pid. The lock is the kernel's (``flock``), so a run killed with
+    ``kill -9`` leaves no stale lock: its file is simply locked again. Re-entrant within one process; the file
+    is removed on release."""
+    key = os.path.realpath(folder)
+    if key in _held_locks:
+        _held_locks[key] += 1
+        try:
+            yield
+        finally:
+            _held_locks[key] -= 1
+        return
+    path = os.path.join(folder, LOCK_NAME)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        handle = os.open(path, flags, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(handle, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise BpnetError(
+                f"{folder}: in use by another bpnet run (pid {owner}); wait for it to finish or choose another results folder"
+            ) from None
+        try:  # a run releasing the lock unlinks the file: the one locked must still be the one named
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(handle), current):
+            break
+        os.close(handle)
+    os.ftruncate(handle, 0)
+    os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+    _held_locks[key] = 1
+    try:
+        yield
+    finally:
+        del _held_locks[key]
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(handle)
 
 
 def _process_alive(pid: int) -> bool:

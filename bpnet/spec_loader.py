@@ -304,6 +304,9 @@ def read_mapping(path: str) -> Dict[str, Any]:
         raise SpecError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
     except RecursionError:
         raise SpecError(f"{path}: nested too deeply") from None
+    except UnicodeDecodeError as exc:  # a ValueError too: caught first
+        kind = "JSON" if path.lower().endswith(".json") else "YAML"
+        raise SpecError(f"{path}: not a text file (byte {exc.start} is not UTF-8), so not a {kind} spec") from None
     except ValueError as exc:
         raise SpecError(f"{path}: invalid JSON: {exc}") from None
     except yaml.YAMLError as exc:
@@ -311,7 +314,7 @@ def read_mapping(path: str) -> Dict[str, Any]:
         line = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}: {line}invalid YAML: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise SpecError(f"{path}: cannot read spec file: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping at the top level, got {_describe(data)}")

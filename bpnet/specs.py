@@ -11,6 +11,7 @@ import os
 from typing import Any, ClassVar, Dict, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from bpnet import spec_loader
+from bpnet.images import MAX_NETWORK_INPUT_SIDE
 from bpnet.spec_loader import FieldError, path_field
 
 BPNET_VISIBILITY_NAMES = (
@@ -189,8 +190,9 @@ class ImageDims:
     channels: int = 3
 
     def __post_init__(self) -> None:
-        _require(self.height > 0, "height", "must be positive")
-        _require(self.width > 0, "width", "must be positive")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            _require(0 < value <= MAX_NETWORK_INPUT_SIDE, name, f"must be between 1 and {MAX_NETWORK_INPUT_SIDE}, got {value}")
         _require(self.channels == 3, "channels", f"must be 3 (RGB), got {self.channels}")
 
 
@@ -616,6 +618,10 @@ class NetworkSpec:
         _require(self.stride > 0, "stride", "must be positive")
 
 
+MAX_UPSAMPLING_FACTOR = 32
+"""Maps upsampled by more than this only cost memory (TLT upsamples by the stride, 8)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceSpec:
     """The inference spec (``specs/infer_spec.yaml``)."""
@@ -637,14 +643,28 @@ class InferenceSpec:
     decoder_preset: Literal["tlt", "accurate"] = "tlt"  # bpnet addition: decoder settings (docs/decoding.md)
 
     def __post_init__(self) -> None:
-        _require(min(self.input_shape) > 0, "input_shape", "must be positive")
+        _require(
+            0 < min(self.input_shape) and max(self.input_shape) <= MAX_NETWORK_INPUT_SIDE,
+            "input_shape",
+            f"each side must be between 1 and {MAX_NETWORK_INPUT_SIDE}, got {list(self.input_shape)}",
+        )
         scales = (1.0,) if self.scales is None else self.scales
         object.__setattr__(self, "scales", scales)
         _require(len(scales) > 0 and min(scales) > 0, "scales", "must be a non-empty list of positive numbers")
+        largest = max(self.input_shape) * (max(scales) if self.multi_scale_inference else 1.0)
+        _require(
+            largest <= MAX_NETWORK_INPUT_SIDE,
+            "scales",
+            f"the largest scale makes a {largest:.0f}-pixel network input side (at most {MAX_NETWORK_INPUT_SIDE})",
+        )
         if self.output_stage_to_use is not None:
             _require(self.output_stage_to_use >= 1, "output_stage_to_use", "must be >= 1 (stages count from 1)")
         if self.output_upsampling_factor is not None:
-            _require(min(self.output_upsampling_factor) >= 1, "output_upsampling_factor", "must be >= 1")
+            _require(
+                1 <= min(self.output_upsampling_factor) and max(self.output_upsampling_factor) <= MAX_UPSAMPLING_FACTOR,
+                "output_upsampling_factor",
+                f"each factor must be between 1 and {MAX_UPSAMPLING_FACTOR}",
+            )
         for name in ("heatmap_threshold", "paf_threshold"):
             value = getattr(self, name)
             _require(value is None or 0 <= value <= 1, name, f"must be in [0, 1], got {value}")

@@ -12,6 +12,7 @@ import os
 from typing import Any, Dict, Iterator, Optional
 
 from bpnet.errors import describe_failure
+from bpnet.files import folder_lock
 
 
 class StatusLogger:
@@ -41,8 +42,20 @@ class StatusLogger:
             handle.write(json.dumps(line) + "\n")
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM (the CLI installs the handler): the run ends as on Ctrl-C, finished
+    outputs kept and ``FAILURE`` in ``status.json``."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: raise :class:`Terminated` where the main thread is."""
+    raise Terminated()
+
+
 def failure_message(exc: BaseException) -> str:
     """What a ``FAILURE`` line says about ``exc``."""
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     return describe_failure(exc) or f"{type(exc).__name__}: {exc}"
@@ -53,14 +66,20 @@ def task_status(results_dir: Optional[str], started: Optional[str]) -> Iterator[
     """Write ``STARTED`` (unless ``started`` is None) to ``results_dir/status.json``, and ``FAILURE`` if the
     block raises (then re-raise).
 
-    The block writes its own ``SUCCESS`` line with its KPIs. No file is written without ``results_dir``.
+    The block writes its own ``SUCCESS`` line with its KPIs. No file is written without ``results_dir``. The
+    folder is locked for the block (:func:`bpnet.files.folder_lock`): a second run into it is refused before
+    it writes anything, the other run's ``status.json`` included.
     """
     status = StatusLogger(os.path.join(results_dir, "status.json") if results_dir else None)
-    if started:
-        status.write("STARTED", started)
-    try:
-        yield status
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            status.write("FAILURE", failure_message(exc), verbosity="ERROR")
-        raise
+    with contextlib.ExitStack() as stack:
+        if results_dir:
+            os.makedirs(results_dir, exist_ok=True)
+            stack.enter_context(folder_lock(results_dir))
+        if started:
+            status.write("STARTED", started)
+        try:
+            yield status
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                status.write("FAILURE", failure_message(exc), verbosity="ERROR")
+            raise

@@ -15,7 +15,7 @@ COCO_MINI = SHARED_DATA / "coco_mini"
 COCO_VAL_SAMPLE = SHARED_DATA / "coco_val_sample"
 
 
-HEAVY_FIXTURES = {"tiny_model", "coco_mini_records", "exported", "tf_pose", "tiny_spec"}
+HEAVY_FIXTURES = {"tiny_model", "coco_mini_records", "exported", "tf_pose", "tiny_spec", "thin_onnx"}
 """Fixtures that train, convert or export: a test using one is an integration test (not in `make test-fast`)."""
 
 

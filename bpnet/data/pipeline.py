@@ -24,6 +24,7 @@ import numpy as np
 from bpnet.data import augment, targets
 from bpnet.data.records import parsing_spec
 from bpnet.errors import BpnetError
+from bpnet.images import check_pixels, header_size
 from bpnet.skeleton import KeypointMapping, Skeleton
 from bpnet.specs import DataloaderSpec, TrainSpec, load_dataset_spec
 
@@ -90,6 +91,10 @@ class SampleMaker:
     def read_image(self, relative: str, reduction: int = 1) -> np.ndarray:
         """``(ceil(h / r), ceil(w / r), 3)`` uint8 RGB, decoded at ``1/reduction`` size."""
         path = self._path(relative)
+        try:  # within the pixel budget, judged from the header before decoding
+            check_pixels(*header_size(path), path)
+        except BpnetError as exc:  # the trainer reports ValueErrors raised in the tf.data pipeline by their message
+            raise ValueError(f"{exc} (frame/image_path under root_data_path)") from None
         image = cv2.imread(path, _REDUCED_COLOR[reduction])
         if image is None:
             raise FileNotFoundError(f"{path}: cannot read image (frame/image_path under root_data_path)")

@@ -44,7 +44,8 @@ def sample_images(image_dir: str, count: int, seed: int = 0) -> List[str]:
 
 def preprocess_for_calibration(path: str, input_hw: Tuple[int, int], info: ModelInfo) -> np.ndarray:
     """``(H, W, 3)`` float32: what inference feeds the network at the deploy size for this image."""
-    from bpnet.infer.predict import preprocess, read_image
+    from bpnet.images import read_image
+    from bpnet.infer.predict import preprocess
 
     tensor, _ = preprocess(read_image(path), input_hw, CALIBRATION_MODE, info)
     return tensor
@@ -90,7 +91,14 @@ def calibration_data(
                 f"{data_file}: holds calibration data of shape {tuple(data.shape)}, not {shape} "
                 "(--cal_data_file; delete it to recalibrate)"
             )
-        return np.asarray(data, np.float32)
+        values = np.asarray(data, np.float32)
+        if not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            raise BpnetError(
+                f"{data_file}: {bad} of its {values.size} calibration values are NaN or infinite "
+                "(--cal_data_file; delete it to recalibrate)"
+            )
+        return values
     if not image_dir:
         raise BpnetError("--cal_image_dir: needed for INT8 calibration (or an existing --cal_data_file)")
     paths = sample_images(image_dir, batches * batch_size, seed)

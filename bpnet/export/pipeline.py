@@ -32,11 +32,11 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from bpnet.data.coco import is_integer
 from bpnet.errors import BpnetError
 from bpnet.export.agreement import DEFAULT_MIN_AGREEMENT, MIN_REFERENCE_PEOPLE, Agreement
 from bpnet.export.onnx_export import OnnxSettings
 from bpnet.files import atomic_path, remove_stale_temporaries
+from bpnet.images import check_network_input_shape
 from bpnet.model.io import ModelInfo, load_model, read_model_metadata, sidecar_metadata_path, train_spec_info
 from bpnet.status import task_status
 
@@ -102,7 +102,7 @@ def parse_input_dims(text: str) -> Tuple[int, int]:
         values = []
     if len(values) != 3 or min(values) < 1 or 3 not in (values[0], values[2]):
         raise BpnetError(f"--input_dims: {text!r} is not H,W,3 or 3,H,W")
-    return (values[0], values[1]) if values[2] == 3 else (values[1], values[2])
+    return check_network_input_shape(values[:2] if values[2] == 3 else values[1:], "--input_dims")
 
 
 def default_onnx_path(model_path: str, output_file: Optional[str]) -> str:
@@ -190,9 +190,9 @@ def input_size(request: ExportRequest, metadata: Dict[str, Any]) -> Tuple[int, i
         return parse_input_dims(request.input_dims)
     defaults = metadata.get("inference_defaults") or {}
     shape = defaults.get("input_shape") if isinstance(defaults, dict) else None
-    if isinstance(shape, list) and len(shape) == 2 and all(is_integer(v) and v > 0 for v in shape):
-        return (shape[0], shape[1])
-    return parse_input_dims(DEFAULT_INPUT_DIMS)
+    if shape is None:
+        return parse_input_dims(DEFAULT_INPUT_DIMS)
+    return check_network_input_shape(shape, f"{request.model}: bpnet metadata: inference_defaults.input_shape")
 
 
 def _on_stride_grid(request: ExportRequest, input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:

@@ -124,7 +124,8 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: np.ndarray, keep_
                 extra_options={"CalibPercentile": PERCENTILE},
             )
             quantized = onnx.load(tmp)
-            quantized.metadata_props.extend(source.metadata_props)
+            kept_keys = {entry.key for entry in quantized.metadata_props}  # quantize_static copies some already
+            quantized.metadata_props.extend(e for e in source.metadata_props if e.key not in kept_keys)
             onnx.save(quantized, tmp)
     logger.debug("ONNX Runtime quantisation: %s", chatter.getvalue().strip())
     return kept

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bpnet.errors import BpnetError, SpecError
+from bpnet.errors import BpnetError, SpecError, error_cause
 from bpnet.model.io import ModelInfo, load_model, read_model_metadata, train_spec_info
 from bpnet.skeleton import Skeleton
 from bpnet.specs import NetworkSpec, load_train_spec
@@ -113,7 +113,7 @@ class OnnxBackend(RuntimeBackend):
         try:
             self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise BpnetError(f"{path}: cannot load the ONNX model: {str(exc).splitlines()[0]}") from None
+            raise BpnetError(f"{path}: cannot load the ONNX model: {error_cause(exc)}") from None
         self.input_name = self.session.get_inputs()[0].name
         axis = -1 if channels_last else 1
         super().__init__(path, layout, {o.name: o.shape[axis] for o in self.session.get_outputs()}, channels_last)
@@ -133,7 +133,7 @@ def read_openvino_model(path: str) -> Tuple[Any, Any]:
     try:
         return core, core.read_model(path)
     except RuntimeError as exc:
-        raise BpnetError(f"{path}: cannot read the OpenVINO model: {str(exc).splitlines()[0]}") from None
+        raise BpnetError(f"{path}: cannot read the OpenVINO model: {error_cause(exc)}") from None
 
 
 class OpenVinoBackend(RuntimeBackend):
@@ -158,8 +158,12 @@ class OpenVinoBackend(RuntimeBackend):
     def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
         compiled = self.compiled.get(batch.shape)
         if compiled is None:
-            self.model.reshape({0: list(batch.shape)})
-            compiled = self.core.compile_model(self.model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            try:
+                self.model.reshape({0: list(batch.shape)})
+                compiled = self.core.compile_model(self.model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            except RuntimeError as exc:
+                shape = list(batch.shape)
+                raise BpnetError(f"{self.path}: OpenVINO cannot run the model on a {shape} input: {error_cause(exc)}") from None
             self.compiled[batch.shape] = compiled
         results = compiled([batch])
         return {name: np.asarray(results[compiled.output(name)]) for name in names}
@@ -211,6 +215,11 @@ def open_backend(model_path: str, stage: Optional[int] = None, train_spec: Optio
     if not model_path.endswith((".onnx", ".xml", *ENGINE_SUFFIXES)):
         raise BpnetError(
             f"{model_path}: unknown model type (expected .keras, .h5, .hdf5, .onnx, an OpenVINO .xml or a TensorRT engine)"
+        )
+    if stage is not None:
+        raise BpnetError(
+            f"output_stage_to_use: {stage}: {model_path} holds only its final stage (stages are chosen in Keras "
+            "models); set it to null"
         )
     metadata = read_model_metadata(model_path)
     if metadata is None:

@@ -12,8 +12,9 @@ from tqdm import tqdm
 
 from bpnet.errors import BpnetError, SpecError
 from bpnet.files import atomic_path, contained_path
+from bpnet.images import read_image
 from bpnet.infer.coco_eval import KPI_NAMES, evaluate_keypoints
-from bpnet.infer.predict import load_predictor, read_image
+from bpnet.infer.predict import load_predictor
 from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
 from bpnet.specs import DatasetSpec, InferenceSpec, spec_object, spec_source
 from bpnet.status import task_status

@@ -7,6 +7,7 @@ for a model without them (for example a TLT ``.hdf5``) they come from the infere
 
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,8 @@ from tqdm import tqdm
 from bpnet import spec_loader
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path, remove_stale_temporaries, write_png
-from bpnet.infer.predict import Predictor, load_predictor, read_image
+from bpnet.images import check_pixels, load_image
+from bpnet.infer.predict import Predictor, load_predictor
 from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
 from bpnet.infer.stream import predict_stream
 from bpnet.infer.track import PoseTracker, TrackerSettings
@@ -72,37 +74,57 @@ def rendering_names(paths: Sequence[str], numbered: bool) -> List[str]:
     return [f"{stem}.png" if counts[stem] == 1 else f"{stem}_{index}.png" for index, stem in enumerate(stems)]
 
 
-def _video_frames(
-    source: str, max_frames: Optional[int], stride_frames: int = 1
-) -> Tuple[Iterator[Tuple[int, np.ndarray]], float, str, Optional[int]]:
-    """``(frame index, frame)`` of every ``stride_frames``-th frame among the first ``max_frames`` (default all),
-    the frame rate of that sequence, the output name and its length (None if the video does not say)."""
+@dataclasses.dataclass
+class VideoFrames:
+    """A video's frames: :attr:`frames` yields ``(frame index, BGR frame)`` of every ``stride``-th frame among the
+    first ``max_frames`` (default all); :attr:`partial` is set once they are read when the video ended before
+    the frame count its header reports (a truncated or corrupt file)."""
+
+    frames: Iterator[Tuple[int, np.ndarray]]
+    fps: float
+    name: str
+    total: Optional[int]  # frames that will be yielded, when the video reports its length
+    partial: Optional[str] = None
+
+
+PARTIAL_VIDEO_TOLERANCE = 1
+"""Frames a video may fall short of its header's count without being reported (containers estimate it)."""
+
+
+def _video_frames(source: str, max_frames: Optional[int], stride_frames: int = 1) -> VideoFrames:
+    """Open a video file or camera; its frame size is checked against the pixel budget before any is decoded."""
     capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not capture.isOpened():
         raise BpnetError(f"{source}: cannot open the video (file or camera index)")
+    check_pixels(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), source, "video frame")
     fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
     reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     read = min(reported, max_frames) if reported > 0 and max_frames else (reported or max_frames or None)
-    total = -(-read // stride_frames) if read else None
+    name = f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
+    video = VideoFrames(iter(()), fps / stride_frames, name, -(-read // stride_frames) if read else None)
 
-    def frames():
+    def frames() -> Iterator[Tuple[int, np.ndarray]]:
+        index = 0
         try:
-            index = 0
             while max_frames is None or index < max_frames:
                 if index % stride_frames:
                     if not capture.grab():  # skipped frames are not decoded
-                        return
+                        break
                 else:
                     ok, frame = capture.read()
                     if not ok:
-                        return
+                        break
+                    check_pixels(frame.shape[1], frame.shape[0], f"{source}: frame {index}", "video frame")
                     yield index, frame
                 index += 1
         finally:
             capture.release()
+        expected = min(reported, max_frames) if max_frames else reported
+        if reported > 0 and index < expected - PARTIAL_VIDEO_TOLERANCE:
+            video.partial = f"read {index} of the {reported} frames its header reports (truncated or corrupt)"
 
-    name = f"camera{source}" if source.isdigit() else os.path.splitext(os.path.basename(source))[0]
-    return frames(), fps / stride_frames, name, total
+    video.frames = frames()
+    return video
 
 
 def _video_inference(
@@ -115,17 +137,18 @@ def _video_inference(
     stride_frames: int = 1,
     tracker: Optional[PoseTracker] = None,
     pipelined: bool = True,
-) -> List[Dict]:
-    """Per-frame entries of a video (with ``track_ids`` when a ``tracker`` is given); the rendered video is
+) -> Tuple[List[Dict], bool]:
+    """Per-frame entries of a video (with ``track_ids`` when a ``tracker`` is given), and whether the video ended
+    before the frame count its header reports (warned); the rendered video is
     written under a temporary name and renamed when complete, so an interrupted run never leaves a truncated
     ``.mp4`` under the final name."""
-    frames, fps, name, total = _video_frames(source, max_frames, stride_frames)
+    video = _video_frames(source, max_frames, stride_frames)
     entries: List[Dict] = []
-    video_path = os.path.join(annotated, f"{name}.mp4")
+    video_path = os.path.join(annotated, f"{video.name}.mp4")
     with contextlib.ExitStack() as stack:
         writer = None
-        results = stack.enter_context(contextlib.closing(predict_stream(predictor, frames, pipelined, tracker)))
-        for index, frame, prediction in tqdm(results, desc="inference", unit="frame", total=total, disable=not progress):
+        results = stack.enter_context(contextlib.closing(predict_stream(predictor, video.frames, pipelined, tracker)))
+        for index, frame, prediction in tqdm(results, desc="inference", unit="frame", total=video.total, disable=not progress):
             assert frame is not None and prediction is not None
             entries.append({"frame": index, **prediction.to_json()})
             if not dump_visualizations:
@@ -133,14 +156,16 @@ def _video_inference(
             if writer is None:
                 os.makedirs(annotated, exist_ok=True)
                 temporary = stack.enter_context(atomic_path(video_path))
-                writer = cv2.VideoWriter(temporary, cv2.VideoWriter.fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                writer = cv2.VideoWriter(temporary, cv2.VideoWriter.fourcc(*"mp4v"), video.fps, frame.shape[1::-1])
                 if not writer.isOpened():
                     raise BpnetError(f"{video_path}: cannot write the video")
                 stack.callback(writer.release)
             writer.write(prediction.draw(frame))
     if not entries:
         raise BpnetError(f"{source}: the video has no readable frame")
-    return entries
+    if video.partial:
+        logger.warning("%s: %s", source, video.partial)
+    return entries, bool(video.partial)
 
 
 PIPELINE_MIN_CORES = 3
@@ -169,12 +194,34 @@ def _run_fingerprint(
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def file_identity(path: str) -> Optional[List[int]]:
+    """``[size, mtime in ns]`` of a file (None when it cannot be read): what tells a resumed run that an input
+    was replaced since an interrupted run did it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalRecord:
+    """One finished input: its ``detections.json`` entry, or why it was skipped; the input file's identity when
+    it was done, and whether it was partial (a truncated image)."""
+
+    entry: Optional[Dict]
+    identity: Optional[List[int]]
+    partial: bool = False
+    skipped: Optional[str] = None
+
+
 class _Journal:
-    """``detections.partial.jsonl``: a fingerprint line, then one ``{"index", "entry" | "skipped"}`` line per image."""
+    """``detections.partial.jsonl``: a fingerprint line, then one ``{"index", "identity", "entry" | "skipped",
+    "partial"}`` line per image."""
 
     def __init__(self, path: str, fingerprint: str):
         self.path = path
-        self.done: Dict[int, Optional[Dict]] = {}
+        self.done: Dict[int, JournalRecord] = {}
         self._read(fingerprint)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         self.handle = os.fdopen(os.open(path, flags, 0o644), "a", encoding="utf-8")
@@ -195,7 +242,9 @@ class _Journal:
                 if number == 0 and record["fingerprint"] != fingerprint:
                     break
                 if number > 0:
-                    self.done[int(record["index"])] = record.get("entry")
+                    skipped = record.get("skipped")
+                    done = JournalRecord(record.get("entry"), record["identity"], bool(record.get("partial")), skipped)
+                    self.done[int(record["index"])] = done
             except (ValueError, KeyError, TypeError):
                 break  # the last line of a killed run may be cut short
             good += len(line) + 1
@@ -210,12 +259,23 @@ class _Journal:
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
 
-    def add(self, index: int, entry: Optional[Dict]) -> None:
-        self._append({"index": index, "entry": entry} if entry is not None else {"index": index, "skipped": True})
-        self.done[index] = entry
+    def add(self, index: int, done: JournalRecord) -> None:
+        outcome = {"entry": done.entry} if done.entry is not None else {"skipped": done.skipped or "unreadable"}
+        self._append({"index": index, "identity": done.identity, "partial": done.partial, **outcome})
+        self.done[index] = done
 
     def close(self) -> None:
         self.handle.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOutcome:
+    """The ``detections.json`` entries of an image run, and how many inputs were skipped and partial."""
+
+    entries: List[Dict]
+    skipped: int
+    partial: int
+    first_problem: List[str]  # why the first skipped image was skipped (none skipped: empty)
 
 
 def _image_inference(
@@ -227,40 +287,61 @@ def _image_inference(
     fingerprint: str,
     progress: bool,
     pipelined: bool = True,
-) -> Tuple[List[Dict], int]:
-    """Per-image entries (and the count skipped), resuming from and appending to the journal; each image is
-    rendered to ``annotated/renderings[i]`` when ``renderings`` is given."""
+) -> ImageOutcome:
+    """Per-image entries, resuming from and appending to the journal (an input whose size or modification time
+    changed since it was journaled is done again); each image is rendered to ``annotated/renderings[i]``
+    when ``renderings`` is given. Unreadable images are skipped and truncated ones kept, each with a warning."""
     paths = [path for path, _ in inputs]
     journal = _Journal(os.path.join(results_dir, JOURNAL_NAME), fingerprint)
+    changed = [i for i, done in journal.done.items() if done.identity != file_identity(paths[i])]
+    for index in changed:
+        del journal.done[index]
+    identities: Dict[int, Optional[List[int]]] = {}
+    partial: Dict[int, bool] = {}
+    problems: Dict[int, str] = {}
 
     def images() -> Iterator[Tuple[int, Optional[np.ndarray]]]:
         for index, path in enumerate(paths):
             if index in journal.done:
                 continue
+            identities[index] = file_identity(path)
             try:
-                yield index, read_image(path)
+                loaded = load_image(path)
             except BpnetError as exc:
                 logger.warning("skipped: %s", exc)
+                problems[index] = str(exc)
                 yield index, None
+                continue
+            partial[index] = loaded.partial is not None
+            if loaded.partial:
+                logger.warning("partial: %s: %s", path, loaded.partial)
+            yield index, loaded.image
 
     try:
-        if journal.done:
-            logger.info("Resuming: %d of %d images were done by an interrupted run", len(journal.done), len(paths))
+        if journal.done or changed:
+            logger.info(
+                "Resuming: %d of %d images were done by an interrupted run%s",
+                len(journal.done),
+                len(paths),
+                f"; {len(changed)} changed since and are done again" if changed else "",
+            )
         bar = tqdm(total=len(paths), desc="inference", unit="img", disable=not progress, initial=len(journal.done))
         with bar, contextlib.closing(predict_stream(predictor, images(), pipelined)) as results:
             for index, image, prediction in results:
                 bar.update()
                 if image is None or prediction is None:
-                    journal.add(index, None)
+                    journal.add(index, JournalRecord(None, identities[index], skipped=problems.get(index)))
                     continue
                 if renderings:
                     write_png(os.path.join(annotated, renderings[index]), prediction.draw(image))
                 entry = {**inputs[index][1], "full_image_path": paths[index], "viz_id": index, **prediction.to_json()}
-                journal.add(index, entry)
+                journal.add(index, JournalRecord(entry, identities[index], partial[index]))
     finally:
         journal.close()
-    entries = [entry for entry in (journal.done.get(i) for i in range(len(paths))) if entry is not None]
-    return entries, len(paths) - len(entries)
+    finished = [journal.done[i] for i in range(len(paths)) if i in journal.done]
+    entries = [done.entry for done in finished if done.entry is not None]
+    skipped = [done.skipped for done in finished if done.entry is None and done.skipped]
+    return ImageOutcome(entries, len(paths) - len(entries), sum(done.partial for done in finished), skipped[:1])
 
 
 def inference(
@@ -300,23 +381,27 @@ def inference(
         remove_stale_temporaries(annotated)
         if input_type == "video":
             tracker = PoseTracker(tracking) if tracking is not None else None
-            entries = _video_inference(
+            entries, video_partial = _video_inference(
                 predictor, source, annotated, dump_visualizations, progress, max_frames, stride_frames, tracker, pipelined
             )
-            skipped = 0
+            skipped, partial = 0, int(video_partial)
         else:
             inputs = _inputs(input_type, source, image_root_path)
             renderings = rendering_names([p for p, _ in inputs], numbered_outputs) if dump_visualizations else None
             fingerprint = _run_fingerprint(inputs, spec.model_path or "", spec, renderings)
-            entries, skipped = _image_inference(
-                predictor, inputs, results_dir, annotated, renderings, fingerprint, progress, pipelined
-            )
+            outcome = _image_inference(predictor, inputs, results_dir, annotated, renderings, fingerprint, progress, pipelined)
+            entries, skipped, partial = outcome.entries, outcome.skipped, outcome.partial
             if not entries:
-                raise BpnetError(f"{source}: no readable image")
+                raise BpnetError(f"{source}: no readable image" + "".join(f" ({why})" for why in outcome.first_problem))
         write_json(os.path.join(results_dir, "detections.json"), {**tlt_header(predictor.info.skeleton, spec), "images": entries})
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(results_dir, JOURNAL_NAME))
-        summary = {"inputs": len(entries), "skipped": skipped, "people": sum(len(e["scores"]) for e in entries)}
+        summary = {
+            "inputs": len(entries),
+            "skipped": skipped,
+            "inputs_partial": partial,
+            "people": sum(len(e["scores"]) for e in entries),
+        }
         if tracking is not None:
             summary["tracks"] = len({i for e in entries for i in e["track_ids"]})
         status.write("SUCCESS", "Inference finished successfully.", kpi=summary)

@@ -3,9 +3,15 @@
 Preprocessing (``keep_aspect_ratio_mode``):
 
 * ``adjust_network_input``: keep the aspect ratio; one side becomes ``input_shape``'s, the other
-  follows (the network accepts any size).
+  follows (the network accepts any size). An image more elongated than :data:`MAX_INPUT_ASPECT_RATIO` is
+  first padded with grey 128 on its short side to that ratio (split evenly), so that the network input stays
+  bounded (a 3000 × 2 image would otherwise become a 552000-pixel-wide input) and of a size the network
+  was trained on.
 * ``pad_image_input``: pad the image with grey 128 to the input's aspect ratio (split evenly, the
   extra pixel bottom/right), then resize to exactly ``input_shape``.
+
+The padding is added after resizing (the image is resized to its share of the input), so its cost is the
+network input's, never the original image's.
 * ``None``: resize to ``input_shape`` (aspect ratio not kept).
 
 In every mode the network input is then padded on the bottom and right with the grey 128 (before
@@ -31,6 +37,7 @@ import numpy as np
 
 from bpnet import spec_loader
 from bpnet.errors import BpnetError, SpecError
+from bpnet.images import read_image
 from bpnet.infer.backends import network_backend, open_backend
 from bpnet.infer.decode import DECODER_PRESETS, DecoderParams, decode
 from bpnet.infer.resize import resize_maps
@@ -41,6 +48,8 @@ from bpnet.skeleton import Skeleton
 from bpnet.specs import InferenceSpec, spec_object, spec_source
 
 PAD_VALUE = 128
+MAX_INPUT_ASPECT_RATIO = 4.0
+"""``adjust_network_input`` pads an image whose long side exceeds this many times its short side."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,43 +70,70 @@ class Geometry:
         return out
 
 
-def preprocess(
-    image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[str], info: ModelInfo
-) -> Tuple[np.ndarray, Geometry]:
-    """A BGR uint8 image → ``(H, W, 3)`` float32 network input and its :class:`Geometry`.
+@dataclasses.dataclass(frozen=True)
+class _Canvas:
+    """How ``mode`` pads and sizes an image: ``pad_x``/``pad_y`` grey pixels before its left/top edges and
+    ``padded_w × padded_h`` with the padding after (original pixels), resized to ``width × height``."""
 
-    ``H`` and ``W`` are the resized image's, rounded up to a multiple of ``info.stride`` by padding on the
-    bottom and right; ``Geometry.input_size`` is the resized image's own (unpadded) size."""
-    height, width = image.shape[:2]
+    pad_x: int
+    pad_y: int
+    padded_w: int
+    padded_h: int
+    width: int
+    height: int
+
+
+def _canvas(width: int, height: int, input_shape: Tuple[int, int], mode: Optional[str]) -> _Canvas:
     in_h, in_w = input_shape
-    pad_x = pad_y = 0
+    total_x = total_y = 0
     if mode == "adjust_network_input":
-        scale = in_h / height if width / height > in_w / in_h else in_w / width
-        size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+        if width > MAX_INPUT_ASPECT_RATIO * height:
+            total_y = int(np.ceil(width / MAX_INPUT_ASPECT_RATIO)) - height
+        elif height > MAX_INPUT_ASPECT_RATIO * width:
+            total_x = int(np.ceil(height / MAX_INPUT_ASPECT_RATIO)) - width
+        padded_w, padded_h = width + total_x, height + total_y
+        scale = in_h / padded_h if padded_w / padded_h > in_w / in_h else in_w / padded_w
+        size = (max(1, int(round(padded_w * scale))), max(1, int(round(padded_h * scale))))
     elif mode == "pad_image_input":
         target_ratio = in_w / in_h
         if width / height > target_ratio:
-            total = int(round(width / target_ratio)) - height
-            pad_y = total // 2
-            image = cv2.copyMakeBorder(image, pad_y, total - pad_y, 0, 0, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+            total_y = int(round(width / target_ratio)) - height
         else:
-            total = int(round(height * target_ratio)) - width
-            pad_x = total // 2
-            image = cv2.copyMakeBorder(image, 0, 0, pad_x, total - pad_x, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+            total_x = int(round(height * target_ratio)) - width
         size = (in_w, in_h)
     elif mode is None:
         size = (in_w, in_h)
     else:
         raise ValueError(f"unknown keep_aspect_ratio_mode {mode!r}")
-    padded_h, padded_w = image.shape[:2]
-    resized = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
-    pad_bottom, pad_right = -size[1] % info.stride, -size[0] % info.stride
-    if pad_bottom or pad_right:
-        resized = cv2.copyMakeBorder(resized, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    return _Canvas(total_x // 2, total_y // 2, width + total_x, height + total_y, *size)
+
+
+def preprocess(
+    image: np.ndarray, input_shape: Tuple[int, int], mode: Optional[str], info: ModelInfo
+) -> Tuple[np.ndarray, Geometry]:
+    """A BGR uint8 image → ``(H, W, 3)`` float32 network input and its :class:`Geometry`.
+
+    The image is resized first and its grey padding added after, so that padding an elongated image costs the
+    network input's size, never the original's. ``H`` and ``W`` are the padded image's, rounded up to a
+    multiple of ``info.stride`` by padding on the bottom and right; ``Geometry.input_size`` is the padded
+    image's size before that rounding."""
+    height, width = image.shape[:2]
+    canvas = _canvas(width, height, input_shape, mode)
+    content_w = max(1, min(canvas.width, int(round(width * canvas.width / canvas.padded_w))))
+    content_h = max(1, min(canvas.height, int(round(height * canvas.height / canvas.padded_h))))
+    left = min(int(round(canvas.pad_x * canvas.width / canvas.padded_w)), canvas.width - content_w)
+    top = min(int(round(canvas.pad_y * canvas.height / canvas.padded_h)), canvas.height - content_h)
+    resized = cv2.resize(image, (content_w, content_h), interpolation=cv2.INTER_CUBIC)
+    bottom = canvas.height - content_h - top + (-canvas.height % info.stride)
+    right = canvas.width - content_w - left + (-canvas.width % info.stride)
+    if top or bottom or left or right:
+        resized = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    scale_x, scale_y = content_w / width, content_h / height
+    geometry = Geometry(scale_x, scale_y, left / scale_x, top / scale_y, (canvas.width, canvas.height))
     if info.channel_order == "RGB":
         resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     tensor = resized.astype(np.float32) / np.asarray(info.image_scale, np.float32) - np.asarray(info.image_offset, np.float32)
-    return tensor, Geometry(size[0] / padded_w, size[1] / padded_h, pad_x, pad_y, size)
+    return tensor, geometry
 
 
 class FlipTest:
@@ -253,16 +289,6 @@ class Predictor:
                 image = read_image(image)
             results.append(self.predict_one(image, source))
         return results
-
-
-def read_image(path: str) -> np.ndarray:
-    """BGR uint8 image, EXIF orientation ignored (as the annotations); a clear error if unreadable."""
-    if not os.path.isfile(path):
-        raise BpnetError(f"{path}: image not found")
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise BpnetError(f"{path}: cannot read image (corrupt or not an image)")
-    return image
 
 
 def search_step(upsampling_factor: Tuple[int, int]) -> int:
