@@ -890,7 +890,7 @@ def quickstart(results_dir: str, train_images: int, val_images: int, epochs: Opt
     "--output_file",
     required=True,
     type=click.Path(dir_okay=False),
-    help="The bpnet model: .onnx (from .pb or .onnx) or .xml (from an IR).",
+    help="The bpnet model: .onnx (from .pb or .onnx), .keras (trainable, from .pb or .onnx) or .xml (from an IR).",
 )
 @click.option(
     "--preset",

@@ -12,6 +12,9 @@ API run it with no spec. Sources:
 * an ONNX file, with a preset or with a ``network`` description (the inference spec's ``network`` block
   as a YAML file), for anything else.
 
+A ``.pb`` or ONNX source may also be written as ``.keras``: a trainable Keras model with every stage's heads as
+outputs (:func:`keras_model`, :mod:`bpnet.model.onnx_keras`) that ``bpnet train`` fine-tunes.
+
 A preset is detected from the tensor names when ``--preset`` is not given. The channel mapping is checked,
 not trusted: on a check image the import reports each part's strongest heatmap responses and each limb's
 best PAF alignment, and refuses a mapping whose PAFs do not follow their limbs (:func:`check_mapping`).
@@ -32,7 +35,14 @@ from bpnet import spec_loader
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path, temporary_prefix
 from bpnet.infer.backends import read_openvino_model
-from bpnet.model.io import ModelInfo, load_onnx_graph_only, set_onnx_metadata, write_sidecar_metadata
+from bpnet.model.io import (
+    EXTRA_METADATA_KEYS,
+    ModelInfo,
+    load_onnx_graph_only,
+    save_model,
+    set_onnx_metadata,
+    write_sidecar_metadata,
+)
 from bpnet.resources import resource_path
 from bpnet.skeleton import Skeleton
 from bpnet.specs import NetworkSpec
@@ -227,6 +237,40 @@ def _convert_frozen_graph(source: str, output: str, names: OutputNames) -> None:
         raise BpnetError(f"{source}: tf2onnx could not convert the graph: {(errors or ['see its log'])[-1].strip()}")
 
 
+def keras_model(proto, source: str, metadata: Dict[str, Any]) -> Tuple[Any, ModelInfo, Dict[str, Any]]:
+    """``(Keras model, ModelInfo, extra metadata)``: an ONNX network described by ``metadata`` as a trainable Keras
+    model with every stage's heads as outputs (:mod:`bpnet.model.onnx_keras`).
+
+    The Keras model gives the PAF channels in the network's own order; its skeleton lists the limbs in that order
+    (a limb's x and y channels must be adjacent, x first, as in every OpenPose-family network), so that no
+    channel is moved. Its input is NHWC whatever the network's."""
+    from bpnet.model.onnx_keras import onnx_to_keras
+
+    info = ModelInfo.parse(metadata, f"{source}: bpnet metadata")
+    heat, paf = metadata["outputs"]["heatmap"], metadata["outputs"]["paf"]
+    heat_channels, paf_channels = list(heat["channels"]), list(paf["channels"])
+    first_paf = min(paf_channels)
+    local = [c - first_paf for c in paf_channels]
+    pairs = [(local[2 * limb], local[2 * limb + 1]) for limb in range(len(local) // 2)]
+    if sorted(local) != list(range(len(local))) or any(x % 2 or y != x + 1 for x, y in pairs):
+        raise BpnetError(
+            f"{source}: the PAF channels are not (x, y) pairs in one block; this network cannot become a .keras model"
+        )
+    native = sorted(range(len(pairs)), key=lambda limb: pairs[limb][0])
+    skeleton = dataclasses.replace(info.skeleton, limbs=tuple(info.skeleton.limbs[limb] for limb in native))
+    outputs = [o.name for o in proto.graph.output]
+    model, _ = onnx_to_keras(
+        proto,
+        source,
+        metadata["input"],
+        info.input_layout == "NCHW",
+        (heat["name"] or outputs[0], heat_channels[0], len(heat_channels)),
+        (paf["name"] or outputs[0], first_paf, len(paf_channels)),
+    )
+    extras = {key: metadata[key] for key in EXTRA_METADATA_KEYS if key in metadata}
+    return model, dataclasses.replace(info, skeleton=skeleton, input_layout="NHWC"), extras
+
+
 def _check_frozen_graph(source: str, names: OutputNames) -> None:
     """Refuse, in one line saying what the file is, a ``.pb`` that is empty, is no TensorFlow GraphDef, or lacks
     the preset's input and output nodes (tf2onnx would call it a corrupt SavedModel or a missing tensor)."""
@@ -295,9 +339,9 @@ def import_model(
     suffix = os.path.splitext(source)[1].lower()
     if suffix not in (".pb", ".onnx", ".xml"):
         raise BpnetError(f"{source}: expected a frozen TensorFlow graph (.pb), an ONNX file or an OpenVINO IR (.xml)")
-    wanted = ".xml" if suffix == ".xml" else ".onnx"
+    wanted = (".xml",) if suffix == ".xml" else (".onnx", ".keras")
     if not output.endswith(wanted):
-        raise BpnetError(f"{output}: the imported model of a {suffix} file is written as {wanted}")
+        raise BpnetError(f"{output}: the imported model of a {suffix} file is written as {' or '.join(wanted)}")
     if preset is not None and preset not in PRESETS:
         raise BpnetError(f"--preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     if network is not None and (preset is not None or suffix != ".onnx"):
@@ -353,6 +397,17 @@ def _check_staged(model: str, check_image: str, source: str, layout: str) -> Map
 
 def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
     import onnx
+
+    if output.endswith(".keras"):
+        with tempfile.TemporaryDirectory() as work:
+            onnx_path = source
+            if source.endswith(".pb"):
+                _check_frozen_graph(source, PRESETS["tf_pose"].variants[0])
+                onnx_path = os.path.join(work, "converted.onnx")
+                _convert_frozen_graph(source, onnx_path, PRESETS["tf_pose"].variants[0])
+            model, info, extras = keras_model(onnx.load(onnx_path), source, metadata)
+        save_model(model, output, info, extras)
+        return
 
     if source.endswith(".xml"):
         weights = os.path.splitext(source)[0] + ".bin"

@@ -406,9 +406,12 @@ class _ModelSpecBase:
     bias_regularization_factor: float = 1e-9
     kernel_initializer: str = "random_normal"
     width_multiplier: float = 1.0  # bpnet addition: scales every hidden layer's filters (1.0 = TLT's model)
+    freeze_blocks: Tuple[int, ...] = ()  # bpnet addition: backbone blocks not trained (bpnet.train.freeze)
+    freeze_bn: bool = False  # bpnet addition: batch norms keep their statistics and scales
 
     def __post_init__(self) -> None:
         _require(self.stages >= 1, "stages", f"must be >= 1, got {self.stages}")
+        _require(all(b >= 0 for b in self.freeze_blocks), "freeze_blocks", "block numbers must be >= 0")
         _require(self.width_multiplier > 0, "width_multiplier", "must be positive")
         _require(self.kernel_regularization_factor >= 0, "kernel_regularization_factor", "must be >= 0")
         _require(self.bias_regularization_factor >= 0, "bias_regularization_factor", "must be >= 0")

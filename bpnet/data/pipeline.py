@@ -8,7 +8,7 @@ so a seed fixes every batch.
 
 Batch layout (``docs/data_pipeline.md``)::
 
-    images            (B, H, W, 3)      float32  RGB, image / image_scale − image_offset
+    images            (B, H, W, 3)      float32  RGB (BGR for a network that takes BGR), image / image_scale − image_offset
     labels["heatmaps"] (B, h, w, K + 1)  float32  keypoint heatmaps, background last
     labels["pafs"]     (B, h, w, 2L)     float32  limb l: channel 2l = x, 2l + 1 = y
     labels["mask"]     (B, h, w, 1)      float32  loss weight, mask / mask_scale − mask_offset
@@ -60,8 +60,10 @@ class SampleMaker:
         mappings: Mapping[str, KeypointMapping],
         seed: int,
         augment_data: bool = True,
+        channel_order: str = "RGB",
     ):
         self.dataloader = dataloader
+        self.channel_order = channel_order  # the network's; images are decoded RGB
         self.skeleton = skeleton
         self.mappings = dict(mappings)
         self.seed = seed
@@ -152,6 +154,8 @@ class SampleMaker:
         warped = augment.warp(image, source_matrix, self.canvas_size, augment.IMAGE_FILL).astype(np.float32)
         if self.augment_data and self.color_jitter:
             warped = augment.color_augment(warped, aug.color_aug_params, rng)
+        if self.channel_order == "BGR":
+            warped = np.ascontiguousarray(warped[..., ::-1])
         warped *= self.inverse_image_scale
         warped -= self.image_offset
         mask = self.read_mask(mask_path, reduction)

@@ -13,7 +13,7 @@ no train spec.
 """
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -67,8 +67,9 @@ def _rename(graph, old: str, new: str) -> None:
             value.name = new
 
 
-def metadata(info: ModelInfo, settings: OnnxSettings) -> Dict[str, Any]:
-    """The ``bpnet`` metadata entry of an exported model."""
+def metadata(info: ModelInfo, settings: OnnxSettings, extras: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The ``bpnet`` metadata entry of an exported model; ``extras``: what the Keras model carried besides its
+    :class:`ModelInfo` (an imported network's inference and export defaults), kept."""
     paf_stride = info.stride // settings.upsample_ratio if settings.sdk_compatible else info.stride
     paf_name = SDK_PAF_OUTPUT if settings.sdk_compatible else PAF_OUTPUT
     return {
@@ -76,10 +77,11 @@ def metadata(info: ModelInfo, settings: OnnxSettings) -> Dict[str, Any]:
         "input": INPUT_NAME,
         "outputs": {"paf": {"name": paf_name, "stride": paf_stride}, "heatmap": {"name": HEATMAP_OUTPUT, "stride": info.stride}},
         "sdk_compatible": settings.sdk_compatible,
+        **(extras or {}),
     }
 
 
-def to_onnx(model, info: ModelInfo, settings: OnnxSettings = OnnxSettings()):
+def to_onnx(model, info: ModelInfo, settings: OnnxSettings = OnnxSettings(), extras: Optional[Dict[str, Any]] = None):
     """The ``onnx.ModelProto`` of a trained Keras bpnet model (layout in the module docstring)."""
     import tensorflow as tf
     import tf2onnx
@@ -96,7 +98,7 @@ def to_onnx(model, info: ModelInfo, settings: OnnxSettings = OnnxSettings()):
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=signature, opset=settings.opset)
     graph = proto.graph
     _rename(graph, graph.input[0].name, INPUT_NAME)
-    exported_metadata = metadata(info, settings)
+    exported_metadata = metadata(info, settings, extras)
     names = exported_metadata["outputs"]
     _rename(graph, "paf", names["paf"]["name"])
     _rename(graph, "heatmap", names["heatmap"]["name"])

@@ -37,7 +37,7 @@ from bpnet.export.agreement import DEFAULT_MIN_AGREEMENT, MIN_REFERENCE_PEOPLE, 
 from bpnet.export.onnx_export import OnnxSettings
 from bpnet.files import atomic_path, remove_stale_temporaries
 from bpnet.images import check_network_input_shape
-from bpnet.model.io import ModelInfo, load_model, read_model_metadata, sidecar_metadata_path, train_spec_info
+from bpnet.model.io import ModelInfo, load_model, model_extras, read_model_metadata, sidecar_metadata_path, train_spec_info
 from bpnet.status import task_status
 
 logger = logging.getLogger(__name__)
@@ -214,9 +214,10 @@ def _keras_source(request: ExportRequest) -> SourceModel:
     info = _model_info(request, info)
     onnx_path = default_onnx_path(request.model, request.output_file)
     settings = OnnxSettings(request.static_batch_size, request.sdk_compatible_model, request.upsample_ratio)
-    _write_onnx(to_onnx(model, info, settings), onnx_path)
+    extras = model_extras(request.model)
+    _write_onnx(to_onnx(model, info, settings, extras), onnx_path)
     logger.info("Wrote %s", onnx_path)
-    return SourceModel(onnx_path, None, metadata(info, settings), info)
+    return SourceModel(onnx_path, None, metadata(info, settings, extras), info)
 
 
 def _runtime_source(request: ExportRequest, target: str) -> SourceModel:

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from bpnet.errors import BpnetError, SpecError, error_cause
-from bpnet.model.io import ModelInfo, load_model, read_model_metadata, train_spec_info
+from bpnet.model.io import ModelInfo, load_model, model_extras, read_model_metadata, train_spec_info
 from bpnet.skeleton import Skeleton
 from bpnet.specs import NetworkSpec, load_train_spec
 
@@ -173,7 +173,8 @@ class OpenVinoBackend(RuntimeBackend):
 
 @dataclasses.dataclass
 class OpenedModel:
-    """A backend, its model's :class:`ModelInfo`, and the model's full metadata (``{}`` for Keras models)."""
+    """A backend, its model's :class:`ModelInfo`, and the model's full metadata (for Keras models: its
+    :data:`~bpnet.model.io.EXTRA_METADATA_KEYS`)."""
 
     backend: Any
     info: ModelInfo
@@ -262,7 +263,7 @@ def _open_keras(model_path: str, stage: Optional[int], train_spec: Optional[str]
             f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
             f"{info.skeleton.num_paf_channels}"
         )
-    return OpenedModel(KerasBackend(model, stage), info, {})
+    return OpenedModel(KerasBackend(model, stage), info, model_extras(model_path))
 
 
 def network_backend(network: NetworkSpec, model_path: str) -> OpenedModel:

@@ -106,11 +106,17 @@ def train_spec_info(spec: "TrainSpec", skeleton: Optional[Skeleton] = None) -> M
     return ModelInfo(skeleton, tuple(norm.image_scale), tuple(norm.image_offset), spec.dataloader.stride)
 
 
-def save_model(model, path: str, info: ModelInfo) -> None:
-    """Save ``model`` (``.keras``, or legacy ``.h5``/``.hdf5``) with ``info``, atomically."""
+EXTRA_METADATA_KEYS = ("inference_defaults", "export_defaults", "imported_from")
+"""Metadata a model may carry beside its :class:`ModelInfo` (an imported network's recommended settings)."""
+
+
+def save_model(model, path: str, info: ModelInfo, extras: Optional[Dict[str, Any]] = None) -> None:
+    """Save ``model`` (``.keras``, or legacy ``.h5``/``.hdf5``) with ``info`` and the :data:`EXTRA_METADATA_KEYS`
+    of ``extras``, atomically."""
+    kept = {key: value for key, value in (extras or {}).items() if key in EXTRA_METADATA_KEYS}
     with atomic_path(path) as tmp:
         model.save(tmp)
-        payload = json.dumps(info.to_dict())
+        payload = json.dumps({**info.to_dict(), **kept})
         if tmp.endswith(".keras"):
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(INFO_MEMBER, payload)
@@ -123,6 +129,19 @@ def save_model(model, path: str, info: ModelInfo) -> None:
 
 def read_info(path: str) -> Optional[ModelInfo]:
     """The :class:`ModelInfo` stored in a model file, or None (for example a TLT model)."""
+    found = _stored_metadata(path)
+    return None if found is None else ModelInfo.parse(found[0], found[1])
+
+
+def model_extras(path: str) -> Dict[str, Any]:
+    """The :data:`EXTRA_METADATA_KEYS` a Keras model file carries (``{}`` when none)."""
+    found = _stored_metadata(path)
+    data = found[0] if found is not None and isinstance(found[0], dict) else {}
+    return {key: data[key] for key in EXTRA_METADATA_KEYS if key in data}
+
+
+def _stored_metadata(path: str) -> Optional[Tuple[Any, str]]:
+    """The parsed ``bpnet.json`` (or HDF5 attribute) of a Keras model file and how messages name it; None if absent."""
     if path.endswith(".keras"):
         source = f"{path}: {INFO_MEMBER}"
         try:
@@ -147,7 +166,7 @@ def read_info(path: str) -> Optional[ModelInfo]:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BpnetError(f"{source}: not valid JSON ({exc})") from None
-    return ModelInfo.parse(data, source)
+    return data, source
 
 
 def load_model(path: str):

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -33,12 +33,23 @@ from bpnet.data.records import count_records
 from bpnet.errors import BpnetError
 from bpnet.files import remove_stale_temporaries, temporary_prefix
 from bpnet.model.build import build_model, stage_outputs
-from bpnet.model.io import assign_by_name, keras_variable_path, read_layer_weights, save_model, train_spec_info
+from bpnet.model.io import (
+    ModelInfo,
+    assign_by_name,
+    keras_variable_path,
+    model_extras,
+    read_info,
+    read_layer_weights,
+    save_model,
+    train_spec_info,
+)
+from bpnet.model.remap import remap_heads
 from bpnet.skeleton import Skeleton, check_channel_counts
 from bpnet.specs import AdamOptimizerSpec, TrainSpec, spec_object, spec_source
 from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
 from bpnet.status import StatusLogger, task_status
 from bpnet.train import distribution
+from bpnet.train.freeze import freeze
 from bpnet.train.losses import stage_losses
 from bpnet.train.optim import (
     ExponentialDecaySchedule,
@@ -153,6 +164,9 @@ class Trainer:
         except ValueError as exc:
             raise BpnetError(f"{spec_source}: model.{exc}") from None
         self.info = train_spec_info(spec, self.skeleton)
+        self.extras: Dict[str, Any] = {}
+        self.dataloader = spec.dataloader
+        self.pretrained_info = self._follow_the_pretrained_graph() if spec.load_graph else None
         self.mappings = dataset_mappings(spec.dataloader, self.skeleton)  # read once, for every pass
         self.global_batch = spec.dataloader.batch_size * self.replicas
         train_files = spec.dataloader.dataset_config.train_record_files
@@ -172,6 +186,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction
 
+    def _follow_the_pretrained_graph(self) -> Optional[ModelInfo]:
+        """With ``load_graph``, a model that carries bpnet metadata (an imported network, a bpnet model) sets what
+        the dataloader feeds it: its normalisation and channel order, which its weights expect, in place of the
+        spec's; its stride must be the spec's. Returns that metadata (None for a model without it)."""
+        path = self.spec.pretrained_weights
+        if not path or not os.path.isfile(path):
+            return None
+        loaded = read_info(path)
+        if loaded is None:
+            return None
+        if loaded.stride != self.dataloader.stride:
+            raise BpnetError(
+                f"{path}: the model's output stride is {loaded.stride} but the spec's image_dims and target_shape "
+                f"make {self.dataloader.stride} (dataloader.pose_config.target_shape)"
+            )
+        norm = self.dataloader.normalization_params
+        if (tuple(norm.image_scale), tuple(norm.image_offset)) != (loaded.image_scale, loaded.image_offset) or (
+            loaded.channel_order != "RGB"
+        ):
+            logger.info(
+                "%s: the dataloader feeds the model as it expects: %s, x / %s - %s (the spec's normalization_params "
+                "are replaced)",
+                path,
+                loaded.channel_order,
+                list(loaded.image_scale),
+                list(loaded.image_offset),
+            )
+        self.dataloader = dataclasses.replace(
+            self.dataloader,
+            normalization_params=dataclasses.replace(norm, image_scale=loaded.image_scale, image_offset=loaded.image_offset),
+        )
+        self.info = dataclasses.replace(loaded, skeleton=self.skeleton, input_layout="NHWC")
+        self.extras = model_extras(path)
+        return loaded
+
     def learning_rate_schedule(self):
         schedule = self.spec.optimizer.learning_rate_schedule
         if isinstance(schedule, SoftstartSpec):
@@ -184,11 +233,20 @@ class Trainer:
         )
 
     def build_model(self):
+        model = self._model()
+        freeze(model, self.spec.model.freeze_blocks, self.spec.model.freeze_bn)
+        return model
+
+    def _model(self):
         spec = self.spec
         if spec.load_graph:
             if not spec.pretrained_weights:
                 raise BpnetError("load_graph: True needs pretrained_weights (the model to load)")
             model, _ = load_graph_without_regularizers(spec.pretrained_weights, sync_batch_norm=self.replicas > 1)
+            source = self.pretrained_info.skeleton if self.pretrained_info is not None else self.skeleton
+            if (source.keypoints, source.limbs) != (self.skeleton.keypoints, self.skeleton.limbs):
+                model, mapping = remap_heads(model, source, self.skeleton, spec.random_seed)
+                logger.info("Heads rebuilt for the skeleton %s: %s", self.skeleton.name, mapping.line())
             return model
         return build_model(spec.model, self.skeleton, sync_batch_norm=self.replicas > 1)
 
@@ -217,7 +275,9 @@ class Trainer:
 
     def _sample_maker(self, training: bool) -> SampleMaker:
         """The record → sample step of the spec's pipeline, with the skeleton and dataset mappings read once."""
-        return SampleMaker(self.spec.dataloader, self.skeleton, self.mappings, self.spec.random_seed, augment_data=training)
+        return SampleMaker(
+            self.dataloader, self.skeleton, self.mappings, self.spec.random_seed, training, self.info.channel_order
+        )
 
     def validation_loss(self, model) -> Optional[float]:
         """Mean data loss per image over the validation records (None if there are none)."""
@@ -252,7 +312,7 @@ class Trainer:
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, self.epoch_model_path(epoch), self.info)
+        save_model(model, self.epoch_model_path(epoch), self.info, self.extras)
         kept = sorted(int(m.group(1)) for m in map(CHECKPOINT_PATTERN.match, os.listdir(self.checkpoint_root)) if m)
         for old in kept[: -self.spec.max_ckpt_to_keep]:
             shutil.rmtree(os.path.join(self.checkpoint_root, f"epoch-{old:04d}"), ignore_errors=True)
@@ -292,7 +352,7 @@ class Trainer:
             checkpoint.read(os.path.join(self.checkpoint_root, f"epoch-{start_epoch:04d}", "ckpt")).expect_partial()
             logger.info("Resumed from epoch %d (step %d)", start_epoch, int(self.step_counter.numpy()))
             if not os.path.isfile(self.epoch_model_path(start_epoch)):
-                save_model(model, self.epoch_model_path(start_epoch), self.info)
+                save_model(model, self.epoch_model_path(start_epoch), self.info, self.extras)
                 logger.info("Re-created %s from its checkpoint", self.epoch_model_path(start_epoch))
         else:
             self._initial_weights(model, checkpoint)
@@ -329,7 +389,7 @@ class Trainer:
             del iterator  # stop the input pipeline's threads before the interpreter exits
             writer.close()
         final = self.final_model_path
-        save_model(model, final, self.info)
+        save_model(model, final, self.info, self.extras)
         self.status.write(
             "SUCCESS",
             "Training finished successfully.",
