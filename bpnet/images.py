@@ -54,15 +54,14 @@ def check_pixels(width: int, height: int, source: str, what: str = "image") -> N
         )
 
 
-def header_size(path: str) -> Tuple[int, int]:
-    """``(width, height)`` of an image file from its header alone; a one-line error for a file that is no image."""
+def _pillow_image(path: str):
+    """The image file opened by Pillow, which reads its header only; a one-line error for a file that is no image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return image.size
+            return Image.open(path)
     except Image.DecompressionBombError:  # over twice Pillow's own limit, which is above the default budget
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         raise BpnetError(
@@ -75,21 +74,24 @@ def header_size(path: str) -> Tuple[int, int]:
         raise BpnetError(f"{path}: cannot read image ({detail})") from None
 
 
-def _jpeg_shortfall(path: str) -> Optional[str]:
-    """How a JPEG's compressed data ends early, or None when it is complete. Decoding at 1/8 scale (DC
-    coefficients only) still reads every entropy-coded byte, in about a millisecond for a VGA photo."""
-    from PIL import Image
+def header_size(path: str) -> Tuple[int, int]:
+    """``(width, height)`` of an image file from its header alone; a one-line error for a file that is no image."""
+    with _pillow_image(path) as image:
+        return image.size
 
-    with Image.open(path) as image:
-        if image.format != "JPEG":
-            return None
-        width, height = image.size
-        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-        try:
-            image.load()
-        except OSError:
-            size = os.path.getsize(path)
-            return f"truncated: the file ends after {size} bytes, inside its image data (the lower part is missing)"
+
+def _jpeg_shortfall(image, path: str) -> Optional[str]:
+    """How an opened JPEG's compressed data ends early, or None when it is complete (or not a JPEG). Decoding at
+    1/8 scale (DC coefficients only) still reads every entropy-coded byte, in about a millisecond for a VGA photo."""
+    if image.format != "JPEG":
+        return None
+    width, height = image.size
+    image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    try:
+        image.load()
+    except OSError:
+        size = os.path.getsize(path)
+        return f"truncated: the file ends after {size} bytes, inside its image data (the lower part is missing)"
     return None
 
 
@@ -106,12 +108,14 @@ def load_image(path: str) -> LoadedImage:
     for a missing, corrupt or oversized file; a partial JPEG is returned with :attr:`LoadedImage.partial`."""
     if not os.path.isfile(path):
         raise BpnetError(f"{path}: image not found")
-    width, height = header_size(path)
-    check_pixels(width, height, path)
+    with _pillow_image(path) as header:
+        width, height = header.size
+        check_pixels(width, height, path)
+        partial = _jpeg_shortfall(header, path)
     image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise BpnetError(f"{path}: cannot read image (corrupt or not an image)")
-    return LoadedImage(image, _jpeg_shortfall(path))
+    return LoadedImage(image, partial)
 
 
 def read_image(path: str) -> np.ndarray:

@@ -225,7 +225,9 @@ def _metadata(info, input_name, heatmap_output, heat, paf_output, paf, input_sha
 
 
 def _convert_frozen_graph(source: str, output: str, names: OutputNames) -> None:
-    """tf2onnx's conversion of a frozen TensorFlow 1 graph (in a subprocess: it imports TensorFlow 1 APIs)."""
+    """tf2onnx's conversion of a frozen TensorFlow 1 graph (in a subprocess: it imports TensorFlow 1 APIs), once
+    :func:`_check_frozen_graph` has found the preset's nodes in it."""
+    _check_frozen_graph(source, names)
     command = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", source, "--inputs", names.input]
     command += ["--outputs", str(names.heatmap_output), "--opset", "17", "--output", output]
     try:
@@ -402,7 +404,6 @@ def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as work:
             onnx_path = source
             if source.endswith(".pb"):
-                _check_frozen_graph(source, PRESETS["tf_pose"].variants[0])
                 onnx_path = os.path.join(work, "converted.onnx")
                 _convert_frozen_graph(source, onnx_path, PRESETS["tf_pose"].variants[0])
             model, info, extras = keras_model(onnx.load(onnx_path), source, metadata)
@@ -421,7 +422,6 @@ def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
         return
     with atomic_path(output) as tmp:
         if source.endswith(".pb"):
-            _check_frozen_graph(source, PRESETS["tf_pose"].variants[0])
             _convert_frozen_graph(source, tmp, PRESETS["tf_pose"].variants[0])
             proto = onnx.load(tmp)
         else:

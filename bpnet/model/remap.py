@@ -149,10 +149,9 @@ def remap_heads(model, source: Skeleton, target: Skeleton, seed: int = 0) -> Tup
             multiplier = layer.depth_multiplier
             if multiplier != 1 and not np.array_equal(incoming.source, np.arange(len(incoming.source))):
                 raise BpnetError(f"layer {name}: a depth multiplier above 1 on remapped channels is not supported")
-            weights[name] = [_take(old[0], incoming, 2, zeros)] + [
-                _take(b, ChannelMap(incoming.source, np.ones_like(incoming.sign)), 0, zeros) for b in old[1:]
-            ]
-            maps[name] = ChannelMap(incoming.source, np.ones_like(incoming.sign))
+            unsigned = ChannelMap(incoming.source, np.ones_like(incoming.sign))  # the kernel folds the sign back
+            weights[name] = [_take(old[0], incoming, 2, zeros)] + [_take(b, unsigned, 0, zeros) for b in old[1:]]
+            maps[name] = unsigned
         elif kind == "BatchNormalization":
             assert incoming is not None
             if incoming.flipped:
