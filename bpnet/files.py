@@ -2,7 +2,8 @@
 
 * Outputs appear under their final name only when complete (:func:`atomic_path`): a temporary file
   is created beside the destination with ``tempfile`` (``O_EXCL``, so a planted symlink is never
-  followed) and renamed over the destination at the end.
+  followed) and renamed over the destination at the end, with the mode a plain ``open`` would have given it
+  (``0666`` less the umask; ``mkstemp`` creates it ``0600``).
 * Temporary names carry the writer's process id (``.<stem>.bpnet-tmp-<pid>-<random><ext>``), so a
   later run can remove those of dead processes (:func:`remove_stale_temporaries`).
 * Paths read from data files are joined to their declared root with :func:`contained_path`, which
@@ -33,6 +34,13 @@ def temporary_prefix(stem: str) -> str:
     return f".{stem}{TEMPORARY_MARK}{os.getpid()}-"
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a fresh temporary path beside ``path``; rename it to ``path`` on success, delete it on failure."""
@@ -43,6 +51,8 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(handle)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600; the rename would keep that
         os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):

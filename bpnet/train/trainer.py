@@ -31,7 +31,7 @@ from bpnet import spec_loader
 from bpnet.data.pipeline import SampleMaker, build_dataset, dataset_mappings
 from bpnet.data.records import count_records
 from bpnet.errors import BpnetError
-from bpnet.files import remove_stale_temporaries, temporary_prefix
+from bpnet.files import current_umask, remove_stale_temporaries, temporary_prefix
 from bpnet.model.build import build_model, stage_outputs
 from bpnet.model.io import (
     ModelInfo,
@@ -308,6 +308,7 @@ class Trainer:
         tmp = tempfile.mkdtemp(prefix=temporary_prefix(f"epoch-{epoch:04d}"), dir=self.checkpoint_root)
         try:
             checkpoint.write(os.path.join(tmp, "ckpt"))
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         finally:
