@@ -13,7 +13,8 @@ OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF), all mad
 and calibrated on the same ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size (column
 ``INT8 F1``: the export's pose agreement with FP32, bpnet.export.agreement); then the same for each
 ``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput: images/s over
-``--repeats`` batch-8 passes. Only the network is timed (no decoding). With ``--dataset_spec`` each
+``--repeats`` batch-8 passes; beside each wall time, the process CPU time (every thread) of the same calls.
+Only the network is timed (no decoding). With ``--dataset_spec`` each
 variant's val AP is measured too, through ``bpnet evaluate`` (with ``--infer_spec``, or the model's own
 inference defaults).
 """
@@ -30,15 +31,17 @@ import numpy as np
 from bpnet.model.io import load_model
 
 
-def _time(run, batch: np.ndarray, repeats: int) -> list:
+def _time(run, batch: np.ndarray, repeats: int) -> tuple:
+    """Wall and process CPU seconds (all threads) of each of ``repeats`` calls, after 3 warm-up calls."""
     for _ in range(3):
         run(batch)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run(batch)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def keras_runner(model):
@@ -64,12 +67,19 @@ def openvino_runner(path: str):
 
 
 def measure(run, height: int, width: int, repeats: int) -> dict:
+    """Batch-1 latency (median wall ms, median process CPU ms) and batch-8 throughput (images per wall second,
+    CPU ms per image)."""
     rng = np.random.default_rng(0)
     single = rng.uniform(-0.5, 0.5, (1, height, width, 3)).astype(np.float32)
     eight = rng.uniform(-0.5, 0.5, (8, height, width, 3)).astype(np.float32)
-    latency = statistics.median(_time(run, single, repeats)) * 1000
-    throughput = 8 * repeats / sum(_time(run, eight, repeats))
-    return {"latency_ms": latency, "throughput_img_s": throughput}
+    wall, cpu = _time(run, single, repeats)
+    wall8, cpu8 = _time(run, eight, repeats)
+    return {
+        "latency_ms": statistics.median(wall) * 1000,
+        "cpu_ms": statistics.median(cpu) * 1000,
+        "throughput_img_s": 8 * repeats / sum(wall8),
+        "throughput_cpu_ms": 1000 * sum(cpu8) / (8 * repeats),
+    }
 
 
 def variants(name: str, model_path: str, work: str, args) -> list:
@@ -139,17 +149,19 @@ def main():
     base = rows[0]
     for row in rows:
         row["latency_speedup"] = base["latency_ms"] / row["latency_ms"]
+        row["cpu_ratio"] = base["cpu_ms"] / row["cpu_ms"]
         row["throughput_ratio"] = row["throughput_img_s"] / base["throughput_img_s"]
     if args.json:
         print(json.dumps({"input": [args.height, args.width], "rows": rows}, indent=2))
         return
-    print(f"network only, {args.height}x{args.width}, this CPU; ratios to {base['variant']}")
-    header = f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b8 img/s':>9} {'×':>6} {'INT8 F1':>7}"
+    print(f"network only, {args.height}x{args.width}, {os.cpu_count()} cores; ratios to {base['variant']}")
+    header = f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b1 CPU ms':>9} {'×':>6} {'b8 img/s':>9} {'×':>6} {'INT8 F1':>7}"
     print(header + (f" {'AP':>6}" if "ap" in base else ""))
     for row in rows:
         f1 = f"{row['int8_pose_f1']:>7.3f}" if "int8_pose_f1" in row else f"{'':>7}"
         line = (
             f"{row['variant']:<24} {row['latency_ms']:>8.2f} {row['latency_speedup']:>6.2f} "
+            f"{row['cpu_ms']:>9.2f} {row['cpu_ratio']:>6.2f} "
             f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f} {f1}"
         )
         print(line + (f" {row['ap']:>6.3f}" if "ap" in row else ""))

@@ -1,7 +1,21 @@
-"""Pruning thresholds on one model: parameters, FLOPs, CPU latency and val AP before and after a short retrain.
+"""Pruning on one model: parameters, FLOPs, CPU latency and val AP before and after a short retrain; or, for a
+real network, its unpruned / pruned / retrained variants side by side in the deployed runtimes.
 
     python bench/prune.py --model results/quickstart/model/bpnet_model.keras \
         --specs results/quickstart/specs [--thresholds 0.05 0.1 0.2 0.3 0.5 0.7 1.0] [--retrain_epochs 1] [--json]
+
+    python bench/prune.py --variants unpruned=thin.keras pruned=thin_pruned.keras retrained=a.keras \
+        retrained+teacher=b.keras --dataset_spec heldout_spec.json --cal_image_dir CAL_DIR \
+        [--height 368 --width 368] [--repeats 20] [--json]
+
+``--variants`` (the first is the baseline of every ratio): each model's parameters and MACs
+(:func:`bpnet.prune.count_macs`), its ``bpnet export`` ONNX (FP32, ONNX Runtime) and OpenVINO INT8 IR (NNCF,
+calibrated on ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size), batch-1 wall and process CPU
+time per image of each on one thread (median over 5 interleaved rounds of the median of ``--repeats`` calls on 8 of
+the calibration images, in the model's input convention), and each one's AP through ``bpnet evaluate`` with the
+model's own inference defaults on ``--dataset_spec``.
+
+The threshold mode:
 
 ``--specs`` is a quickstart's spec folder (its paths are absolute, so copies work anywhere) holding ``train.yaml``
 (the retrain copies it
@@ -21,6 +35,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import yaml
@@ -82,16 +97,144 @@ def retrain(train_spec: str, pruned_path: str, epochs: int, folder: str) -> str:
     return train(path, folder, progress=False).final_model
 
 
+def runtime_rows(variants: List[str], args) -> List[dict]:
+    """One row per ``label=model`` of ``variants`` (see the module docstring)."""
+    from bpnet.export.pipeline import ExportRequest, export
+    from bpnet.prune import count_macs
+    from bpnet.prune_compensation import calibration_batch
+
+    work = tempfile.mkdtemp(prefix="bench_prune_runtimes_")
+    size = (args.height, args.width)
+    dims = f"{args.height},{args.width},3"
+    rows, runners = [], []
+    for variant in variants:
+        label, _, path = variant.partition("=")
+        model, info = load_model(path)
+        fp32 = export(ExportRequest(path, os.path.join(work, f"{label}.onnx"), target="onnxruntime", input_dims=dims))
+        int8 = export(
+            ExportRequest(
+                path,
+                os.path.join(work, "openvino", f"{label}.onnx"),
+                target="openvino",
+                data_type="int8",
+                input_dims=dims,
+                cal_image_dir=args.cal_image_dir,
+                cal_data_file=os.path.join(work, f"{label}_calibration.npy"),
+                batches=args.cal_batches,
+                min_int8_agreement=0.0,
+            )
+        )
+        row = {"variant": label, "model": path, "params": model.count_params(), "macs": count_macs(model, size)}
+        images = calibration_batch([args.cal_image_dir], info, size, limit=8)
+        for runtime, file, runner in (
+            ("ort_fp32", fp32.onnx_file, single_thread_onnx),
+            ("ov_int8", int8.int8_openvino_file, single_thread_openvino),
+        ):
+            stats = evaluate(None, args.dataset_spec, os.path.join(work, f"eval_{label}_{runtime}"), str(file), progress=False)
+            row[f"{runtime}_ap"] = stats["AP_0.50:0.95_all"]
+            runners.append((row, runtime, runner(str(file)), images))
+        rows.append(row)
+    timings: dict = {}
+    for _ in range(ROUNDS):  # interleaved, so that a slow spell of a shared machine is spread over every variant
+        for row, runtime, run, images in runners:
+            wall, cpu = per_image_ms(run, images, args.repeats)
+            timings.setdefault((row["variant"], runtime), []).append((wall, cpu))
+    for row, runtime, _, _ in runners:
+        measured = timings[(row["variant"], runtime)]
+        row[f"{runtime}_ms"] = statistics.median(w for w, _ in measured)
+        row[f"{runtime}_cpu_ms"] = statistics.median(c for _, c in measured)
+    base = rows[0]
+    for row in rows:
+        row["macs_ratio"] = row["macs"] / base["macs"]
+        row["ort_fp32_cpu_ratio"] = row["ort_fp32_cpu_ms"] / base["ort_fp32_cpu_ms"]
+        row["ov_int8_cpu_ratio"] = row["ov_int8_cpu_ms"] / base["ort_fp32_cpu_ms"]
+        row["ap_ratio"] = row["ort_fp32_ap"] / base["ort_fp32_ap"] if base["ort_fp32_ap"] else float("nan")
+    return rows
+
+
+ROUNDS = 5
+
+
+def single_thread_onnx(path: str):
+    """An ONNX Runtime CPU session on one thread: its CPU time is the work done (several threads spin-wait,
+    which process CPU time counts)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})
+
+
+def single_thread_openvino(path: str):
+    """An OpenVINO CPU compilation on one thread (see :func:`single_thread_onnx`)."""
+    import openvino
+
+    compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": 1})
+    request = compiled.create_infer_request()
+    return lambda batch: request.infer([batch])
+
+
+def per_image_ms(run, images: np.ndarray, repeats: int) -> tuple:
+    """Median wall and process CPU milliseconds of a batch-1 call, over ``repeats`` calls cycling through real
+    ``images`` (``(N, H, W, 3)`` in the model's own input convention: random inputs on a network that expects
+    0..255 make tiny activations, whose subnormal floats slow some runtimes down)."""
+    for image in images[:3]:
+        run(image[None])
+    wall, cpu = [], []
+    for index in range(repeats):
+        image = images[index % len(images)][None]
+        start, start_cpu = time.perf_counter(), time.process_time()
+        run(image)
+        wall.append(1000 * (time.perf_counter() - start))
+        cpu.append(1000 * (time.process_time() - start_cpu))
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def print_runtime_rows(rows: List[dict], args) -> None:
+    print(
+        f"network only, batch 1, {args.height}x{args.width}, one thread per runtime ({os.cpu_count()} cores here); "
+        f"ms: wall, CPU ms: process CPU time per image; ratios to {rows[0]['variant']} in ONNX Runtime FP32"
+    )
+    print(
+        f"{'variant':<20} {'params':>10} {'GMACs':>6} {'×':>5} {'FP32 AP':>7} {'×':>5} {'ms':>7} {'CPU ms':>7} {'×':>5} "
+        f"{'INT8 AP':>7} {'ms':>7} {'CPU ms':>7} {'×':>5}"
+    )
+    for r in rows:
+        print(
+            f"{r['variant']:<20} {r['params']:>10,} {r['macs'] / 1e9:>6.3f} {r['macs_ratio']:>5.2f} {r['ort_fp32_ap']:>7.3f} "
+            f"{r['ap_ratio']:>5.2f} {r['ort_fp32_ms']:>7.1f} {r['ort_fp32_cpu_ms']:>7.1f} {r['ort_fp32_cpu_ratio']:>5.2f} "
+            f"{r['ov_int8_ap']:>7.3f} {r['ov_int8_ms']:>7.1f} {r['ov_int8_cpu_ms']:>7.1f} {r['ov_int8_cpu_ratio']:>5.2f}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--specs", required=True, help="Folder with train.yaml and infer.yaml.")
+    parser.add_argument("--variants", nargs="+", default=None, help="label=model ..., the first the baseline")
     parser.add_argument("--dataset_spec", default=None)
+    parser.add_argument("--cal_image_dir", default=None)
+    parser.add_argument("--cal_batches", type=int, default=32)
+    parser.add_argument("--height", type=int, default=368)
+    parser.add_argument("--width", type=int, default=368)
+    parser.add_argument("--model")
+    parser.add_argument("--specs", help="Folder with train.yaml and infer.yaml.")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
     parser.add_argument("--retrain_epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.variants:
+        if not (args.dataset_spec and args.cal_image_dir):
+            parser.error("--variants needs --dataset_spec and --cal_image_dir")
+        rows = runtime_rows(args.variants, args)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print_runtime_rows(rows, args)
+        return
+    if not (args.model and args.specs):
+        parser.error("give --variants, or --model and --specs")
     specs_dir = Path(args.specs)
     train_spec, infer_spec = str(specs_dir / "train.yaml"), str(specs_dir / "infer.yaml")
     dataset_spec = args.dataset_spec or str(specs_dir.parent / "data" / "dataset_spec.json")

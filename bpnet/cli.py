@@ -19,7 +19,7 @@ import click
 from bpnet import __version__
 from bpnet.errors import BpnetError, describe_failure
 from bpnet.export.pipeline import DEFAULT_CAL_CACHE_FILE, ExportRequest  # the flags' defaults have one owner
-from bpnet.images import check_network_input_shape
+from bpnet.images import MAX_NETWORK_INPUT_SIDE, check_network_input_shape
 from bpnet.infer.track import TrackerSettings
 from bpnet.status import Terminated, raise_terminated
 
@@ -566,11 +566,34 @@ def inference(
     multiple=True,
     help="Layer not to prune (repeat, or give several after one -el); model outputs never are.",
 )
+@click.option(
+    "--target_macs",
+    default=None,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    help="bpnet: prune to this fraction of the original's multiply-accumulates: every prunable layer keeps the same "
+    "fraction of its filters, the largest that fits (not with -pth).",
+)
+@click.option(
+    "--input_shape",
+    nargs=2,
+    type=click.IntRange(min=1, max=MAX_NETWORK_INPUT_SIDE),
+    default=None,
+    help="bpnet: H W at which MACs are counted [default: the model's own input size, else 368 368].",
+)
+@click.option(
+    "--calibration_images",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="bpnet: images, folders or videos (repeat; 64 used) on which filters are ranked by activation spread, removed "
+    "channels' means are folded into biases, and 1x1 convolutions are refitted to the original's outputs.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log each layer's kept filter count.")
 @click.option("-r", "--results_dir", default=None, type=click.Path(file_okay=False), help="Where status.json goes.")
 @log_level_option
 @uses_tensorflow
+@click.pass_context
 def prune(
+    ctx: click.Context,
     model: str,
     output_file: str,
     key: str,
@@ -580,12 +603,17 @@ def prune(
     pruning_threshold: float,
     min_num_filters: int,
     excluded_layers: Tuple[str, ...],
+    target_macs: Optional[float],
+    input_shape: Optional[Tuple[int, int]],
+    calibration_images: Tuple[str, ...],
     verbose: bool,
     results_dir: Optional[str],
 ) -> None:
     """Remove low-norm convolution filters; retrain the result with load_graph: True."""
     from bpnet.prune import PruneSettings, output_model_path, prune_file
 
+    if target_macs is not None and ctx.get_parameter_source("pruning_threshold") == click.core.ParameterSource.COMMANDLINE:
+        raise BpnetError("give -pth/--pruning_threshold or --target_macs, not both")
     if verbose:
         logging.getLogger("bpnet.prune").setLevel(logging.DEBUG)
     settings = PruneSettings(
@@ -595,9 +623,12 @@ def prune(
         granularity=pruning_granularity,
         min_filters=min_num_filters,
         excluded_layers=excluded_layers,
+        target_macs=target_macs,
     )
     output = output_model_path(output_file)
-    result = prune_file(model, output, settings, results_dir)
+    cost_input_size = (input_shape[0], input_shape[1]) if input_shape else None
+    result = prune_file(model, output, settings, results_dir, cost_input_size, calibration_images)
+    click.echo(result.table())
     click.echo(f"prune: {result.line()}; saved {os.path.abspath(output)}")
 
 

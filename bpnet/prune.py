@@ -1,26 +1,45 @@
-"""``bpnet prune``: min-weight filter pruning of a bpnet model (reference §1.5, §4.1).
+"""``bpnet prune``: min-weight filter pruning of a bpnet model (reference §1.5, §4.1), MobileNets included.
 
 Every prunable ``Conv2D`` ranks its output filters by the L2 norm of the kernel (``‖W[..., f]‖₂`` over
 rows, columns and input channels; biases do not count), normalised per layer (``max``: ``s / max s``;
 ``L2``: ``s / ‖s‖₂ · len(s)``). A layer keeps the filters whose statistic exceeds the threshold, at least
 ``min(min_filters, filters)`` of them and never none (a layer without filters would cut the graph; TLT
 crashed there), the count rounded up to a multiple of ``granularity`` (at most all), choosing the
-largest statistics. Convolutions whose outputs meet in an element-wise layer (the
-attention ``Multiply``) form one group whose statistics are merged first (``union`` max,
-``intersection`` min, ``arithmetic_mean``, ``geometric_mean``), so they keep the same channels.
+largest statistics; threshold 0 keeps every filter. Convolutions whose outputs meet in an element-wise
+layer (the attention ``Multiply``, the ``Add`` of an inverted residual, chains of them) form one group
+whose statistics are merged first (``union`` max, ``intersection`` min, ``arithmetic_mean``,
+``geometric_mean``), so they keep the same channels.
 
-The channels a layer keeps flow downstream: batch norms and activations keep their input's channels,
-a ``Concatenate`` keeps each input's channels shifted by the input's offset, and a convolution drops the
-input channels that no longer exist. Excluded layers and every model output keep all their filters, so
-the output channel counts never change. The smaller model is rebuilt from the original's config with
-the new filter counts, and the surviving weights are copied.
+The channels a layer keeps flow downstream: batch norms, depthwise convolutions and activations keep their
+input's channels (a depthwise convolution's kernel and bias lose the removed channels, so the pointwise
+convolution before it, the depthwise one and the pointwise one after it are pruned as one group), a
+``Concatenate`` keeps each input's channels shifted by the input's offset, and a convolution drops the input
+channels that no longer exist. Excluded layers and every model output keep all their filters, so the output
+channel counts never change. The smaller model is rebuilt from the original's config with the new filter
+counts, and the surviving weights are copied.
+
+Cost: multiply-accumulates (MACs) of every ``Conv2D`` (``h·w·kh·kw·c_in/groups·c_out``) and
+``DepthwiseConv2D`` (``h·w·kh·kw·c``) at one input size, reported per block. A MAC budget
+(``target_macs``, a fraction of the original's; bpnet addition) replaces the threshold: every prunable group
+keeps the same fraction of its filters (its strongest, with the same granularity and minimum), and the largest
+fraction whose pruned model fits the budget is found by bisection (the MACs never fall as the fraction grows).
+A uniform fraction spreads the cut over every layer, where one threshold on per-layer normalised statistics cuts
+each layer by however flat its statistics happen to be.
+
+Calibration images (bpnet addition) change two things. The filter statistic becomes the standard deviation of
+the filter's activation over the images (after its batch norm and activation), so a filter that is strong in
+the kernel but constant on real images ranks low. And a removed channel's mean activation is not lost: the
+convolution that read it gets ``Σ_spatial W[..., removed, :] · mean`` added to its bias (or subtracted from the
+moving mean of the batch norm that follows it), :mod:`bpnet.prune_compensation`. A removed channel's deviation
+from its mean is what is lost; the retraining recovers the rest.
 """
 
 import dataclasses
 import difflib
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Set
+import re
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -31,7 +50,10 @@ logger = logging.getLogger(__name__)
 
 NORMALIZERS = ("max", "L2")
 EQUALIZATION_CRITERIA = ("union", "intersection", "arithmetic_mean", "geometric_mean")
-_CHANNELWISE_WEIGHTED = ("BatchNormalization",)
+DEFAULT_COST_INPUT_SIZE = (368, 368)
+"""(height, width) at which MACs are counted for a model that names no input size of its own."""
+_CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D")
+_CHANNELWISE_WEIGHTED = ("BatchNormalization", "DepthwiseConv2D")  # DepthwiseConv2D: depth_multiplier 1
 _PASS_THROUGH = (
     "Activation",
     "ReLU",
@@ -43,13 +65,17 @@ _PASS_THROUGH = (
     "ZeroPadding2D",
     "Cropping2D",
     "LeakyReLU",
+    "PReLU",
+    "ELU",
 )
 _ELEMENT_WISE = ("Multiply", "Add", "Subtract", "Maximum", "Minimum", "Average")
+_BISECTION_STEPS = 40
 
 
 @dataclasses.dataclass(frozen=True)
 class PruneSettings:
-    """TLT's prune flags: ``-pth``, ``-n``, ``-eq``, ``-pg``, ``-nf``, ``-el``."""
+    """TLT's prune flags (``-pth``, ``-n``, ``-eq``, ``-pg``, ``-nf``, ``-el``) and bpnet's MAC budget
+    (``target_macs``: the pruned model's MACs as a fraction of the original's; the threshold is then searched)."""
 
     threshold: float = 0.1
     normalizer: str = "max"
@@ -57,6 +83,7 @@ class PruneSettings:
     granularity: int = 8
     min_filters: int = 16
     excluded_layers: Sequence[str] = ()
+    target_macs: Optional[float] = None
 
     def __post_init__(self):
         if self.normalizer not in NORMALIZERS:
@@ -71,23 +98,65 @@ class PruneSettings:
             raise BpnetError(f"min_num_filters: must not be negative, got {self.min_filters}")
         if self.threshold < 0:
             raise BpnetError(f"pruning_threshold: must not be negative, got {self.threshold}")
+        if self.target_macs is not None and not 0 < self.target_macs <= 1:
+            raise BpnetError(f"target_macs: must be in (0, 1], got {self.target_macs}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockCost:
+    """Parameters and MACs of one block (``backbone block N``, ``stage N``, ``other``) before and after."""
+
+    block: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
 
 
 @dataclasses.dataclass(frozen=True)
 class PruneResult:
-    """The pruned model, its parameter counts, and the filters each convolution kept (original indices)."""
+    """The pruned model, its costs, the threshold used (or, under a MAC budget, the fraction of filters every
+    prunable layer kept) and the filters each convolution kept (original indices)."""
 
     model: object
     params_before: int
     params_after: int
     kept_filters: Dict[str, np.ndarray]
+    macs_before: int = 0
+    macs_after: int = 0
+    threshold: float = 0.0
+    cost_input_size: Tuple[int, int] = DEFAULT_COST_INPUT_SIZE
+    blocks: Tuple[BlockCost, ...] = ()
+    kept_fraction: Optional[float] = None
 
     @property
     def ratio(self) -> float:
         return self.params_after / self.params_before
 
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
     def line(self) -> str:
-        return f"parameters {self.params_before:,} → {self.params_after:,} (pruned/original {self.ratio:.3f})"
+        height, width = self.cost_input_size
+        return (
+            f"parameters {self.params_before:,} → {self.params_after:,} (pruned/original {self.ratio:.3f}); "
+            f"MACs at {height}×{width} {self.macs_before / 1e9:.3f} G → {self.macs_after / 1e9:.3f} G "
+            f"({self.macs_ratio:.3f}); "
+            + (
+                f"threshold {self.threshold:.4g}"
+                if self.kept_fraction is None
+                else f"each prunable layer keeps its strongest {self.kept_fraction:.3f} of filters"
+            )
+        )
+
+    def table(self) -> str:
+        """Per-block parameters and MACs, one line per block."""
+        rows = [f"{'block':<18} {'parameters':>25} {'GMACs':>22}"]
+        for b in self.blocks:
+            macs = f"{b.macs_before / 1e9:.3f} → {b.macs_after / 1e9:.3f}"
+            rows.append(f"{b.block:<18} {f'{b.params_before:,} → {b.params_after:,}':>25} {macs:>22}")
+        return "\n".join(rows)
 
 
 def filter_norms(kernel: np.ndarray) -> np.ndarray:
@@ -117,8 +186,11 @@ def equalize(stats: Sequence[np.ndarray], criterion: str) -> np.ndarray:
 
 
 def retained_filters(stats: np.ndarray, threshold: float, granularity: int, min_filters: int) -> np.ndarray:
-    """Sorted indices of the filters kept (reference §4.1 ``_get_retained_idx``)."""
+    """Sorted indices of the filters kept (reference §4.1 ``_get_retained_idx``); threshold 0 keeps all
+    (TLT's ``>`` would drop filters whose kernel is all zero, and with them their bias)."""
     total = len(stats)
+    if threshold <= 0:
+        return np.arange(total)
     count = max(int(np.sum(stats > threshold)), min(min_filters, total), 1)
     count = min(total, -(-count // granularity) * granularity)
     strongest = np.argsort(-stats, kind="stable")[:count]
@@ -161,10 +233,22 @@ class _Graph:
         self.inputs = {entry["name"]: _inbound_layer_names(entry) for entry in config["layers"]}
         self.outputs = {entry[0] for entry in _as_list(config["output_layers"])}
         self.channels = {name: int(self.layers[name].output.shape[-1]) for name in self.order}
+        self.convs = [name for name in self.order if self.class_name[name] == "Conv2D"]
+        self.consumers: Dict[str, List[str]] = {name: [] for name in self.order}
         for name in self.order:
-            kind = self.class_name[name]
+            for source in self.inputs[name]:
+                self.consumers[source].append(name)
+        for name in self.order:
+            kind, layer = self.class_name[name], self.layers[name]
             if kind in ("Functional", "Model", "Sequential"):
                 raise BpnetError(f"layer {name}: nested models cannot be pruned; prune the inner model")
+            if kind == "Conv2D" and getattr(layer, "groups", 1) != 1:
+                raise BpnetError(f"layer {name}: grouped convolutions (groups {layer.groups}) are not supported by prune")
+            if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
+                raise BpnetError(
+                    f"layer {name}: depthwise convolutions with depth_multiplier {layer.depth_multiplier} are not "
+                    "supported by prune (1 is)"
+                )
 
     def source_conv(self, name: str) -> Optional[str]:
         """The convolution whose filters decide ``name``'s channels, through channel-wise layers; None if none."""
@@ -176,6 +260,28 @@ class _Graph:
                 name = self.inputs[name][0]
                 continue
             return None
+
+    def activation(self, name: str) -> str:
+        """The tensor a convolution hands on: its output after the batch norms and activations that alone read it."""
+        while len(self.consumers[name]) == 1:
+            consumer = self.consumers[name][0]
+            if self.class_name[consumer] not in _PASS_THROUGH and self.class_name[consumer] != "BatchNormalization":
+                break
+            name = consumer
+        return name
+
+    def element_sources(self, name: str) -> List[Optional[str]]:
+        """The convolutions deciding the channels of an element-wise layer's inputs, through channel-wise layers
+        and other element-wise layers (a chain of residual additions); None for an input no convolution makes."""
+        sources: List[Optional[str]] = []
+        for source in self.inputs[name]:
+            while self.class_name[source] in _CHANNELWISE_WEIGHTED or self.class_name[source] in _PASS_THROUGH:
+                source = self.inputs[source][0]
+            if self.class_name[source] in _ELEMENT_WISE:
+                sources.extend(self.element_sources(source))
+            else:
+                sources.append(source if self.class_name[source] == "Conv2D" else None)
+        return sources
 
 
 def _as_list(entries) -> List:
@@ -198,7 +304,7 @@ def _groups(graph: _Graph, excluded: Set[str]) -> List[Set[str]]:
     for name in graph.order:
         if graph.class_name[name] not in _ELEMENT_WISE:
             continue
-        sources = [graph.source_conv(source) for source in graph.inputs[name]]
+        sources = graph.element_sources(name)
         convs = [s for s in sources if s is not None]
         if len(convs) < len(sources):
             excluded.update(convs)  # an input not made by a convolution cannot drop channels
@@ -210,8 +316,19 @@ def _groups(graph: _Graph, excluded: Set[str]) -> List[Set[str]]:
     return list(groups.values())
 
 
-def _choose_filters(graph: _Graph, settings: PruneSettings) -> Dict[str, np.ndarray]:
-    """Original indices of the filters each convolution keeps."""
+@dataclasses.dataclass
+class _Plan:
+    """What the filter choice needs, computed once per model: statistics, groups, excluded convolutions."""
+
+    convs: List[str]
+    stats: Dict[str, np.ndarray]
+    groups: Dict[str, List[str]]
+    excluded: Set[str]
+
+
+def _plan(graph: _Graph, settings: PruneSettings, spread: Optional[Dict[str, np.ndarray]] = None) -> _Plan:
+    """With ``spread`` (convolution → per-channel standard deviation of its activation on calibration images), that
+    is the filter statistic; else the kernel norm."""
     requested = [keras_layer_name(name) for name in settings.excluded_layers]  # TLT's stage1/conv1 → stage1_conv1
     unknown = [name for name in requested if name not in graph.layers]
     if unknown:
@@ -219,20 +336,40 @@ def _choose_filters(graph: _Graph, settings: PruneSettings) -> Dict[str, np.ndar
         suggestion = "; did you mean " + ", ".join(repr(h[0]) for h in hints if h) + "?" if any(hints) else ""
         raise BpnetError(f"excluded_layers: no layer named {', '.join(unknown)} in the model{suggestion}")
     excluded = set(requested) | graph.outputs
-    convs = [name for name in graph.order if graph.class_name[name] == "Conv2D"]
-    groups = _groups(graph, excluded)
-    grouped = {conv: group for group in groups for conv in group}
-    stats = {name: normalize(filter_norms(np.asarray(graph.layers[name].kernel)), settings.normalizer) for name in convs}
+    convs = graph.convs
+    grouped = {conv: sorted(group) for group in _groups(graph, excluded) for conv in group}
+    raw = spread or {name: filter_norms(np.asarray(graph.layers[name].kernel)) for name in convs}
+    stats = {name: normalize(raw[name], settings.normalizer) for name in convs}
+    return _Plan(convs, stats, {name: grouped.get(name, [name]) for name in convs}, excluded)
+
+
+def strongest_filters(stats: np.ndarray, fraction: float, granularity: int, min_filters: int) -> np.ndarray:
+    """Sorted indices of the strongest ``fraction`` of the filters (at least ``min(min_filters, filters)`` and one,
+    rounded up to a multiple of ``granularity``, at most all)."""
+    total = len(stats)
+    count = max(int(np.ceil(fraction * total - 1e-9)), min(min_filters, total), 1)
+    count = min(total, -(-count // granularity) * granularity)
+    return np.sort(np.argsort(-stats, kind="stable")[:count])
+
+
+def _choose_filters(
+    graph: _Graph, plan: _Plan, settings: PruneSettings, threshold: float, fraction: Optional[float] = None
+) -> Dict[str, np.ndarray]:
+    """Original indices of the filters each convolution keeps at ``threshold``, or, given a ``fraction``, its
+    strongest ``fraction`` of filters."""
     kept: Dict[str, np.ndarray] = {}
-    for name in convs:
+    for name in plan.convs:
         if name in kept:
             continue
-        members = sorted(grouped.get(name, {name}))
-        if any(member in excluded for member in members):
+        members = plan.groups[name]
+        if any(member in plan.excluded for member in members):
             chosen = np.arange(graph.channels[name])
         else:
-            merged = equalize([stats[m] for m in members], settings.equalization_criterion)
-            chosen = retained_filters(merged, settings.threshold, settings.granularity, settings.min_filters)
+            merged = equalize([plan.stats[m] for m in members], settings.equalization_criterion)
+            if fraction is None:
+                chosen = retained_filters(merged, threshold, settings.granularity, settings.min_filters)
+            else:
+                chosen = strongest_filters(merged, fraction, settings.granularity, settings.min_filters)
         for member in members:
             kept[member] = chosen
     return kept
@@ -273,15 +410,132 @@ def _pruned_weights(graph: _Graph, name: str, channels: Dict[str, np.ndarray]) -
         incoming = channels[graph.inputs[name][0]]
         kernel = weights[0][:, :, incoming, :][..., channels[name]]
         return [kernel] + [w[channels[name]] for w in weights[1:]]
+    if kind == "DepthwiseConv2D":  # kernel (kh, kw, channels, 1), bias (channels,)
+        return [weights[0][:, :, channels[name], :]] + [w[channels[name]] for w in weights[1:]]
+    if kind in ("PReLU",):  # alpha (..., channels)
+        return [w[..., channels[name]] for w in weights]
     return [w[channels[name]] for w in weights]
 
 
-def prune_model(model, settings: PruneSettings = PruneSettings()) -> PruneResult:
-    """The pruned copy of a functional Keras ``model`` (see the module docstring)."""
+class _CostModel:
+    """Each convolution's output area and kernel size at one input size, to count MACs for any kept channels."""
+
+    def __init__(self, model, graph: _Graph, input_size: Tuple[int, int]):
+        import keras
+
+        self.graph = graph
+        self.convs = [name for name in graph.order if graph.class_name[name] in _CONVOLUTIONS]
+        probe = keras.Model(model.inputs[0], [graph.layers[name].output for name in self.convs])
+        shapes = probe.compute_output_spec(keras.KerasTensor((1, *input_size, 3)))
+        self.area = {name: int(s.shape[1]) * int(s.shape[2]) for name, s in zip(self.convs, shapes)}
+        self.kernel = {name: int(np.prod(graph.layers[name].kernel_size)) for name in self.convs}
+
+    def macs(self, channels: Dict[str, np.ndarray]) -> Dict[str, int]:
+        """Layer name → MACs when every layer keeps ``channels[layer]``."""
+        counts = {}
+        for name in self.convs:
+            per_pixel = self.kernel[name] * len(channels[name])
+            if self.graph.class_name[name] == "Conv2D":
+                per_pixel *= len(channels[self.graph.inputs[name][0]])
+            counts[name] = self.area[name] * per_pixel
+        return counts
+
+    def full_channels(self) -> Dict[str, np.ndarray]:
+        return {name: np.arange(count) for name, count in self.graph.channels.items()}
+
+
+def count_macs(model, input_size: Tuple[int, int] = DEFAULT_COST_INPUT_SIZE) -> int:
+    """Multiply-accumulates of every convolution of a functional Keras ``model`` for one ``(height, width)`` input
+    (see the module docstring)."""
+    costs = _CostModel(model, _Graph(model), input_size)
+    return sum(costs.macs(costs.full_channels()).values())
+
+
+def _search_fraction(graph: _Graph, plan: _Plan, settings: PruneSettings, costs: _CostModel) -> float:
+    """The largest fraction of filters kept in every prunable layer whose pruned model has at most ``target_macs``
+    of the original's MACs (bisection; the MACs never fall as the fraction grows)."""
+    full = sum(costs.macs(costs.full_channels()).values())
+    budget = float(settings.target_macs or 1.0) * full
+
+    def macs_at(fraction: float) -> int:
+        return sum(costs.macs(_propagate(graph, _choose_filters(graph, plan, settings, 0.0, fraction))).values())
+
+    if macs_at(0.0) > budget:
+        raise BpnetError(
+            f"target_macs: {settings.target_macs} cannot be reached: every prunable layer at its minimum "
+            f"(min_num_filters {settings.min_filters}, pruning_granularity {settings.granularity}, the outputs and "
+            f"excluded layers whole) keeps {macs_at(0.0) / full:.3f} of the MACs"
+        )
+    low, high = 0.0, 1.0
+    if macs_at(high) <= budget:
+        return high
+    for _ in range(_BISECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if macs_at(middle) <= budget else (low, middle)
+    return low
+
+
+_STAGE = re.compile(r"^stage(\d+)_")
+
+
+def block_names(model, graph: _Graph) -> Dict[str, str]:
+    """Layer name → block: ``backbone block N`` (:func:`bpnet.train.freeze.backbone_blocks`), ``stage N`` (layers
+    named ``stageN_…``; the final ``heatmap_out``/``paf_out`` heads belong to the last stage), or ``other``."""
+    from bpnet.train.freeze import backbone_blocks
+
+    backbone = backbone_blocks(model)
+    stages = [int(m.group(1)) for m in map(_STAGE.match, graph.order) if m]
+    names = {}
+    for name in graph.order:
+        match = _STAGE.match(name)
+        if match:
+            names[name] = f"stage {int(match.group(1))}"
+        elif name in backbone:
+            names[name] = f"backbone block {backbone[name]}"
+        elif name in ("heatmap_out", "paf_out") and stages:
+            names[name] = f"stage {max(stages)}"
+        else:
+            names[name] = "other"
+    return names
+
+
+def _block_costs(model, pruned, graph: _Graph, macs_before: Dict[str, int], macs_after: Dict[str, int]) -> Tuple[BlockCost, ...]:
+    blocks = block_names(model, graph)
+    totals: Dict[str, List[int]] = {}
+    for name in graph.order:
+        if not graph.layers[name].weights:
+            continue
+        entry = totals.setdefault(blocks[name], [0, 0, 0, 0])
+        entry[0] += graph.layers[name].count_params()
+        entry[1] += pruned.get_layer(name).count_params()
+        entry[2] += macs_before.get(name, 0)
+        entry[3] += macs_after.get(name, 0)
+
+    def order(block: str):
+        number = int(block.rsplit(" ", 1)[-1]) if block[-1].isdigit() else 0
+        return (0 if block.startswith("backbone") else 1 if block.startswith("stage") else 2, number)
+
+    return tuple(BlockCost(block, *totals[block]) for block in sorted(totals, key=order))
+
+
+def prune_model(
+    model,
+    settings: PruneSettings = PruneSettings(),
+    cost_input_size: Tuple[int, int] = DEFAULT_COST_INPUT_SIZE,
+    calibration: Optional[np.ndarray] = None,
+) -> PruneResult:
+    """The pruned copy of a functional Keras ``model`` (see the module docstring); MACs are counted for a
+    ``cost_input_size`` (height, width) input. With ``calibration`` (``(N, H, W, 3)`` model inputs), the removed
+    channels' mean contributions are folded into the biases that read them (:mod:`bpnet.prune_compensation`)."""
     import keras
 
     graph = _Graph(model)
-    kept_filters = _choose_filters(graph, settings)
+    measured = _measure(model, graph, calibration) if calibration is not None else None
+    plan = _plan(graph, settings, {name: measured[graph.activation(name)][1] for name in graph.convs} if measured else None)
+    costs = _CostModel(model, graph, cost_input_size)
+    fraction = None if settings.target_macs is None else _search_fraction(graph, plan, settings, costs)
+    threshold = settings.threshold if fraction is None else 0.0
+    kept_filters = _choose_filters(graph, plan, settings, threshold, fraction)
     channels = _propagate(graph, kept_filters)
     config = graph.config
     for entry in config["layers"]:
@@ -292,29 +546,114 @@ def prune_model(model, settings: PruneSettings = PruneSettings()) -> PruneResult
     for name in graph.order:
         if graph.layers[name].weights:
             pruned.get_layer(name).set_weights(_pruned_weights(graph, name, channels))
+    if measured is not None and calibration is not None:
+        _compensate(model, pruned, graph, kept_filters, channels, measured)
+        _reconstruct(model, pruned, graph, kept_filters, channels, calibration)
     for name, kept in kept_filters.items():
         logger.debug("%s: %d of %d filters kept", name, len(kept), graph.channels[name])
-    return PruneResult(pruned, model.count_params(), pruned.count_params(), kept_filters)
+    macs_before, macs_after = costs.macs(costs.full_channels()), costs.macs(channels)
+    return PruneResult(
+        pruned,
+        model.count_params(),
+        pruned.count_params(),
+        kept_filters,
+        sum(macs_before.values()),
+        sum(macs_after.values()),
+        threshold,
+        (int(cost_input_size[0]), int(cost_input_size[1])),
+        _block_costs(model, pruned, graph, macs_before, macs_after),
+        fraction,
+    )
 
 
-def prune_file(model_path: str, output_path: str, settings: PruneSettings, results_dir: Optional[str] = None) -> PruneResult:
-    """Prune a saved model and save the result with the original's skeleton and normalisation; with
-    ``results_dir``, TAO-style ``status.json`` lines go there."""
+def _measure(model, graph: _Graph, calibration: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Mean and spread of every convolution's activation and input on the calibration images."""
+    from bpnet.prune_compensation import channel_statistics
+
+    names = [graph.activation(name) for name in graph.convs] + [graph.inputs[name][0] for name in graph.convs]
+    return channel_statistics(model, names, calibration)
+
+
+def _compensate(model, pruned, graph: _Graph, kept_filters, channels, measured) -> None:
+    from bpnet.prune_compensation import compensate
+
+    removed = {}
+    for name in graph.convs:
+        source = graph.inputs[name][0]
+        dropped = np.setdiff1d(np.arange(graph.channels[source]), channels[source])
+        if len(dropped):
+            removed[name] = dropped
+    norms = {graph.inputs[n][0]: n for n in graph.order if graph.class_name[n] == "BatchNormalization"}
+    means = {name: measured[graph.inputs[name][0]][0] for name in removed}
+    count = compensate(model, pruned, kept_filters, removed, norms, means)
+    logger.info("Mean-activation compensation: %d convolutions lost input channels, %d compensated", len(removed), count)
+
+
+def _reconstruct(model, pruned, graph: _Graph, kept_filters, channels, calibration: np.ndarray) -> None:
+    """Refit every 1×1 convolution whose input the pruning changed (anything upstream lost channels)."""
+    from bpnet.prune_compensation import reconstruct, reconstructable
+
+    changed: Dict[str, bool] = {}
+    for name in graph.order:
+        changed[name] = len(channels[name]) < graph.channels[name] or any(changed[s] for s in graph.inputs[name])
+    refit = {name for name in graph.convs if changed[graph.inputs[name][0]] and reconstructable(pruned.get_layer(name))}
+    if not refit:
+        return
+    errors = reconstruct(model, pruned, graph.order, graph.inputs, refit, kept_filters, calibration)
+    logger.info(
+        "Reconstruction: %d convolutions refitted to the original's outputs; relative error median %.3f, worst %.3f (%s)",
+        len(errors),
+        float(np.median(list(errors.values()))),
+        max(errors.values()),
+        max(errors, key=lambda name: errors[name]),
+    )
+
+
+def model_input_size(extras: Dict) -> Tuple[int, int]:
+    """(height, width) a model is run at: its ``inference_defaults.input_shape`` when it names one."""
+    shape = (extras.get("inference_defaults") or {}).get("input_shape")
+    return (int(shape[0]), int(shape[1])) if shape else DEFAULT_COST_INPUT_SIZE
+
+
+def prune_file(
+    model_path: str,
+    output_path: str,
+    settings: PruneSettings,
+    results_dir: Optional[str] = None,
+    cost_input_size: Optional[Tuple[int, int]] = None,
+    calibration_images: Sequence[str] = (),
+) -> PruneResult:
+    """Prune a saved model and save the result with the original's metadata (skeleton, normalisation, an import's
+    inference defaults); with ``results_dir``, TAO-style ``status.json`` lines go there. MACs are counted at
+    ``cost_input_size``, by default the model's own input size (:func:`model_input_size`)."""
     from bpnet.files import remove_stale_temporaries
-    from bpnet.model.io import load_model, save_model
+    from bpnet.model.io import load_model, model_extras, save_model
+    from bpnet.prune_compensation import calibration_batch
     from bpnet.status import task_status
 
     with task_status(results_dir, f"Pruning {model_path}") as status:
         model, info = load_model(model_path)
         if info is None:
             raise BpnetError(f"{model_path}: no bpnet metadata (skeleton, normalisation); prune a model saved by bpnet")
-        result = prune_model(model, settings)
+        extras = model_extras(model_path)
+        size = cost_input_size or model_input_size(extras)
+        calibration = calibration_batch(calibration_images, info, size) if calibration_images else None
+        result = prune_model(model, settings, size, calibration)
         remove_stale_temporaries(os.path.dirname(os.path.abspath(output_path)))
-        save_model(result.model, output_path, info)
+        save_model(result.model, output_path, info, extras)
         status.write(
             "SUCCESS",
             f"Pruned model saved to {output_path}",
-            kpi={"params_before": result.params_before, "params_after": result.params_after, "ratio": result.ratio},
+            kpi={
+                "params_before": result.params_before,
+                "params_after": result.params_after,
+                "ratio": result.ratio,
+                "macs_before": result.macs_before,
+                "macs_after": result.macs_after,
+                "macs_ratio": result.macs_ratio,
+                "threshold": result.threshold,
+                "kept_fraction": result.kept_fraction,
+            },
         )
     return result
 

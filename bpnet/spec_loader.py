@@ -208,6 +208,8 @@ def _convert_polymorphic(choices: list, value: Any, where: str, ctx: _Context) -
 def _resolve_path(value: Any, keep: tuple, ctx: _Context) -> Any:
     if isinstance(value, dict):
         return {k: _resolve_path(v, keep, ctx) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_resolve_path(v, keep, ctx) for v in value)
     if not isinstance(value, str) or value in keep:
         return value
     expanded = os.path.expanduser(value)

@@ -7,6 +7,7 @@ field and where we differ). Load with :func:`load_train_spec`, :func:`load_infer
 """
 
 import dataclasses
+import math
 import os
 from typing import Any, ClassVar, Dict, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
@@ -531,6 +532,23 @@ class FinetuningConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillationSpec:
+    """bpnet addition (``docs/transfer_learning.md``): a teacher model whose last-stage heatmaps and PAFs every
+    stage of the student learns, on the labelled batch and on ``unlabeled_images`` (folders, images, videos)."""
+
+    teacher: str = path_field()
+    weight: float = 1.0
+    unlabeled_images: Tuple[str, ...] = path_field(())
+    unlabeled_batch_size: int = 0  # 0: the dataloader's batch_size (when there are unlabeled_images)
+    video_frame_step: int = 10
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.weight) and self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
+        _require(self.unlabeled_batch_size >= 0, "unlabeled_batch_size", "must be >= 0 (0: batch_size)")
+        _require(self.video_frame_step >= 1, "video_frame_step", f"must be >= 1, got {self.video_frame_step}")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainSpec:
     """The train spec (``specs/bpnet_train_m1_coco.yaml``), ``__class_name__: BpNetTrainer``."""
 
@@ -556,6 +574,7 @@ class TrainSpec:
     evaluator: Any = None  # accepted for TLT compatibility; unused there too
     key: Optional[str] = None  # TLT model key; models are not encrypted here
     final_model_name: str = "bpnet_model"
+    distillation: Optional[DistillationSpec] = None  # bpnet addition
 
     def __post_init__(self) -> None:
         _require(self.num_epoch > 0, "num_epoch", "must be positive")

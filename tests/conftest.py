@@ -15,7 +15,16 @@ COCO_MINI = SHARED_DATA / "coco_mini"
 COCO_VAL_SAMPLE = SHARED_DATA / "coco_val_sample"
 
 
-HEAVY_FIXTURES = {"tiny_model", "coco_mini_records", "exported", "tf_pose", "tiny_spec", "thin_onnx"}
+HEAVY_FIXTURES = {
+    "tiny_model",
+    "coco_mini_records",
+    "exported",
+    "tf_pose",
+    "tiny_spec",
+    "thin_onnx",
+    "thin_keras",
+    "distill_spec",
+}
 """Fixtures that train, convert or export: a test using one is an integration test (not in `make test-fast`)."""
 
 
@@ -91,6 +100,16 @@ def replaced(spec, changes: dict):
     for head, inner in nested.items():
         own[head] = replaced(own.get(head, getattr(spec, head)), inner)
     return dataclasses.replace(spec, **own)
+
+
+def dump_at_256(spec, path: Path) -> Path:
+    """Write ``spec`` to ``path`` at a 256 × 256 input (32 × 32 targets, stride 8), small enough for CPU tests."""
+    from bpnet import spec_loader
+
+    spec = replaced(spec, {"dataloader.image_config.image_dims.height": 256, "dataloader.image_config.image_dims.width": 256,
+                           "dataloader.pose_config.target_shape": (32, 32)})  # fmt: skip
+    spec_loader.dump_yaml(spec, str(path))
+    return path
 
 
 def write_train_spec(

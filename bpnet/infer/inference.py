@@ -91,7 +91,7 @@ PARTIAL_VIDEO_TOLERANCE = 1
 """Frames a video may fall short of its header's count without being reported (containers estimate it)."""
 
 
-def _video_frames(source: str, max_frames: Optional[int], stride_frames: int = 1) -> VideoFrames:
+def open_video(source: str, max_frames: Optional[int], stride_frames: int = 1) -> VideoFrames:
     """Open a video file or camera; its frame size is checked against the pixel budget before any is decoded."""
     capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not capture.isOpened():
@@ -142,7 +142,7 @@ def _video_inference(
     before the frame count its header reports (warned); the rendered video is
     written under a temporary name and renamed when complete, so an interrupted run never leaves a truncated
     ``.mp4`` under the final name."""
-    video = _video_frames(source, max_frames, stride_frames)
+    video = open_video(source, max_frames, stride_frames)
     entries: List[Dict] = []
     video_path = os.path.join(annotated, f"{video.name}.mp4")
     with contextlib.ExitStack() as stack:

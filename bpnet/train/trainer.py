@@ -49,6 +49,7 @@ from bpnet.specs import AdamOptimizerSpec, TrainSpec, spec_object, spec_source
 from bpnet.specs import SoftstartAnnealingSchedule as SoftstartSpec
 from bpnet.status import StatusLogger, task_status
 from bpnet.train import distribution
+from bpnet.train.distill import Teacher, distillation_losses, load_teacher, resolve_unlabeled, unlabeled_dataset, with_unlabeled
 from bpnet.train.freeze import freeze
 from bpnet.train.losses import stage_losses
 from bpnet.train.optim import (
@@ -107,27 +108,49 @@ def latest_checkpoint_epoch(checkpoint_root: str) -> int:
     return max(epochs, default=0)
 
 
-def make_train_step(model, optimizer, strategy, global_batch: int, focal=None, use_amp: bool = False):
-    """A ``tf.function`` running one distributed step; returns (loss, heat losses, PAF losses) summed over replicas.
+def make_train_step(
+    model,
+    optimizer,
+    strategy,
+    global_batch: int,
+    focal=None,
+    use_amp: bool = False,
+    teacher: Optional[Teacher] = None,
+    unlabeled_global_batch: int = 0,
+):
+    """A ``tf.function`` running one distributed step; returns (loss, heat losses, PAF losses, distillation loss)
+    summed over replicas.
 
-    Each replica divides its summed stage losses by the *global* batch and its regularisation by the
-    replica count, so the summed gradients equal one device's on the whole batch.
+    Each replica divides its summed stage losses by the *global* labelled batch, its distillation loss (with a
+    ``teacher``; :mod:`bpnet.train.distill`) by the global batch of labelled plus unlabelled images, and its
+    regularisation by the replica count, so the summed gradients equal one device's on the whole batch.
     """
     import tensorflow as tf
 
     replicas = float(strategy.num_replicas_in_sync)
+    distilled_batch = float(global_batch + unlabeled_global_batch)
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
             heats, pafs = stage_outputs(model(images, training=True))
             heat_losses, paf_losses = stage_losses(heats, pafs, labels, focal)
             data_loss = (tf.add_n(heat_losses) + tf.add_n(paf_losses)) / float(global_batch)
+            distillation = 0.0
+            if teacher is not None:
+                teacher_heats, teacher_pafs = teacher.targets(images, len(heats))
+                distillation = teacher.weight * tf.add_n(distillation_losses(heats, pafs, teacher_heats, teacher_pafs))
+                distillation = distillation / distilled_batch
             regularization = tf.add_n(model.losses) / replicas if model.losses else 0.0
-            loss = data_loss + regularization
+            loss = data_loss + distillation + regularization
             scaled = optimizer.scale_loss(loss) if use_amp else loss
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, tf.stack(heat_losses) / float(global_batch), tf.stack(paf_losses) / float(global_batch)
+        return (
+            loss,
+            tf.stack(heat_losses) / float(global_batch),
+            tf.stack(paf_losses) / float(global_batch),
+            tf.convert_to_tensor(distillation, tf.float32),
+        )
 
     @tf.function
     def train_step(images, labels):
@@ -181,6 +204,11 @@ class Trainer:
                 f"({self.global_batch}); lower dataloader.batch_size"
             )
         self.total_steps = spec.num_epoch * self.steps_per_epoch
+        self.unlabeled_files = resolve_unlabeled(spec.distillation, results_dir)
+        unlabeled_batch = 0
+        if spec.distillation is not None and self.unlabeled_files:
+            unlabeled_batch = spec.distillation.unlabeled_batch_size or spec.dataloader.batch_size
+        self.unlabeled_global_batch = unlabeled_batch * self.replicas
         self.checkpoint_root = os.path.join(results_dir, "checkpoints")
         self.status = StatusLogger(os.path.join(results_dir, "status.json"))
 
@@ -270,8 +298,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def _train_step_fn(self, model, optimizer):
-        return make_train_step(model, optimizer, self.strategy, self.global_batch, self.spec.loss.focal_loss_params, self.use_amp)
+    def _train_step_fn(self, model, optimizer, teacher: Optional[Teacher]):
+        return make_train_step(
+            model,
+            optimizer,
+            self.strategy,
+            self.global_batch,
+            self.spec.loss.focal_loss_params,
+            self.use_amp,
+            teacher,
+            self.unlabeled_global_batch,
+        )
+
+    def _training_dataset(self, step: int):
+        """Labelled batches from ``step`` on, each followed by its unlabelled batch when distilling with unlabelled images."""
+        dataset = build_dataset(
+            self.spec, batch_size=self.global_batch, skip=step * self.global_batch, maker=self._sample_maker(training=True)
+        )
+        if not self.unlabeled_files:
+            return dataset
+        unlabeled = unlabeled_dataset(
+            self._sample_maker(training=True),
+            self.unlabeled_files,
+            self.unlabeled_global_batch,
+            self.spec.random_seed,
+            skip=step * self.unlabeled_global_batch,
+        )
+        return with_unlabeled(dataset, unlabeled)
 
     def _sample_maker(self, training: bool) -> SampleMaker:
         """The record → sample step of the spec's pipeline, with the skeleton and dataset mappings read once."""
@@ -346,6 +399,7 @@ class Trainer:
             model = self.build_model()
             optimizer = self.build_optimizer(model)
             optimizer.build(model.trainable_variables)
+            teacher = load_teacher(spec.distillation, self.info, self.skeleton) if spec.distillation else None
         # steps taken (the optimizer's own counter skips the steps that mixed precision's loss scaling drops)
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step_counter)
@@ -364,11 +418,8 @@ class Trainer:
                 f"match epoch {start_epoch} x {self.steps_per_epoch} steps; was the batch size or "
                 "the number of GPUs changed? Resume with the same settings."
             )
-        dataset = build_dataset(
-            spec, batch_size=self.global_batch, skip=step * self.global_batch, maker=self._sample_maker(training=True)
-        )
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-        train_step = self._train_step_fn(model, optimizer)
+        iterator = iter(self.strategy.experimental_distribute_dataset(self._training_dataset(step)))
+        train_step = self._train_step_fn(model, optimizer, teacher)
         writer = tf.summary.create_file_writer(os.path.join(self.results_dir, "events"))
         epoch_losses, val_losses = [], []
         try:
@@ -425,7 +476,7 @@ class Trainer:
             for _ in range(self.steps_per_epoch):
                 images, labels = next_batch(iterator)
                 lr = float(optimizer.learning_rate.numpy()) if hasattr(optimizer.learning_rate, "numpy") else None
-                loss, heat, paf = (v.numpy() for v in train_step(images, labels))
+                loss, heat, paf, distillation = (v.numpy() for v in train_step(images, labels))
                 step = int(self.step_counter.assign_add(1).numpy())
                 if not math.isfinite(float(loss)):
                     last = latest_checkpoint_epoch(self.checkpoint_root)
@@ -442,6 +493,8 @@ class Trainer:
                         tf.summary.scalar("total_loss", loss, step=step)
                         if lr is not None:
                             tf.summary.scalar("learning_rate", lr, step=step)
+                        if spec.distillation is not None:
+                            tf.summary.scalar("distillation_loss", distillation, step=step)
                         for i, (h, p) in enumerate(zip(heat, paf)):
                             tf.summary.scalar(f"cmap_loss_stage{i + 1}", h, step=step)
                             tf.summary.scalar(f"paf_loss_stage{i + 1}", p, step=step)
