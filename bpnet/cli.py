@@ -407,13 +407,26 @@ def evaluate(
 @predictor_options
 @click.option(
     "--input_type",
-    default="image",
-    show_default=True,
+    default=None,
     type=click.Choice(["image", "dir", "json", "video"]),
-    help="video: a video file or a camera index (bpnet addition).",
+    help="video: a video file or a camera index (bpnet addition)  [default: detected from --input before the model "
+    "loads: a folder is dir, a .json file json, a video file or camera index video, else image]",
 )
-@click.option("--input", "source", required=True, help="Image, folder, JSON list, video file or camera index.")
+@click.option(
+    "--input",
+    "source",
+    required=True,
+    multiple=True,
+    help="Image, folder, JSON list, video file or camera index; repeat for several, or quote a glob ('photos/*.jpg').",
+)
 @click.option("--image_root_path", default="", help="Prefix joined to image paths (image and json inputs).")
+@click.option(
+    "--min_person_score",
+    default=None,
+    type=click.FloatRange(min=0.0),
+    help="Drop people scoring below this from detections.json and the renderings (bpnet addition; the inference "
+    "spec's min_person_score)  [default: the spec's, 0]",
+)
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
 @click.option("--results_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--dump_visualizations", is_flag=True, help="Render skeletons to images_annotated/ (a video for video input).")
@@ -471,9 +484,10 @@ def evaluate(
 def inference(
     inference_spec: Optional[str],
     model_filename: Optional[str],
-    input_type: str,
-    source: str,
+    input_type: Optional[str],
+    source: Tuple[str, ...],
     image_root_path: str,
+    min_person_score: Optional[float],
     key: str,
     results_dir: str,
     dump_visualizations: bool,
@@ -491,6 +505,8 @@ def inference(
     from bpnet.infer.inference import inference as run_inference
 
     tracking = TrackerSettings(track_min_similarity, track_max_gap, track_flow) if track else None
+    if min_person_score is not None:
+        overrides = (*overrides, f"min_person_score={min_person_score}")
 
     summary = run_inference(
         inference_spec,

@@ -27,6 +27,10 @@ DEFAULT_MAX_IMAGE_PIXELS = 1 << 26
 """About 67 megapixels (8192 × 8192): 200 MB decoded as BGR."""
 MAX_PIXELS_VARIABLE = "BPNET_MAX_IMAGE_PIXELS"
 MAX_NETWORK_INPUT_SIDE = 4096
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+"""Files taken as images when a folder is given."""
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+"""Files taken as videos (inference input detection, unlabelled distillation sources)."""
 """The largest network input side a spec, a flag or a model's metadata may ask for (TLT's recipes use 368)."""
 
 

@@ -663,12 +663,18 @@ class InferenceSpec:
     subpixel_refinement: bool = False  # bpnet addition: quadratic sub-pixel refinement of the heatmap peaks
     upsampling_mode: Literal["local", "full"] = "local"  # bpnet addition: local upsamples only around peaks
     decoder_preset: Literal["tlt", "accurate"] = "tlt"  # bpnet addition: decoder settings (docs/decoding.md)
+    min_person_score: float = 0.0  # bpnet addition: people scoring below are dropped (detections, renderings, API)
 
     def __post_init__(self) -> None:
         _require(
             0 < min(self.input_shape) and max(self.input_shape) <= MAX_NETWORK_INPUT_SIDE,
             "input_shape",
             f"each side must be between 1 and {MAX_NETWORK_INPUT_SIDE}, got {list(self.input_shape)}",
+        )
+        _require(
+            math.isfinite(self.min_person_score) and self.min_person_score >= 0,
+            "min_person_score",
+            f"must be >= 0, got {self.min_person_score}",
         )
         scales = (1.0,) if self.scales is None else self.scales
         object.__setattr__(self, "scales", scales)

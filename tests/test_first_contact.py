@@ -257,3 +257,21 @@ def test_readme_names_only_existing_specs_and_its_workflow_runs_on_a_cpu():
     assert "specs/bpnet_train_small_coco.yaml" in workflow and "--gpus 1" not in workflow
     small = load_train_spec(str(REPO_ROOT / "specs" / "bpnet_train_small_coco.yaml"))
     assert small.pretrained_weights is None and small.model.width_multiplier <= 0.25 and small.model.stages == 1
+
+
+def test_a_frozen_graph_or_a_bare_onnx_model_points_to_import_model(tmp_path):
+    import onnx
+
+    from .conftest import assert_one_line_error
+
+    graph = tmp_path / "graph_opt.pb"
+    graph.write_bytes(b"\x0a\x00")
+    bare = tmp_path / "bare.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], [])), str(bare))
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    runner = CliRunner()
+    for model in (graph, bare):
+        arguments = ["inference", "-m", str(model), "--input", str(image), "--results_dir", str(tmp_path / "out")]
+        result = runner.invoke(cli, arguments)
+        assert_one_line_error(result, model.name, f"bpnet import_model -m {model}")

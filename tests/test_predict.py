@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from bpnet.cli import cli
 from bpnet.data import targets
+from bpnet.errors import BpnetError
 from bpnet.infer.predict import PAD_VALUE, Geometry, Predictor, PredictorSettings, preprocess
 from bpnet.model.io import ModelInfo
 from bpnet.skeleton import Visibility
@@ -306,8 +307,15 @@ def test_tracked_video_pipelined_and_sequential_give_the_same_detections(tiny_mo
     assert all(len(e["track_ids"]) == len(e["scores"]) for e in outputs["pipelined"])
     capture = cv2.VideoCapture(str(tmp_path / "pipelined" / "images_annotated" / "video_val.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+    detected = CliRunner().invoke(  # no --input_type: a video file is detected as one, and --track works
+        cli, ["inference", "-i", str(infer), "--input", str(video), "--track", "--results_dir", str(tmp_path / "detected")]
+    )
+    assert detected.exit_code == 0, detected.output
+    assert json.loads((tmp_path / "detected" / "detections.json").read_text())["images"] == outputs["sequential"]
     refused = CliRunner().invoke(
-        cli, ["inference", "-i", str(infer), "--input", str(video), "--track", "--results_dir", str(tmp_path / "image")]
+        cli,
+        ["inference", "-i", str(infer), "--input_type", "image", "--input", str(video), "--track"]
+        + ["--results_dir", str(tmp_path / "image")],
     )
     assert refused.exit_code == 2 and "--track" in refused.stderr and "--input_type video" in refused.stderr
     status = json.loads((tmp_path / "image" / "status.json").read_text().splitlines()[-1])
@@ -319,14 +327,26 @@ def test_tracked_video_pipelined_and_sequential_give_the_same_detections(tiny_mo
     [
         (["--input_type", "dir", "--input", "{empty}"], "no images"),
         (["--input_type", "video", "--input", "{missing}.avi"], "cannot open the video"),
+        (["--input", "{empty}"], "no images"),  # detected as a folder
+        (["--input", "{missing}.mp4"], "cannot open the video: file not found"),
+        (["--input", "{missing}.jpg"], "input image not found"),
+        (["--input", "{missing}*.jpg"], "no file matches the pattern"),
+        (["--input", "{missing}.mp4", "--input", "{missing}.avi"], "one video at a time"),
     ],
 )
-def test_inference_bad_inputs(tiny_model, tmp_path, args, message):
+def test_inference_bad_inputs(tiny_model, tmp_path, args, message, monkeypatch):
+    import bpnet.infer.inference
+
     folder, infer = tiny_model
     (tmp_path / "empty").mkdir()
     args = [a.format(empty=tmp_path / "empty", missing=tmp_path / "missing") for a in args]
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(bpnet.infer.inference, "load_predictor", no_model)
     result = CliRunner().invoke(cli, ["inference", "-i", str(infer), *args, "--results_dir", str(tmp_path / "out")])
-    assert result.exit_code == 2 and message in result.stderr
+    assert result.exit_code == 2 and message in result.stderr, result.output
 
 
 def test_a_model_whose_outputs_do_not_fit_the_skeleton(tiny_model, tmp_path):
@@ -375,3 +395,89 @@ def test_flip_test_and_subpixel_refinement_reach_the_predictor(tiny_model, tmp_p
     plain_heat = plain.upsampled_maps(image)[0]
     flipped_heat = flipped.upsampled_maps(image)[0]
     assert plain_heat.shape == flipped_heat.shape and not np.allclose(plain_heat, flipped_heat, atol=1e-6)
+
+
+def test_predict_takes_a_path_a_folder_an_array_a_batch_or_a_list(tmp_path):
+    from bpnet.infer.predict import image_inputs
+
+    images = [np.full((8, 10, 3), value, np.uint8) for value in (10, 20)]
+    for name, image in zip(("b.png", "a.jpg"), images):
+        cv2.imwrite(str(tmp_path / name), image)
+    (tmp_path / "notes.txt").write_text("not an image")
+    folder = [str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]
+    assert image_inputs(tmp_path) == folder == image_inputs(str(tmp_path))
+    assert image_inputs(str(tmp_path / "b.png")) == [str(tmp_path / "b.png")]
+    assert image_inputs([tmp_path / "b.png", str(tmp_path / "a.jpg")]) == [str(tmp_path / "b.png"), str(tmp_path / "a.jpg")]
+    single = image_inputs(images[0])
+    assert len(single) == 1 and single[0] is images[0]
+    batch = image_inputs(np.stack(images))
+    assert len(batch) == 2 and np.array_equal(batch[1], images[1])
+    mixed = image_inputs([images[0], str(tmp_path / "a.jpg")])
+    assert mixed[1] == str(tmp_path / "a.jpg") and mixed[0] is images[0]
+    with pytest.raises(BpnetError, match="expected an \\(H, W, 3\\) image"):
+        image_inputs(np.zeros((8, 10)))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BpnetError, match="empty: no images"):
+        image_inputs(tmp_path / "empty")
+
+
+def test_a_single_path_predicts_like_a_list_of_it(tiny_model, coco_val_sample):
+    from bpnet.infer.predict import load_predictor
+
+    _, infer = tiny_model
+    predictor, _ = load_predictor(str(infer))
+    path = str(sorted(coco_val_sample.glob("*.jpg"))[0])
+    (alone,), (listed,) = predictor.predict(path), predictor.predict([path])
+    assert alone.source == listed.source == path
+    np.testing.assert_array_equal(alone.keypoints, listed.keypoints)
+    np.testing.assert_array_equal(alone.scores, listed.scores)
+
+
+def test_several_inputs_and_a_quoted_glob_are_all_predicted(tiny_model, coco_val_sample, tmp_path):
+    folder, infer = tiny_model
+    photos = sorted(coco_val_sample.glob("*.jpg"))
+    (tmp_path / "more").mkdir()
+    for photo in photos[2:]:
+        shutil.copy(photo, tmp_path / "more" / photo.name)
+    args = ["inference", "-i", str(infer), "--input", str(photos[0]), "--input", str(tmp_path / "more")]
+    args += ["--input", str(coco_val_sample / "*0785.jpg"), "--results_dir", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    entries = json.loads((tmp_path / "out" / "detections.json").read_text())["images"]
+    expected = [str(photos[0])] + [str(tmp_path / "more" / p.name) for p in photos[2:]] + [str(photos[0])]
+    assert [e["full_image_path"] for e in entries] == expected
+
+
+def test_detections_carry_keypoint_scores_and_boxes_with_missing_joints_marked():
+    from bpnet.infer.results import Prediction
+
+    from .conftest import BODY18
+
+    keypoints = np.zeros((2, BODY18.num_keypoints, 3))
+    keypoints[0, 0] = (10.0, 20.0, 0.9)
+    keypoints[0, 3] = (40.0, 5.0, 0.5)
+    keypoints[0, 7] = (25.0, 60.0, 0.7)
+    keypoints[1, 2] = (0.0, 0.0, 0.3)  # a real keypoint at the corner
+    entry = Prediction(keypoints, np.array([0.8, 0.2]), BODY18).to_json()
+    assert entry["keypoints"][0][1] == [0.0, 0.0] and entry["keypoints"][1][2] == [0.0, 0.0]  # TLT's, unchanged
+    assert entry["scores"] == [0.8, 0.2]
+    assert entry["keypoint_scores"][0][:4] == [0.9, None, None, 0.5] and entry["keypoint_scores"][1][2] == 0.3
+    assert entry["keypoint_scores"][1][1] is None
+    assert entry["boxes"] == [[10.0, 5.0, 30.0, 55.0], [0.0, 0.0, 0.0, 0.0]]
+    assert Prediction(np.zeros((1, BODY18.num_keypoints, 3)), np.array([0.1]), BODY18).to_json()["boxes"] == [None]
+
+
+def test_labels_of_a_crowd_do_not_overlap_and_stay_in_the_image():
+    from bpnet.infer.render import place_labels
+
+    rng = np.random.default_rng(3)
+    anchors = [(int(x), int(y)) for x, y in rng.normal((200, 120), 6, (14, 2))]  # 14 heads within a few pixels
+    sizes = [(int(w), 18) for w in rng.integers(40, 70, 14)]
+    boxes = place_labels(anchors, sizes, (240, 400))
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        assert 0 <= x0 and x1 < 400 and 0 <= y0 and y1 < 240
+        assert (x1 - x0, y1 - y0) == sizes[i]
+        for a0, b0, a1, b1 in boxes[:i]:
+            assert x1 < a0 or a1 < x0 or y1 < b0 or b1 < y0, (i, boxes[i], (a0, b0, a1, b1))
+    lone = place_labels([(50, 60)], [(30, 10)], (240, 400))
+    assert lone == [(50, 50, 80, 60)]  # no neighbour: exactly at its anchor

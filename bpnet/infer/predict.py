@@ -37,7 +37,7 @@ import numpy as np
 
 from bpnet import spec_loader
 from bpnet.errors import BpnetError, SpecError
-from bpnet.images import read_image
+from bpnet.images import IMAGE_EXTENSIONS, read_image
 from bpnet.infer.backends import network_backend, open_backend
 from bpnet.infer.decode import DECODER_PRESETS, DecoderParams, decode
 from bpnet.infer.resize import resize_maps
@@ -46,6 +46,9 @@ from bpnet.infer.track import PoseTracker, TrackerSettings
 from bpnet.model.io import ModelInfo
 from bpnet.skeleton import Skeleton
 from bpnet.specs import InferenceSpec, spec_object, spec_source
+
+ImageInput = Union[np.ndarray, str, "os.PathLike[str]"]
+"""One image for :meth:`Predictor.predict`: a BGR array, a file path, or a folder of images."""
 
 PAD_VALUE = 128
 MAX_INPUT_ASPECT_RATIO = 4.0
@@ -182,6 +185,7 @@ class PredictorSettings:
     decoder: DecoderParams = DecoderParams()
     upsampling_mode: Literal["local", "full"] = "local"  # local: the decoder upsamples around peaks only
     flip_test: bool = False  # average with the unmirrored outputs of the mirror image (2 network runs)
+    min_person_score: float = 0.0  # people scoring below are dropped
 
 
 class Predictor:
@@ -264,7 +268,8 @@ class Predictor:
         keypoints = people.keypoints.copy()
         found = keypoints[..., 2] > 0
         keypoints[..., :2] = np.where(found[..., None], to_original(keypoints[..., :2]), 0.0)
-        return Prediction(keypoints, people.scores, self.info.skeleton, source)
+        kept = people.scores >= self.settings.min_person_score
+        return Prediction(keypoints[kept], people.scores[kept], self.info.skeleton, source)
 
     def track(
         self, frames: Iterable[np.ndarray], settings: Optional[TrackerSettings] = None, pipelined: bool = True
@@ -280,15 +285,38 @@ class Predictor:
             assert prediction is not None
             yield prediction
 
-    def predict(self, images: Iterable[Union[np.ndarray, str]]) -> List[Prediction]:
-        """Predict every image (BGR arrays, or paths read with OpenCV)."""
+    def predict(self, images: Union[ImageInput, Iterable[ImageInput]]) -> List[Prediction]:
+        """Predict every image, one :class:`Prediction` each, in order. ``images``: a path (an image file, or a
+        folder: its images in name order), a BGR array ``(H, W, 3)`` or a batch ``(N, H, W, 3)``, or a list of
+        paths and arrays."""
         results = []
-        for image in images:
+        for image in image_inputs(images):
             source = image if isinstance(image, str) else None
             if isinstance(image, str):
                 image = read_image(image)
             results.append(self.predict_one(image, source))
         return results
+
+
+def image_inputs(images: Union[ImageInput, Iterable[ImageInput]]) -> List[Union[np.ndarray, str]]:
+    """The images of :meth:`Predictor.predict`'s argument, each an image path or one ``(H, W, 3)`` array."""
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            return [images]
+        if images.ndim == 4:
+            return list(images)
+        raise BpnetError(f"images: expected an (H, W, 3) image or an (N, H, W, 3) batch, got shape {images.shape}")
+    if isinstance(images, (str, os.PathLike)):
+        path = os.fspath(images)
+        if not os.path.isdir(path):
+            return [path]
+        files: List[Union[np.ndarray, str]] = [
+            os.path.join(path, n) for n in sorted(os.listdir(path)) if n.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        if not files:
+            raise BpnetError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+        return files
+    return [item for image in images for item in image_inputs(image)]
 
 
 def search_step(upsampling_factor: Tuple[int, int]) -> int:
@@ -348,5 +376,6 @@ def load_predictor(
         decoder=decoder_params(spec, info.stride),
         flip_test=spec.flip_test,
         upsampling_mode=spec.upsampling_mode,
+        min_person_score=spec.min_person_score,
     )
     return Predictor(backend, info, settings), spec

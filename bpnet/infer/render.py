@@ -4,7 +4,7 @@ Joints are ``(P, K, 3)`` [x, y, flag-or-score] in the image's pixels; ``drawn`` 
 to draw. One colour per limb (evenly spaced hues), keypoints as dots in their first limb's colour.
 """
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -57,19 +57,51 @@ def draw_skeletons(
 def draw_labels(
     image: np.ndarray, joints: np.ndarray, drawn: np.ndarray, labels: Sequence[str], scale: float = 0.5
 ) -> np.ndarray:
-    """Write ``labels[p]`` above the highest drawn keypoint of person ``p`` (white on a dark box), on a copy."""
+    """Write ``labels[p]`` above the highest drawn keypoint of person ``p`` (white on a dark box), on a copy; a
+    label that would cover an earlier one moves to the nearest free place (:func:`place_labels`)."""
     out = image.copy()
+    wanted, sizes, texts = [], [], []
     for person, person_drawn, label in zip(joints, drawn, labels):
         if not person_drawn.any():
             continue
         points = person[person_drawn, :2]
-        x, y = int(round(points[:, 0].min())), int(round(points[:, 1].min()))
         (width, height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        x = int(np.clip(x, 0, max(out.shape[1] - width, 0)))
-        y = int(np.clip(y - 6, height + 2, max(out.shape[0] - baseline, height + 2)))
-        cv2.rectangle(out, (x - 1, y - height - 2), (x + width + 1, y + baseline), (40, 40, 40), -1)
-        cv2.putText(out, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        wanted.append((int(round(points[:, 0].min())), int(round(points[:, 1].min())) - 6))
+        sizes.append((width + 2, height + baseline + 2))
+        texts.append((label, height))
+    for (x0, y0, x1, y1), (label, height) in zip(place_labels(wanted, sizes, out.shape[:2]), texts):
+        cv2.rectangle(out, (x0, y0), (x1, y1), (40, 40, 40), -1)
+        cv2.putText(out, label, (x0 + 1, y0 + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
+
+
+def place_labels(
+    anchors: Sequence[Tuple[int, int]], sizes: Sequence[Tuple[int, int]], image_shape: Tuple[int, int]
+) -> List[Tuple[int, int, int, int]]:
+    """Boxes ``(x0, y0, x1, y1)`` (pixels, inclusive) for labels of ``sizes`` ``(width, height)`` whose bottom-left
+    corners want to be at ``anchors`` ``(x, y)``, kept inside an image of ``image_shape`` ``(height, width)``. In
+    order, each takes the free place nearest its anchor among vertical then horizontal shifts by its own size, so
+    that no two boxes intersect while there is room; when there is none, the place covering least."""
+    placed: List[Tuple[int, int, int, int]] = []
+    rows, columns = image_shape
+    for (x, y), (width, height) in zip(anchors, sizes):
+        candidates = []
+        for step in range(0, 2 * max(rows // max(height, 1), 1) + 1):
+            dy = (step + 1) // 2 * height * (1 if step % 2 else -1)
+            for dx in (0, width, -width, 2 * width, -2 * width):
+                left = int(np.clip(x + dx, 0, max(columns - width - 1, 0)))
+                top = int(np.clip(y - height + dy, 0, max(rows - height - 1, 0)))
+                candidates.append((left, top, left + width, top + height))
+        covered = [sum(_overlap(box, other) for other in placed) for box in candidates]
+        placed.append(candidates[int(np.argmin(covered))])  # the first (nearest) of the least covering
+    return placed
+
+
+def _overlap(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> int:
+    """Area shared by two inclusive boxes."""
+    width = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    height = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    return max(width, 0) * max(height, 0)
 
 
 def draw_title(image: np.ndarray, title: str, scale: float = 0.5) -> np.ndarray:

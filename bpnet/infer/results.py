@@ -56,11 +56,17 @@ class Prediction:
         return results
 
     def to_json(self) -> Dict:
-        """TLT's per-image ``detections.json`` entry: ``keypoints`` as [[x, y] × K] per person (missing: 0, 0),
-        ``scores``, and, when tracked, ``track_ids`` (one per person, bpnet addition)."""
+        """TLT's per-image ``detections.json`` entry: ``keypoints`` as [[x, y] × K] per person (missing: 0, 0, as TLT
+        wrote them) and ``scores`` (one per person), then bpnet's additions: ``keypoint_scores`` (per person, each
+        keypoint's confidence, ``null`` for a missing one: the way to tell a missing joint from one at the corner),
+        ``boxes`` (per person, ``[x, y, width, height]`` around its found keypoints, in pixels) and, when
+        tracked, ``track_ids`` (one per person)."""
+        found = self.keypoints[..., 2] > 0
         entry = {
             "keypoints": [[[float(x), float(y)] if s > 0 else [0.0, 0.0] for x, y, s in person] for person in self.keypoints],
             "scores": [float(s) for s in self.scores],
+            "keypoint_scores": [[float(s) if s > 0 else None for s in person[:, 2]] for person in self.keypoints],
+            "boxes": [keypoint_box(person[mask, :2]) for person, mask in zip(self.keypoints, found)],
         }
         if self.track_ids is not None:
             entry["track_ids"] = [int(i) for i in self.track_ids]
@@ -79,6 +85,14 @@ class Prediction:
             out = render.draw_skeletons(image, self.keypoints, drawn, self.skeleton.limbs, thickness, colours)
             names = [f"id {int(i)}" for i in self.track_ids]
         return render.draw_labels(out, self.keypoints, drawn, names) if labels else out
+
+
+def keypoint_box(points: np.ndarray) -> Optional[List[float]]:
+    """``[x, y, width, height]`` of the smallest box holding ``points`` (``(M, 2)`` x, y); None without points."""
+    if len(points) == 0:
+        return None
+    low, high = points.min(axis=0), points.max(axis=0)
+    return [float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1])]
 
 
 def tlt_header(skeleton: Skeleton, spec: InferenceSpec) -> Dict:

@@ -30,15 +30,13 @@ import numpy as np
 from bpnet.data import augment
 from bpnet.data.pipeline import SampleMaker
 from bpnet.errors import BpnetError
-from bpnet.images import check_pixels, header_size
+from bpnet.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, check_pixels, header_size
 from bpnet.model.io import ModelInfo
 from bpnet.skeleton import Skeleton
 from bpnet.specs import DistillationSpec
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 _FIELD = "distillation.unlabeled_images"
 _COMPLETE = ".complete"
 
