@@ -1,6 +1,7 @@
-"""Mean-activation compensation for ``bpnet prune --calibration_images`` (bpnet addition; TLT has none).
+"""What ``bpnet prune --calibration_images`` does with the images (bpnet addition; TLT has none): the calibration
+batch, per-channel activation statistics (the filter ranking), mean compensation and least-squares refitting.
 
-A removed channel does not carry zero: after a convolution with a bias (batch norms folded in, as in every
+Mean compensation. A removed channel does not carry zero: after a convolution with a bias (batch norms folded in, as in every
 imported network) and an activation, it carries a signal whose mean is often far from zero, and removing it
 shifts every layer that read it. With calibration images, each ``Conv2D`` that loses input channels gets their
 average contribution back in its bias::
@@ -10,6 +11,9 @@ average contribution back in its bias::
 with ``mean(x_c)`` the average of input channel ``c`` over the calibration images and all positions, measured in
 the original model (exact for a channel that is constant, and for a 1×1 convolution in expectation). A convolution
 without a bias that feeds a batch norm gets it through the batch norm's moving mean instead (``μ' = μ − Δ``).
+
+Refitting (:func:`reconstruct`) then goes further for 1×1 convolutions with a bias: their weights are refitted
+so that they reproduce the original's outputs from what the pruned network gives them.
 """
 
 import logging
@@ -39,7 +43,7 @@ def calibration_batch(
         files = unlabeled_image_files(sources, frames, 10, "--calibration_images")
         chosen = [files[i] for i in np.linspace(0, len(files) - 1, min(limit, len(files))).round().astype(int)]
         inputs = [preprocess(read_image(path), input_size, "pad_image_input", info)[0] for path in chosen]
-    logger.info("Compensating with %d calibration images from %s", len(inputs), ", ".join(map(os.path.basename, sources)))
+    logger.info("Calibrating with %d images from %s", len(inputs), ", ".join(map(os.path.basename, sources)))
     return np.stack(inputs)
 
 
