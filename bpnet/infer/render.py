@@ -85,15 +85,22 @@ def place_labels(
     placed: List[Tuple[int, int, int, int]] = []
     rows, columns = image_shape
     for (x, y), (width, height) in zip(anchors, sizes):
-        candidates = []
+        best, least = None, None
         for step in range(0, 2 * max(rows // max(height, 1), 1) + 1):
             dy = (step + 1) // 2 * height * (1 if step % 2 else -1)
             for dx in (0, width, -width, 2 * width, -2 * width):
                 left = int(np.clip(x + dx, 0, max(columns - width - 1, 0)))
                 top = int(np.clip(y - height + dy, 0, max(rows - height - 1, 0)))
-                candidates.append((left, top, left + width, top + height))
-        covered = [sum(_overlap(box, other) for other in placed) for box in candidates]
-        placed.append(candidates[int(np.argmin(covered))])  # the first (nearest) of the least covering
+                box = (left, top, left + width, top + height)
+                covered = sum(_overlap(box, other) for other in placed)
+                if least is None or covered < least:
+                    best, least = box, covered
+                if covered == 0:
+                    break
+            if least == 0:
+                break
+        assert best is not None
+        placed.append(best)
     return placed
 
 
