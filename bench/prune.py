@@ -158,13 +158,9 @@ ROUNDS = 5
 def single_thread_onnx(path: str):
     """An ONNX Runtime CPU session on one thread: its CPU time is the work done (several threads spin-wait,
     which process CPU time counts)."""
-    import onnxruntime
+    from inference import onnx_runner
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})
+    return onnx_runner(path, threads=1)
 
 
 def single_thread_openvino(path: str):
