@@ -981,7 +981,7 @@ def import_model(
     if result.check is not None:
         for line in result.check.lines():
             click.echo(line)
-    click.echo(f"import_model: {result.preset} layout; model {result.model}")
+    click.echo(f"import_model: {result.preset} layout, input alignment {result.input_alignment}; model {result.model}")
 
 
 def main() -> None:

@@ -34,11 +34,12 @@ import numpy as np
 from bpnet import spec_loader
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path, temporary_prefix
-from bpnet.infer.backends import read_openvino_model
+from bpnet.model.alignment import onnx_input_alignment, openvino_input_alignment
 from bpnet.model.io import (
     EXTRA_METADATA_KEYS,
     ModelInfo,
     load_onnx_graph_only,
+    read_openvino_model,
     save_model,
     set_onnx_metadata,
     write_sidecar_metadata,
@@ -145,6 +146,7 @@ class ImportResult:
     model: str
     preset: str
     check: Optional[MappingCheck]
+    input_alignment: int  # inputs are padded to a multiple of it and of the stride (bpnet.model.alignment)
 
 
 def _network_names(source: str) -> Tuple[List[str], List[str]]:
@@ -381,7 +383,7 @@ def import_model(
         shutil.rmtree(staging, ignore_errors=True)
     if check is None:
         logger.warning("%s: the channel mapping was not checked; give --check_image with a photo of people", output)
-    return ImportResult(os.path.abspath(output), chosen, check)
+    return ImportResult(os.path.abspath(output), chosen, check, metadata["input_alignment"])
 
 
 def _check_staged(model: str, check_image: str, source: str, layout: str) -> MappingCheck:
@@ -398,6 +400,8 @@ def _check_staged(model: str, check_image: str, source: str, layout: str) -> Map
 
 
 def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
+    """Write the imported model with ``metadata``, to which the network's ``input_alignment`` (read from its
+    graph, :mod:`bpnet.model.alignment`) is added."""
     import onnx
 
     if output.endswith(".keras"):
@@ -406,7 +410,9 @@ def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
             if source.endswith(".pb"):
                 onnx_path = os.path.join(work, "converted.onnx")
                 _convert_frozen_graph(source, onnx_path, PRESETS["tf_pose"].variants[0])
-            model, info, extras = keras_model(onnx.load(onnx_path), source, metadata)
+            proto = onnx.load(onnx_path)
+            metadata["input_alignment"] = onnx_input_alignment(proto)
+            model, info, extras = keras_model(proto, source, metadata)
         save_model(model, output, info, extras)
         return
 
@@ -414,6 +420,7 @@ def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
         weights = os.path.splitext(source)[0] + ".bin"
         if not os.path.isfile(weights):
             raise BpnetError(f"{weights}: the IR's weights file not found beside {source}")
+        metadata["input_alignment"] = openvino_input_alignment(read_openvino_model(source)[1])
         with atomic_path(os.path.splitext(output)[0] + ".bin") as tmp:
             shutil.copyfile(weights, tmp)
         with atomic_path(output) as tmp:
@@ -426,5 +433,6 @@ def _write_model(source: str, output: str, metadata: Dict[str, Any]) -> None:
             proto = onnx.load(tmp)
         else:
             proto = onnx.load(source)
+        metadata["input_alignment"] = onnx_input_alignment(proto)
         set_onnx_metadata(proto, metadata)
         onnx.save(proto, tmp)

@@ -454,7 +454,7 @@ def test_a_binary_spec_is_called_not_a_text_file(tiny_model, tmp_path):
 
 
 def test_openvino_load_errors_keep_their_cause(tmp_path):
-    from bpnet.infer.backends import read_openvino_model
+    from bpnet.model.io import read_openvino_model
 
     pytest.importorskip("openvino")
     xml = tmp_path / "m.xml"

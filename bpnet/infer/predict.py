@@ -16,7 +16,9 @@ network input's, never the original image's.
 
 In every mode the network input is then padded on the bottom and right with the grey 128 (before
 normalisation) to a multiple of the model's stride, so that output cell ``i`` covers input pixels
-``[i·stride, (i + 1)·stride)`` exactly; the padding leaves the coordinate mapping unchanged. (TLT fed
+``[i·stride, (i + 1)·stride)`` exactly, and to a multiple of the network's largest internal down-sampling
+(its ``input_alignment``, :mod:`bpnet.model.alignment`: 16 for tf-pose's mobilenet_v2 networks) so that
+no feature map is cropped or shifted; the padding leaves the coordinate mapping unchanged. (TLT fed
 sizes off the stride grid as they were, and its output grid then drifted from the mapping: a reference
 bug, docs/differences_from_tlt.md.) Then BGR → RGB and ``x / image_scale − image_offset``. Outputs of the
 chosen stage are decoded as if upsampled
@@ -127,8 +129,8 @@ def preprocess(
     left = min(int(round(canvas.pad_x * canvas.width / canvas.padded_w)), canvas.width - content_w)
     top = min(int(round(canvas.pad_y * canvas.height / canvas.padded_h)), canvas.height - content_h)
     resized = cv2.resize(image, (content_w, content_h), interpolation=cv2.INTER_CUBIC)
-    bottom = canvas.height - content_h - top + (-canvas.height % info.stride)
-    right = canvas.width - content_w - left + (-canvas.width % info.stride)
+    bottom = canvas.height - content_h - top + (-canvas.height % info.input_multiple)
+    right = canvas.width - content_w - left + (-canvas.width % info.input_multiple)
     if top or bottom or left or right:
         resized = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
     scale_x, scale_y = content_w / width, content_h / height

@@ -1,8 +1,8 @@
 """Saving and loading bpnet models with their metadata, and loading weights by layer name.
 
 A ``.keras`` file gets a ``bpnet.json`` member beside Keras's own (a ``.h5``/``.hdf5`` file an HDF5
-attribute ``bpnet``) holding :class:`ModelInfo`: the skeleton, the input normalisation and the output
-stride, so evaluation, inference and export never guess the channel order. Exported and imported
+attribute ``bpnet``) holding :class:`ModelInfo`: the skeleton, the input normalisation, the output stride
+and the input alignment (:mod:`bpnet.model.alignment`), so evaluation, inference and export never guess the channel order. Exported and imported
 models carry the same metadata plus their output names and channels: an ONNX file in its
 ``metadata_props`` (key ``bpnet``), a TensorRT engine in ``<engine>.json``, an OpenVINO IR in
 ``<model>.xml.json`` (:func:`read_model_metadata`).
@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bpnet.errors import BpnetError
+from bpnet.errors import BpnetError, error_cause
 from bpnet.files import atomic_path
+from bpnet.model.alignment import aligned, keras_input_alignment, onnx_input_alignment, openvino_input_alignment
 from bpnet.skeleton import Skeleton
 
 if TYPE_CHECKING:
@@ -38,10 +39,16 @@ class ModelInfo:
     stride: int
     input_layout: str = "NHWC"
     channel_order: str = "RGB"
+    input_alignment: Optional[int] = None  # the network's largest internal down-sampling (None: the stride)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.stride, int) and self.stride >= 1):
             raise ValueError(f"stride: must be a positive integer, got {self.stride!r}")
+        alignment = self.input_alignment
+        if alignment is not None and not (
+            isinstance(alignment, int) and not isinstance(alignment, bool) and 1 <= alignment <= 1024
+        ):
+            raise ValueError(f"input_alignment: must be an integer from 1 to 1024, got {alignment!r}")
         for name in ("image_scale", "image_offset"):
             values = getattr(self, name)
             if len(values) != 3 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
@@ -61,7 +68,14 @@ class ModelInfo:
             "stride": self.stride,
             "input_layout": self.input_layout,
             "channel_order": self.channel_order,
+            **({} if self.input_alignment is None else {"input_alignment": self.input_alignment}),
         }
+
+    @property
+    def input_multiple(self) -> int:
+        """What every network input's height and width are padded to a multiple of: the smallest multiple of
+        both the stride and the input alignment (:mod:`bpnet.model.alignment`)."""
+        return aligned(self.input_alignment or 1, self.stride)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "ModelInfo":
@@ -87,6 +101,7 @@ class ModelInfo:
             stride if isinstance(stride, int) and not isinstance(stride, bool) else -1,
             str(data.get("input_layout", "NHWC")),
             str(data.get("channel_order", "RGB")),
+            data.get("input_alignment"),
         )
 
     @classmethod
@@ -114,6 +129,8 @@ def save_model(model, path: str, info: ModelInfo, extras: Optional[Dict[str, Any
     """Save ``model`` (``.keras``, or legacy ``.h5``/``.hdf5``) with ``info`` and the :data:`EXTRA_METADATA_KEYS`
     of ``extras``, atomically."""
     kept = {key: value for key, value in (extras or {}).items() if key in EXTRA_METADATA_KEYS}
+    if info.input_alignment is None:
+        info = dataclasses.replace(info, input_alignment=keras_input_alignment(model))
     with atomic_path(path) as tmp:
         model.save(tmp)
         payload = json.dumps({**info.to_dict(), **kept})
@@ -196,6 +213,27 @@ def load_onnx_graph_only(path: str):
     except Exception as exc:  # onnx raises DecodeError and others for unreadable files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BpnetError(f"{path}: cannot read the ONNX model: {reason}") from None
+
+
+def read_openvino_model(path: str) -> Tuple[Any, Any]:
+    """``(openvino.Core, openvino.Model)`` of an IR or ONNX file; one-line errors without the package or
+    for an unreadable file."""
+    try:
+        import openvino
+    except ImportError:
+        raise BpnetError(f"{path}: an OpenVINO model needs the openvino package (pip install 'bpnet[openvino]')") from None
+    core = openvino.Core()
+    try:
+        return core, core.read_model(path)
+    except RuntimeError as exc:
+        raise BpnetError(f"{path}: cannot read the OpenVINO model: {error_cause(exc)}") from None
+
+
+def file_input_alignment(path: str) -> int:
+    """The input alignment of an ONNX file or an OpenVINO IR, read from its graph (weights are not loaded)."""
+    if path.endswith(".xml"):
+        return openvino_input_alignment(read_openvino_model(path)[1])
+    return onnx_input_alignment(load_onnx_graph_only(path))
 
 
 def read_onnx_metadata(path: str) -> Optional[Dict[str, Any]]:
