@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bpnet tests bench
 	$(BIN)/ruff format --check bpnet tests bench
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q tests/test_import_graph.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -45,6 +45,7 @@ import numpy as np
 
 from bpnet.errors import BpnetError
 from bpnet.model.io import keras_layer_name
+from bpnet.model.layer_graph import CHANNELWISE_WEIGHTED, ELEMENT_WISE, PASS_THROUGH, LayerGraph
 
 logger = logging.getLogger(__name__)
 
@@ -53,22 +54,6 @@ EQUALIZATION_CRITERIA = ("union", "intersection", "arithmetic_mean", "geometric_
 DEFAULT_COST_INPUT_SIZE = (368, 368)
 """(height, width) at which MACs are counted for a model that names no input size of its own."""
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D")
-_CHANNELWISE_WEIGHTED = ("BatchNormalization", "DepthwiseConv2D")  # DepthwiseConv2D: depth_multiplier 1
-_PASS_THROUGH = (
-    "Activation",
-    "ReLU",
-    "Dropout",
-    "SpatialDropout2D",
-    "MaxPooling2D",
-    "AveragePooling2D",
-    "UpSampling2D",
-    "ZeroPadding2D",
-    "Cropping2D",
-    "LeakyReLU",
-    "PReLU",
-    "ELU",
-)
-_ELEMENT_WISE = ("Multiply", "Add", "Subtract", "Maximum", "Minimum", "Average")
 _BISECTION_STEPS = 40
 
 
@@ -197,101 +182,7 @@ def retained_filters(stats: np.ndarray, threshold: float, granularity: int, min_
     return np.sort(strongest)
 
 
-def _inbound_layer_names(layer_config: Dict) -> List[str]:
-    """Names of the layers feeding a functional-model layer config, in argument order."""
-    names: List[str] = []
-
-    def visit(value):
-        if isinstance(value, dict):
-            history = value.get("config", {}).get("keras_history") if value.get("class_name") == "__keras_tensor__" else None
-            if history is not None:
-                names.append(history[0])
-                return
-            for item in value.values():
-                visit(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item)
-
-    nodes = layer_config.get("inbound_nodes", [])
-    if len(nodes) > 1:
-        raise BpnetError(f"layer {layer_config['name']}: shared layers (called more than once) cannot be pruned")
-    for node in nodes:
-        visit(node.get("args", []))
-    return names
-
-
-class _Graph:
-    """The functional model's layers in order, with their inputs and output channel counts."""
-
-    def __init__(self, model):
-        config = model.get_config()
-        self.config = config
-        self.layers = {layer.name: layer for layer in model.layers}
-        self.order = [entry["name"] for entry in config["layers"]]
-        self.class_name = {entry["name"]: entry["class_name"] for entry in config["layers"]}
-        self.inputs = {entry["name"]: _inbound_layer_names(entry) for entry in config["layers"]}
-        self.outputs = {entry[0] for entry in _as_list(config["output_layers"])}
-        self.channels = {name: int(self.layers[name].output.shape[-1]) for name in self.order}
-        self.convs = [name for name in self.order if self.class_name[name] == "Conv2D"]
-        self.consumers: Dict[str, List[str]] = {name: [] for name in self.order}
-        for name in self.order:
-            for source in self.inputs[name]:
-                self.consumers[source].append(name)
-        for name in self.order:
-            kind, layer = self.class_name[name], self.layers[name]
-            if kind in ("Functional", "Model", "Sequential"):
-                raise BpnetError(f"layer {name}: nested models cannot be pruned; prune the inner model")
-            if kind == "Conv2D" and getattr(layer, "groups", 1) != 1:
-                raise BpnetError(f"layer {name}: grouped convolutions (groups {layer.groups}) are not supported by prune")
-            if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
-                raise BpnetError(
-                    f"layer {name}: depthwise convolutions with depth_multiplier {layer.depth_multiplier} are not "
-                    "supported by prune (1 is)"
-                )
-
-    def source_conv(self, name: str) -> Optional[str]:
-        """The convolution whose filters decide ``name``'s channels, through channel-wise layers; None if none."""
-        while True:
-            kind = self.class_name[name]
-            if kind == "Conv2D":
-                return name
-            if kind in _CHANNELWISE_WEIGHTED or kind in _PASS_THROUGH:
-                name = self.inputs[name][0]
-                continue
-            return None
-
-    def activation(self, name: str) -> str:
-        """The tensor a convolution hands on: its output after the batch norms and activations that alone read it."""
-        while len(self.consumers[name]) == 1:
-            consumer = self.consumers[name][0]
-            if self.class_name[consumer] not in _PASS_THROUGH and self.class_name[consumer] != "BatchNormalization":
-                break
-            name = consumer
-        return name
-
-    def element_sources(self, name: str) -> List[Optional[str]]:
-        """The convolutions deciding the channels of an element-wise layer's inputs, through channel-wise layers
-        and other element-wise layers (a chain of residual additions); None for an input no convolution makes."""
-        sources: List[Optional[str]] = []
-        for source in self.inputs[name]:
-            while self.class_name[source] in _CHANNELWISE_WEIGHTED or self.class_name[source] in _PASS_THROUGH:
-                source = self.inputs[source][0]
-            if self.class_name[source] in _ELEMENT_WISE:
-                sources.extend(self.element_sources(source))
-            else:
-                sources.append(source if self.class_name[source] == "Conv2D" else None)
-        return sources
-
-
-def _as_list(entries) -> List:
-    """``output_layers`` is one ``[name, node, index]`` or a list of them."""
-    if entries and isinstance(entries[0], str):
-        return [entries]
-    return list(entries)
-
-
-def _groups(graph: _Graph, excluded: Set[str]) -> List[Set[str]]:
+def _groups(graph: LayerGraph, excluded: Set[str]) -> List[Set[str]]:
     """Sets of convolutions that must keep the same filters (outputs meeting element-wise)."""
     parent: Dict[str, str] = {}
 
@@ -302,7 +193,7 @@ def _groups(graph: _Graph, excluded: Set[str]) -> List[Set[str]]:
         return name
 
     for name in graph.order:
-        if graph.class_name[name] not in _ELEMENT_WISE:
+        if graph.class_name[name] not in ELEMENT_WISE:
             continue
         sources = graph.element_sources(name)
         convs = [s for s in sources if s is not None]
@@ -326,7 +217,7 @@ class _Plan:
     excluded: Set[str]
 
 
-def _plan(graph: _Graph, settings: PruneSettings, spread: Optional[Dict[str, np.ndarray]] = None) -> _Plan:
+def _plan(graph: LayerGraph, settings: PruneSettings, spread: Optional[Dict[str, np.ndarray]] = None) -> _Plan:
     """With ``spread`` (convolution → per-channel standard deviation of its activation on calibration images), that
     is the filter statistic; else the kernel norm."""
     requested = [keras_layer_name(name) for name in settings.excluded_layers]  # TLT's stage1/conv1 → stage1_conv1
@@ -353,7 +244,7 @@ def strongest_filters(stats: np.ndarray, fraction: float, granularity: int, min_
 
 
 def _choose_filters(
-    graph: _Graph, plan: _Plan, settings: PruneSettings, threshold: float, fraction: Optional[float] = None
+    graph: LayerGraph, plan: _Plan, settings: PruneSettings, threshold: float, fraction: Optional[float] = None
 ) -> Dict[str, np.ndarray]:
     """Original indices of the filters each convolution keeps at ``threshold``, or, given a ``fraction``, its
     strongest ``fraction`` of filters."""
@@ -375,7 +266,7 @@ def _choose_filters(
     return kept
 
 
-def _propagate(graph: _Graph, kept_filters: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def _propagate(graph: LayerGraph, kept_filters: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Original indices of the output channels every layer keeps."""
     channels: Dict[str, np.ndarray] = {}
     for name in graph.order:
@@ -384,7 +275,7 @@ def _propagate(graph: _Graph, kept_filters: Dict[str, np.ndarray]) -> Dict[str, 
             channels[name] = np.arange(graph.channels[name])
         elif kind == "Conv2D":
             channels[name] = kept_filters[name]
-        elif kind in _CHANNELWISE_WEIGHTED or kind in _PASS_THROUGH:
+        elif kind in CHANNELWISE_WEIGHTED or kind in PASS_THROUGH:
             channels[name] = channels[inputs[0]]
         elif kind == "Concatenate":
             axis = graph.layers[name].axis
@@ -392,7 +283,7 @@ def _propagate(graph: _Graph, kept_filters: Dict[str, np.ndarray]) -> Dict[str, 
                 raise BpnetError(f"layer {name}: only channel concatenation (axis -1) can be pruned")
             offsets = np.cumsum([0] + [graph.channels[i] for i in inputs[:-1]])
             channels[name] = np.concatenate([channels[i] + offset for i, offset in zip(inputs, offsets)])
-        elif kind in _ELEMENT_WISE:
+        elif kind in ELEMENT_WISE:
             first = channels[inputs[0]]
             if any(not np.array_equal(channels[i], first) for i in inputs[1:]):
                 raise BpnetError(f"layer {name}: its inputs keep different channels")  # _groups prevents this
@@ -402,7 +293,7 @@ def _propagate(graph: _Graph, kept_filters: Dict[str, np.ndarray]) -> Dict[str, 
     return channels
 
 
-def _pruned_weights(graph: _Graph, name: str, channels: Dict[str, np.ndarray]) -> List[np.ndarray]:
+def _pruned_weights(graph: LayerGraph, name: str, channels: Dict[str, np.ndarray]) -> List[np.ndarray]:
     layer = graph.layers[name]
     weights = [np.asarray(w) for w in layer.get_weights()]
     kind = graph.class_name[name]
@@ -420,7 +311,7 @@ def _pruned_weights(graph: _Graph, name: str, channels: Dict[str, np.ndarray]) -
 class _CostModel:
     """Each convolution's output area and kernel size at one input size, to count MACs for any kept channels."""
 
-    def __init__(self, model, graph: _Graph, input_size: Tuple[int, int]):
+    def __init__(self, model, graph: LayerGraph, input_size: Tuple[int, int]):
         import keras
 
         self.graph = graph
@@ -447,11 +338,11 @@ class _CostModel:
 def count_macs(model, input_size: Tuple[int, int] = DEFAULT_COST_INPUT_SIZE) -> int:
     """Multiply-accumulates of every convolution of a functional Keras ``model`` for one ``(height, width)`` input
     (see the module docstring)."""
-    costs = _CostModel(model, _Graph(model), input_size)
+    costs = _CostModel(model, LayerGraph(model), input_size)
     return sum(costs.macs(costs.full_channels()).values())
 
 
-def _search_fraction(graph: _Graph, plan: _Plan, settings: PruneSettings, costs: _CostModel) -> float:
+def _search_fraction(graph: LayerGraph, plan: _Plan, settings: PruneSettings, costs: _CostModel) -> float:
     """The largest fraction of filters kept in every prunable layer whose pruned model has at most ``target_macs``
     of the original's MACs (bisection; the MACs never fall as the fraction grows)."""
     full = sum(costs.macs(costs.full_channels()).values())
@@ -478,7 +369,7 @@ def _search_fraction(graph: _Graph, plan: _Plan, settings: PruneSettings, costs:
 _STAGE = re.compile(r"^stage(\d+)_")
 
 
-def block_names(model, graph: _Graph) -> Dict[str, str]:
+def block_names(model, graph: LayerGraph) -> Dict[str, str]:
     """Layer name → block: ``backbone block N`` (:func:`bpnet.train.freeze.backbone_blocks`), ``stage N`` (layers
     named ``stageN_…``; the final ``heatmap_out``/``paf_out`` heads belong to the last stage), or ``other``."""
     from bpnet.train.freeze import backbone_blocks
@@ -499,7 +390,9 @@ def block_names(model, graph: _Graph) -> Dict[str, str]:
     return names
 
 
-def _block_costs(model, pruned, graph: _Graph, macs_before: Dict[str, int], macs_after: Dict[str, int]) -> Tuple[BlockCost, ...]:
+def _block_costs(
+    model, pruned, graph: LayerGraph, macs_before: Dict[str, int], macs_after: Dict[str, int]
+) -> Tuple[BlockCost, ...]:
     blocks = block_names(model, graph)
     totals: Dict[str, List[int]] = {}
     for name in graph.order:
@@ -529,7 +422,7 @@ def prune_model(
     channels' mean contributions are folded into the biases that read them (:mod:`bpnet.prune_compensation`)."""
     import keras
 
-    graph = _Graph(model)
+    graph = LayerGraph(model)
     measured = _measure(model, graph, calibration) if calibration is not None else None
     plan = _plan(graph, settings, {name: measured[graph.activation(name)][1] for name in graph.convs} if measured else None)
     costs = _CostModel(model, graph, cost_input_size)
@@ -566,7 +459,7 @@ def prune_model(
     )
 
 
-def _measure(model, graph: _Graph, calibration: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+def _measure(model, graph: LayerGraph, calibration: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """Mean and spread of every convolution's activation and input on the calibration images."""
     from bpnet.prune_compensation import channel_statistics
 
@@ -574,7 +467,7 @@ def _measure(model, graph: _Graph, calibration: np.ndarray) -> Dict[str, Tuple[n
     return channel_statistics(model, names, calibration)
 
 
-def _compensate(model, pruned, graph: _Graph, kept_filters, channels, measured) -> None:
+def _compensate(model, pruned, graph: LayerGraph, kept_filters, channels, measured) -> None:
     from bpnet.prune_compensation import compensate
 
     removed = {}
@@ -589,7 +482,7 @@ def _compensate(model, pruned, graph: _Graph, kept_filters, channels, measured) 
     logger.info("Mean-activation compensation: %d convolutions lost input channels, %d compensated", len(removed), count)
 
 
-def _reconstruct(model, pruned, graph: _Graph, kept_filters, channels, calibration: np.ndarray) -> None:
+def _reconstruct(model, pruned, graph: LayerGraph, kept_filters, channels, calibration: np.ndarray) -> None:
     """Refit every 1×1 convolution whose input the pruning changed (anything upstream lost channels)."""
     from bpnet.prune_compensation import reconstruct, reconstructable
 

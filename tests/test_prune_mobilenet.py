@@ -96,9 +96,9 @@ def zero_removed(model, channels):
 def kept_channels(original, pruned_result):
     """Layer → kept output channels, followed through the graph by hand: depthwise layers, batch norms and
     activations keep their input's; concatenations offset each input's."""
-    from bpnet.prune import _Graph
+    from bpnet.model.layer_graph import LayerGraph
 
-    graph = _Graph(original)
+    graph = LayerGraph(original)
     channels = {}
     for name in graph.order:
         kind, inputs = graph.class_name[name], graph.inputs[name]

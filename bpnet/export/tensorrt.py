@@ -17,7 +17,7 @@ import numpy as np
 
 from bpnet.errors import BpnetError
 from bpnet.files import atomic_path
-from bpnet.infer.backends import OutputLayout, RuntimeBackend
+from bpnet.infer.runtime import OutputLayout, RuntimeBackend
 from bpnet.model.io import write_sidecar_metadata
 
 logger = logging.getLogger(__name__)

@@ -10,11 +10,10 @@ the threads (their queues are bounded, so at most a few items are read ahead and
 
 import queue
 import threading
-from typing import Any, Callable, Generator, Iterable, Iterator, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Generator, Iterable, Iterator, List, Optional, Protocol, Tuple, TypeVar
 
 import numpy as np
 
-from bpnet.infer.predict import Predictor
 from bpnet.infer.results import Prediction
 from bpnet.infer.track import PoseTracker
 
@@ -23,6 +22,15 @@ QUEUE_DEPTH = 4
 """Items each queue holds: enough to absorb the stages' jitter, few enough to bound memory (frames)."""
 _POLL_S = 0.1
 _END = object()
+
+
+class MapsPredictor(Protocol):
+    """What the stream needs of a :class:`bpnet.infer.predict.Predictor`: the network half and the decoding half
+    of a prediction, which run in different threads."""
+
+    def decoder_maps(self, image: np.ndarray) -> Any: ...
+
+    def decode_maps(self, maps: Any, source: Optional[str] = None) -> Prediction: ...
 
 
 class _Failure:
@@ -102,7 +110,7 @@ def _pipelined(stages: List[_Stage], stop: threading.Event) -> Iterator[Any]:
 
 
 def predict_stream(
-    predictor: Predictor,
+    predictor: MapsPredictor,
     images: Iterable[Tuple[Key, Optional[np.ndarray]]],
     pipelined: bool = True,
     tracker: Optional[PoseTracker] = None,

@@ -2,8 +2,8 @@
 
 A ``.keras`` file gets a ``bpnet.json`` member beside Keras's own (a ``.h5``/``.hdf5`` file an HDF5
 attribute ``bpnet``) holding :class:`ModelInfo`: the skeleton, the input normalisation, the output stride
-and the input alignment (:mod:`bpnet.model.alignment`), so evaluation, inference and export never guess the channel order. Exported and imported
-models carry the same metadata plus their output names and channels: an ONNX file in its
+and the input alignment (:mod:`bpnet.model.alignment`), so evaluation, inference and export never guess
+the channel order. Exported and imported models carry the same metadata plus their output names and channels: an ONNX file in its
 ``metadata_props`` (key ``bpnet``), a TensorRT engine in ``<engine>.json``, an OpenVINO IR in
 ``<model>.xml.json`` (:func:`read_model_metadata`).
 """

@@ -21,7 +21,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from bpnet.errors import BpnetError
-from bpnet.prune import _ELEMENT_WISE, _PASS_THROUGH, _Graph
+from bpnet.model.layer_graph import ELEMENT_WISE, PASS_THROUGH, LayerGraph
 from bpnet.skeleton import Skeleton
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def remap_heads(model, source: Skeleton, target: Skeleton, seed: int = 0) -> Tup
     import keras
 
     mapping = head_mapping(source, target)
-    graph = _Graph(model)
+    graph = LayerGraph(model)
     stages = len(model.outputs) // 2
     heads: Dict[str, ChannelMap] = {}
     for index, tensor in enumerate(model.outputs):
@@ -159,7 +159,7 @@ def remap_heads(model, source: Skeleton, target: Skeleton, seed: int = 0) -> Tup
             defaults = [lambda s: np.ones(s), lambda s: np.zeros(s), lambda s: np.zeros(s), lambda s: np.ones(s)]
             weights[name] = [_take(w, incoming, 0, defaults[i % 4]) for i, w in enumerate(old)]
             maps[name] = incoming
-        elif kind in _PASS_THROUGH or kind == "ELU":
+        elif kind in PASS_THROUGH or kind == "ELU":
             assert incoming is not None
             if incoming.flipped and kind not in ("ZeroPadding2D", "Cropping2D", "Dropout", "SpatialDropout2D"):
                 raise BpnetError(f"layer {name}: a reversed limb's PAF passes through {kind} before a convolution")
@@ -168,7 +168,7 @@ def remap_heads(model, source: Skeleton, target: Skeleton, seed: int = 0) -> Tup
             offsets = np.cumsum([0] + [graph.channels[i] for i in inputs[:-1]])
             sources = [np.where(maps[i].source >= 0, maps[i].source + offset, -1) for i, offset in zip(inputs, offsets)]
             maps[name] = ChannelMap(np.concatenate(sources), np.concatenate([maps[i].sign for i in inputs]))
-        elif kind in _ELEMENT_WISE:
+        elif kind in ELEMENT_WISE:
             first = maps[inputs[0]]
             if any(
                 not np.array_equal(maps[i].source, first.source) or not np.array_equal(maps[i].sign, first.sign) for i in inputs

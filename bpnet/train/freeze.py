@@ -17,6 +17,7 @@ import re
 from typing import Dict, Optional, Sequence
 
 from bpnet.errors import BpnetError
+from bpnet.model.layer_graph import LayerGraph
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,7 @@ _VGG_BLOCK = re.compile(r"^block_(\d+)")
 
 def backbone_blocks(model) -> Dict[str, int]:
     """Layer name → backbone block number, for the backbone's layers only."""
-    from bpnet.prune import _Graph
-
-    graph = _Graph(model)
+    graph = LayerGraph(model)
     strides: Dict[str, int] = {}
     blocks: Dict[str, int] = {}
     for name in graph.order:
