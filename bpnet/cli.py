@@ -16,11 +16,12 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import click
 
-from bpnet import __version__
+from bpnet import __version__, launcher, registry
 from bpnet.errors import BpnetError, describe_failure
 from bpnet.export.pipeline import DEFAULT_CAL_CACHE_FILE, ExportRequest  # the flags' defaults have one owner
 from bpnet.images import MAX_NETWORK_INPUT_SIDE, check_network_input_shape
 from bpnet.infer.track import TrackerSettings
+from bpnet.registry import resolve_model
 from bpnet.status import Terminated, raise_terminated
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -50,7 +51,7 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _ProgressBarSafeHandler) for h in root.handlers):
         handler = _ProgressBarSafeHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s [bpnet] %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(logging.Formatter(launcher.LOG_FORMAT, launcher.LOG_DATE_FORMAT))
         root.addHandler(handler)
     root.setLevel(level)
     debug = level == "DEBUG"
@@ -117,7 +118,8 @@ def predictor_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--model_filename",
         default=None,
         type=click.Path(dir_okay=False),
-        help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine)  [default: the spec's model_path]",
+        help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine) or a registered network's name "
+        "(bpnet models)  [default: the spec's model_path]",
     )(func)
     return click.option(
         "-i",
@@ -126,6 +128,79 @@ def predictor_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(dir_okay=False),
         help="Inference spec (YAML)  [default: the model's own settings; a model with bpnet metadata needs no spec]",
     )(func)
+
+
+def _gpu_index(ctx: click.Context, _param: click.Parameter, value: Tuple[int, ...]) -> None:
+    if value:
+        launcher.set_visible_gpus(value)
+        ctx.meta["bpnet.gpu_index"] = value
+
+
+def _log_file(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+    if value:
+        ctx.meta["bpnet.stop_log_file"] = launcher.tee_to_log_file(value)
+
+
+def _num_processes(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    ctx.meta["bpnet.num_processes"] = value
+    if ctx.info_name != "train":
+        launcher.single_process(str(ctx.info_name), value, 1)
+
+
+def _single_device(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    launcher.single_process(str(ctx.info_name), -1, value)
+
+
+def _cuda_blocking(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
+
+
+def launcher_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """TLT's launcher flags, accepted by every TLT task (:mod:`bpnet.launcher` says what each does here)."""
+    options = [
+        click.option(
+            "--gpu_index",
+            multiple=True,
+            type=click.IntRange(min=0),
+            expose_value=False,
+            is_eager=True,
+            callback=_gpu_index,
+            help="GPU indices to use (CUDA_VISIBLE_DEVICES), as TLT's launcher: --gpu_index 0 1.",
+        ),
+        click.option(
+            "--log_file",
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            is_eager=True,
+            callback=_log_file,
+            help="Also write the output (log, results, errors) to this file, appended.",
+        ),
+        click.option(
+            "-np",
+            "--num_processes",
+            type=int,
+            default=-1,
+            expose_value=False,
+            callback=_num_processes,
+            help="TLT's Horovod process count: train → that many GPUs in one process; other tasks take 1.",
+        ),
+        click.option("--launch_cuda_blocking", is_flag=True, hidden=True, expose_value=False, callback=_cuda_blocking),
+    ]
+    if func.__name__ != "train":  # train has its own --gpus
+        options.append(
+            click.option(
+                "--gpus",
+                type=click.IntRange(min=1),
+                default=1,
+                expose_value=False,
+                callback=_single_device,
+                help="Accepted for TLT compatibility: this task runs on one device.",
+            )
+        )
+    for option in options:
+        func = option(func)
+    return func
 
 
 def _set_log_level(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -148,7 +223,7 @@ def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-NARGS_STAR_OPTIONS = ("-el", "--excluded_layers")
+NARGS_STAR_OPTIONS = ("-el", "--excluded_layers", "--gpu_index")
 """TLT's argparse options taking any number of values (``-el a b c``); click takes one value per flag."""
 
 
@@ -178,6 +253,14 @@ class _Group(click.Group):
         return super().parse_args(ctx, expand_multi_value_options(args))
 
     def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return self._invoke(ctx)
+        finally:
+            stop_log_file = ctx.meta.pop("bpnet.stop_log_file", None)
+            if stop_log_file is not None:
+                stop_log_file()
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -257,6 +340,7 @@ def cli(log_level: str) -> None:
 @set_option
 @log_level_option
 @uses_tensorflow
+@launcher_options
 def dataset_convert(
     dataset_spec: str,
     output_filename: str,
@@ -343,6 +427,7 @@ def dataset_inspect(
 @set_option
 @log_level_option
 @uses_tensorflow
+@launcher_options
 def train(
     experiment_spec_file: str,
     results_dir: Optional[str],
@@ -356,10 +441,11 @@ def train(
     """Train a model; rerunning the same command resumes from the last checkpoint."""
     from bpnet.train.trainer import train as run_training
 
+    meta = click.get_current_context().meta
     result = run_training(
         experiment_spec_file,
         results_dir,
-        gpus=gpus,
+        gpus=launcher.training_gpus(gpus, meta.get("bpnet.num_processes", -1), meta.get("bpnet.gpu_index", ())),
         use_amp=use_amp,
         logical_cpus=logical_cpus,
         deterministic=deterministic,
@@ -378,26 +464,48 @@ def train(
 @predictor_options
 @click.option("--dataset", default="coco", type=click.Choice(["coco"]), show_default=True, help="Dataset format.")
 @click.option(
-    "-d", "--dataset_spec", required=True, type=click.Path(dir_okay=False), help="Dataset spec; its test_data is evaluated."
+    "-d",
+    "--dataset_spec",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Dataset spec; its test_data is evaluated (or give --annotations and --images).",
+)
+@click.option(
+    "--annotations",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="COCO keypoint annotation file (person_keypoints_val2017.json), in place of -d (bpnet addition).",
+)
+@click.option(
+    "--images", default=None, type=click.Path(file_okay=False), help="The annotated images' folder (with --annotations)."
 )
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
 @click.option("--results_dir", default="results/evaluate", show_default=True, type=click.Path(file_okay=False))
 @set_option
 @log_level_option
 @uses_tensorflow
+@launcher_options
 def evaluate(
     inference_spec: Optional[str],
     model_filename: Optional[str],
     dataset: str,
-    dataset_spec: str,
+    dataset_spec: Optional[str],
+    annotations: Optional[str],
+    images: Optional[str],
     key: str,
     results_dir: str,
     overrides: Tuple[str, ...],
 ) -> None:
-    """COCO keypoint AP of a model on the dataset spec's test_data (pycocotools)."""
+    """COCO keypoint AP of a model on annotated images (pycocotools): --annotations FILE --images DIR, or the
+    dataset spec's test_data."""
+    from bpnet.infer.evaluate import annotations_dataset
     from bpnet.infer.evaluate import evaluate as run_evaluation
 
-    stats = run_evaluation(inference_spec, dataset_spec, results_dir, model_path=model_filename, overrides=overrides)
+    if (dataset_spec is None) == (annotations is None) or (annotations is None) != (images is None):
+        raise BpnetError("evaluate: give --annotations FILE and --images DIR, or -d/--dataset_spec")
+    data = dataset_spec if dataset_spec is not None else annotations_dataset(str(annotations), str(images))
+    model_path = resolve_model(model_filename)
+    stats = run_evaluation(inference_spec, data, results_dir, model_path=model_path, overrides=overrides)
     for name, value in stats.items():
         click.echo(f"{name:<22} {value:.4f}")
     click.echo(f"evaluate: results in {os.path.abspath(results_dir)}")
@@ -481,6 +589,7 @@ def evaluate(
 @set_option
 @log_level_option
 @uses_tensorflow
+@launcher_options
 def inference(
     inference_spec: Optional[str],
     model_filename: Optional[str],
@@ -513,7 +622,7 @@ def inference(
         input_type,
         source,
         results_dir,
-        model_path=model_filename,
+        model_path=resolve_model(model_filename),
         image_root_path=image_root_path,
         dump_visualizations=dump_visualizations,
         numbered_outputs=numbered_outputs,
@@ -532,7 +641,13 @@ def inference(
 
 
 @cli.command("prune")
-@click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="Model to prune (.keras/.h5/.hdf5).")
+@click.option(
+    "-m",
+    "--model",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Model to prune (.keras/.h5/.hdf5), or a registered network's name (imported as .keras; bpnet models).",
+)
 @click.option(
     "-o",
     "--output_file",
@@ -608,6 +723,7 @@ def inference(
 @log_level_option
 @uses_tensorflow
 @click.pass_context
+@launcher_options
 def prune(
     ctx: click.Context,
     model: str,
@@ -643,13 +759,19 @@ def prune(
     )
     output = output_model_path(output_file)
     cost_input_size = (input_shape[0], input_shape[1]) if input_shape else None
-    result = prune_file(model, output, settings, results_dir, cost_input_size, calibration_images)
+    result = prune_file(resolve_model(model, ".keras"), output, settings, results_dir, cost_input_size, calibration_images)
     click.echo(result.table())
     click.echo(f"prune: {result.line()}; saved {os.path.abspath(output)}")
 
 
 @cli.command("export")
-@click.option("-m", "--model", required=True, type=click.Path(dir_okay=False), help="Model to export (.keras/.h5/.hdf5).")
+@click.option(
+    "-m",
+    "--model",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Model to export (.keras/.h5/.hdf5, an imported .onnx/.xml) or a registered network's name (bpnet models).",
+)
 @click.option(
     "-o",
     "--output_file",
@@ -752,6 +874,7 @@ def prune(
 @set_option
 @log_level_option
 @uses_tensorflow
+@launcher_options
 def export(
     model: str,
     output_file: Optional[str],
@@ -791,7 +914,7 @@ def export(
     if verbose:
         configure_logging("DEBUG")
     request = ExportRequest(
-        model=model,
+        model=resolve_model(model),
         output_file=output_file,
         experiment_spec=experiment_spec,
         data_type=data_type,
@@ -928,9 +1051,14 @@ def quickstart(results_dir: str, train_images: int, val_images: int, epochs: Opt
 @click.option(
     "-m",
     "--model",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False),
     help="Network to import: a tf-pose-estimation frozen graph (.pb), an OpenVINO IR (.xml) or an ONNX file.",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="A registered network to download (verified, cached) and import in place of -m (bpnet models lists them).",
 )
 @click.option(
     "-o",
@@ -960,7 +1088,8 @@ def quickstart(results_dir: str, train_images: int, val_images: int, epochs: Opt
 @click.option("--input_shape", default=None, help="Recommended H,W for inference  [default: the preset's]")
 @log_level_option
 def import_model(
-    model: str,
+    model: Optional[str],
+    name: Optional[str],
     output_file: str,
     preset: Optional[str],
     network: Optional[str],
@@ -970,6 +1099,11 @@ def import_model(
     """Turn a public OpenPose-family network into a self-describing bpnet model (bpnet addition)."""
     from bpnet.importer import import_model as run_import
 
+    if (model is None) == (name is None):
+        raise BpnetError("import_model: give -m/--model (a file) or --name (a registered network), one of them")
+    if name is not None:
+        preset = preset or registry.registered(name).preset
+    source = model if model is not None else str(registry.fetch(str(name)))
     shape = None
     if input_shape is not None:
         try:
@@ -977,11 +1111,22 @@ def import_model(
         except ValueError:
             raise click.BadParameter("expected H,W", param_hint="--input_shape") from None
         shape = check_network_input_shape(values, "--input_shape")
-    result = run_import(model, output_file, preset, network, check_image, shape)
+    result = run_import(source, output_file, preset, network, check_image, shape)
     if result.check is not None:
         for line in result.check.lines():
             click.echo(line)
     click.echo(f"import_model: {result.preset} layout, input alignment {result.input_alignment}; model {result.model}")
+
+
+@cli.command("models")
+@log_level_option
+def models() -> None:
+    """The public networks bpnet downloads by name (import_model --name, -m NAME), with their licences."""
+    rows = [("name", "licence", "download", "cached", "network"), *registry.listing()]
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    click.echo(f"models: cache {registry.cache_dir()} (${registry.CACHE_ENV} moves it)")
 
 
 def main() -> None:

@@ -98,10 +98,11 @@ class PoseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataSplit:
-    """One split of a dataset; every path is relative to ``root_directory_path`` (or absolute)."""
+    """One split of a dataset; every path is relative to ``root_directory_path`` (or absolute). The mask folder
+    is needed by ``dataset_convert`` (training data), not by ``evaluate``."""
 
     images_root_dir_path: str
-    mask_root_dir_path: str
+    mask_root_dir_path: Optional[str] = dataclasses.field(default=None, kw_only=True)
     annotation_root_dir_path: str
 
 

@@ -181,3 +181,40 @@ def test_interrupted_record_writing_leaves_no_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_records(str(path), records())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_split_without_a_mask_folder_evaluates_but_does_not_convert(tmp_path, coco_val_sample):
+    """The mask folder is for training data: evaluate's spec needs none, dataset_convert names the field."""
+    from click.testing import CliRunner
+
+    from bpnet.cli import cli
+    from bpnet.infer.evaluate import _evaluation_inputs
+
+    from .conftest import assert_one_line_error
+
+    spec_path = write_dataset_spec(tmp_path, coco_val_sample, coco_val_sample / "test_coco.json", mode="test")
+    spec = json.loads(spec_path.read_text())
+    del spec["test_data"]["mask_root_dir_path"]
+    spec_path.write_text(json.dumps(spec))
+    dataset, annotation_file, images = _evaluation_inputs(str(spec_path))
+    assert dataset.test_data.mask_root_dir_path is None and images == str(coco_val_sample)
+    result = CliRunner().invoke(cli, ["dataset_convert", "-d", str(spec_path), "-m", "test", "-o", str(tmp_path / "val")])
+    assert_one_line_error(result, str(spec_path), "test_data.mask_root_dir_path: not set")
+
+
+def test_evaluate_short_form_checks_its_arguments(tmp_path, coco_val_sample):
+    from click.testing import CliRunner
+
+    from bpnet.cli import cli
+
+    from .conftest import assert_one_line_error
+
+    runner = CliRunner()
+    annotations = str(coco_val_sample / "test_coco.json")
+    assert_one_line_error(runner.invoke(cli, ["evaluate", "-m", "x.onnx", "--annotations", annotations]), "--images DIR")
+    both = runner.invoke(cli, ["evaluate", "-m", "x.onnx", "-d", "s.json", "--annotations", annotations, "--images", "."])
+    assert_one_line_error(both, "or -d/--dataset_spec")
+    plain = tmp_path / "instances.json"
+    plain.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    no_keypoints = runner.invoke(cli, ["evaluate", "-m", "x.onnx", "--annotations", str(plain), "--images", str(tmp_path)])
+    assert_one_line_error(no_keypoints, str(plain), "no category lists keypoints")

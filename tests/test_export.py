@@ -1,5 +1,6 @@
 """`bpnet export`: ONNX against Keras on real images, metadata, INT8 ONNX Runtime, calibration, TensorRT parts."""
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -38,6 +39,7 @@ from bpnet.model.io import ModelInfo, read_onnx_metadata, save_model
 from .conftest import BODY18
 
 INFO = ModelInfo(BODY18, (256.0,) * 3, (0.5,) * 3, 8)
+ALIGNED_INFO = dataclasses.replace(INFO, input_alignment=8)  # what saving records: the VGG backbone down-samples by 8
 
 
 def spread_model(seed: int = 0, attention: bool = False):
@@ -102,7 +104,7 @@ def test_onnx_equals_keras_on_real_images_with_dynamic_batch_and_size(exported, 
 def test_metadata_round_trip_and_inference_from_onnx_alone(exported, coco_val_sample, tmp_path):
     folder, _ = exported
     metadata = read_onnx_metadata(str(folder / "model.onnx"))
-    assert ModelInfo.from_dict(metadata) == INFO
+    assert ModelInfo.from_dict(metadata) == ALIGNED_INFO
     assert metadata["outputs"]["paf"] == {"name": PAF_OUTPUT, "stride": 8} and metadata["sdk_compatible"] is False
     infer = tmp_path / "infer.yaml"  # the train spec named here does not exist: the ONNX file is self-describing
     infer.write_text(
@@ -189,7 +191,7 @@ def test_int8_onnx_runtime_model_is_quantized_close_and_self_describing(exported
     producers = {o: n for n in proto.graph.node for o in n.output}
     for conv in output_convs:  # the output convolutions read float weights (no DequantizeLinear in front)
         assert producers.get(conv.input[1]) is None or producers[conv.input[1]].op_type != "DequantizeLinear"
-    assert ModelInfo.from_dict(read_onnx_metadata(result.int8_onnx_file)) == INFO
+    assert ModelInfo.from_dict(read_onnx_metadata(result.int8_onnx_file)) == ALIGNED_INFO
     onnx.checker.check_model(proto)  # once failed: the bpnet metadata key was written twice
     assert [entry.key for entry in proto.metadata_props].count("bpnet") == 1
     batch = real_batch(coco_val_sample)
@@ -222,7 +224,7 @@ def test_openvino_target_writes_fp32_and_int8_irs_that_run_like_onnx(exported, c
         assert xml.with_suffix(".bin").is_file() and (tmp_path / (xml.name + ".json")).is_file()
     batch = real_batch(coco_val_sample)
     onnx_model, fp32, int8 = (open_backend(str(tmp_path / name)) for name in ("m.onnx", "m.xml", "m.int8.xml"))
-    assert fp32.info == int8.info == onnx_model.info == INFO
+    assert fp32.info == int8.info == onnx_model.info == ALIGNED_INFO
     for expected, got in zip(onnx_model.backend(batch), fp32.backend(batch)):
         np.testing.assert_allclose(got, expected, atol=1e-4)
     for expected, got in zip(onnx_model.backend(batch), int8.backend(batch)):

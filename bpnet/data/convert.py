@@ -285,6 +285,12 @@ def convert_dataset(
         split = spec.split(mode)
     except FieldError as exc:
         raise SpecError(f"{source}: {exc.field_name}: {exc}") from None
+    if split.mask_root_dir_path is None:
+        field = "train_data" if mode == "train" else "test_data"
+        raise SpecError(
+            f"{source}: {field}.mask_root_dir_path: not set; dataset_convert records each image's mask path (and "
+            "writes the masks with --generate_masks)"
+        )
     output_filename = os.path.abspath(output_filename)
     _prepare_output_dir(os.path.dirname(output_filename), "output folder")
     results_dir = os.path.abspath(results_dir) if results_dir else os.path.dirname(output_filename)

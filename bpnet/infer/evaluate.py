@@ -10,6 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
+from bpnet import spec_loader
 from bpnet.errors import BpnetError, SpecError
 from bpnet.files import atomic_path, contained_path
 from bpnet.images import read_image
@@ -40,6 +41,36 @@ def _evaluation_inputs(dataset_spec: Union[DatasetSpec, str]) -> Tuple[DatasetSp
     if not os.path.isfile(annotation_file):
         raise BpnetError(f"{annotation_file}: annotation file not found (test_data.annotation_root_dir_path)")
     return dataset, annotation_file, dataset.resolve(dataset.test_data.images_root_dir_path)
+
+
+def annotations_dataset(annotation_file: str, images_dir: str) -> DatasetSpec:
+    """The dataset spec that ``evaluate --annotations FILE --images DIR`` stands for: ``test_data`` is the pair,
+    the keypoint category is the annotation file's own (its first category that lists keypoints)."""
+    import json
+
+    if not os.path.isfile(annotation_file):
+        raise BpnetError(f"{annotation_file}: annotation file not found (--annotations)")
+    if not os.path.isdir(images_dir):
+        raise BpnetError(f"{images_dir}: image folder not found (--images)")
+    try:
+        with open(annotation_file, encoding="utf-8") as handle:
+            categories = json.load(handle).get("categories")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise BpnetError(f"{annotation_file}: not a COCO annotation file ({type(exc).__name__}) (--annotations)") from None
+    keypoint_categories = [c for c in categories or [] if isinstance(c, dict) and c.get("keypoints")]
+    if not keypoint_categories:
+        raise BpnetError(f"{annotation_file}: categories: no category lists keypoints; not a keypoint annotation file")
+    category = {key: keypoint_categories[0].get(key) for key in ("id", "name", "keypoints", "skeleton")}
+    data = {
+        "dataset": "coco",
+        "root_directory_path": os.path.dirname(os.path.abspath(annotation_file)),
+        "categories": [{**category, "name": category["name"] or "person", "skeleton": category["skeleton"] or []}],
+        "test_data": {
+            "images_root_dir_path": os.path.abspath(images_dir),
+            "annotation_root_dir_path": os.path.abspath(annotation_file),
+        },
+    }
+    return spec_loader.from_dict(DatasetSpec, data, source=f"{annotation_file}: categories")
 
 
 def _load_coco(annotation_file: str):
