@@ -481,6 +481,9 @@ def train(
 )
 @click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
 @click.option("--results_dir", default="results/evaluate", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--no_report", is_flag=True, help="Skip the report folder (report/index.html: AP per image, the worst images drawn)."
+)
 @set_option
 @log_level_option
 @uses_tensorflow
@@ -494,6 +497,7 @@ def evaluate(
     images: Optional[str],
     key: str,
     results_dir: str,
+    no_report: bool,
     overrides: Tuple[str, ...],
 ) -> None:
     """COCO keypoint AP of a model on annotated images (pycocotools): --annotations FILE --images DIR, or the
@@ -505,10 +509,11 @@ def evaluate(
         raise BpnetError("evaluate: give --annotations FILE and --images DIR, or -d/--dataset_spec")
     data = dataset_spec if dataset_spec is not None else annotations_dataset(str(annotations), str(images))
     model_path = resolve_model(model_filename)
-    stats = run_evaluation(inference_spec, data, results_dir, model_path=model_path, overrides=overrides)
+    stats = run_evaluation(inference_spec, data, results_dir, model_path=model_path, overrides=overrides, report=not no_report)
     for name, value in stats.items():
         click.echo(f"{name:<22} {value:.4f}")
-    click.echo(f"evaluate: results in {os.path.abspath(results_dir)}")
+    report = "" if no_report else f"; report {os.path.join(os.path.abspath(results_dir), 'report', 'index.html')}"
+    click.echo(f"evaluate: results in {os.path.abspath(results_dir)}{report}")
 
 
 @cli.command("inference")

