@@ -1,5 +1,6 @@
 """`bpnet train` on records from real COCO images: loss falls, exact resume, SIGKILL, NaN, weights, distribution."""
 
+import csv
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import h5py
 import keras
 import numpy as np
@@ -60,9 +62,16 @@ def weights_of(path):
     return model.get_weights()
 
 
-def test_tiny_training_loss_falls_and_writes_every_artefact(tmp_path, tiny_spec):
+def test_tiny_training_loss_falls_and_writes_every_artefact(tmp_path, tiny_spec, coco_mini_records, coco_val_sample):
+    dataset = json.loads((coco_mini_records / "dataset_spec.json").read_text())
+    dataset["test_data"] = {  # validation AP is measured on the dataset spec's test split
+        "images_root_dir_path": str(coco_val_sample),
+        "annotation_root_dir_path": str(coco_val_sample / "test_coco.json"),
+    }
+    (tmp_path / "with_test.json").write_text(json.dumps(dataset))
     spec = tiny_spec(
         **{
+            "dataloader.dataset_config.dataset_specs": {"coco": str(tmp_path / "with_test.json")},
             "num_epoch": 4,
             "checkpoint_n_epoch": 2,
             "validation_every_n_epoch": 2,
@@ -89,7 +98,19 @@ def test_tiny_training_loss_falls_and_writes_every_artefact(tmp_path, tiny_spec)
     events = EventAccumulator(str(run / "events"))
     events.Reload()
     tags = set(events.Tags()["tensors"])
-    assert {"total_loss", "learning_rate", "cmap_loss_stage1", "paf_loss_stage2", "val_loss"} <= tags
+    assert {"total_loss", "learning_rate", "cmap_loss_stage1", "paf_loss_stage2", "val_loss", "val_AP"} <= tags
+    with open(run / "training_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
+    assert [float(row["loss"]) for row in rows] == pytest.approx(result.epoch_losses, rel=1e-5)
+    for row in rows:  # the stage losses add up to the total (plus the small weight penalty)
+        stages = sum(float(row[f"{kind}_loss_stage{s}"]) for kind in ("heatmap", "paf") for s in (1, 2))
+        assert stages <= float(row["loss"]) <= stages * 1.05 and float(row["learning_rate"]) > 0
+    assert [bool(row["validation_AP"]) for row in rows] == [False, True, False, True]
+    assert all(0.0 <= float(row["validation_AP"]) <= 1.0 for row in rows if row["validation_AP"])
+    assert [float(row["validation_loss"]) for row in rows if row["validation_loss"]] == pytest.approx(result.val_losses)
+    plot = cv2.imread(str(run / "results.png"))
+    assert plot.shape == (900, 1200, 3) and plot.std() > 10  # four drawn panels, not a blank page
 
 
 def run_cli_train(spec, results, extra=()):
@@ -122,6 +143,8 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny_spec):
     straight_weights = weights_of(tmp_path / "straight" / "bpnet_model.keras")
     for a, b in zip(straight_weights, weights_of(tmp_path / "killed" / "bpnet_model.keras")):
         np.testing.assert_array_equal(a, b)
+    logs = [(tmp_path / run / "training_log.csv").read_text().splitlines() for run in ("straight", "killed")]
+    assert logs[0] == logs[1] and len(logs[0]) == 1 + 3  # one row per epoch, none lost or repeated by the kill
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, tiny_spec):

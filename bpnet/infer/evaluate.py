@@ -7,7 +7,7 @@ import csv
 import io
 import logging
 import os
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
@@ -17,7 +17,7 @@ from bpnet.files import atomic_path, contained_path
 from bpnet.images import read_image
 from bpnet.infer.coco_eval import KPI_NAMES, evaluate_keypoints
 from bpnet.infer.evaluation_report import write_report
-from bpnet.infer.predict import load_predictor
+from bpnet.infer.predict import Predictor, load_predictor
 from bpnet.infer.results import prepare_results_dir, tlt_header, write_json
 from bpnet.specs import DatasetSpec, InferenceSpec, spec_object, spec_source
 from bpnet.status import task_status
@@ -87,6 +87,50 @@ def _load_coco(annotation_file: str):
         ) from None
 
 
+def predict_dataset(
+    predictor: Predictor,
+    dataset: DatasetSpec,
+    coco,
+    image_ids: Sequence[int],
+    annotation_file: str,
+    images_dir: str,
+    progress: bool = True,
+) -> Tuple[List[dict], List[dict], Dict[int, str]]:
+    """Run ``predictor`` on the annotated images ``image_ids``: ``(COCO results, detections.json entries,
+    image id → path)``. A ``file_name`` that leaves ``images_dir`` is refused, naming the annotation file."""
+    coco_results: List[dict] = []
+    raw: List[dict] = []
+    image_paths: Dict[int, str] = {}
+    for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
+        file_name = coco.loadImgs(image_id)[0].get("file_name")
+        path = contained_path(images_dir, file_name) if isinstance(file_name, str) else None
+        if path is None:
+            raise BpnetError(
+                f"{annotation_file}: image {image_id}: file_name {file_name!r} is not a path inside the image folder {images_dir}"
+            )
+        prediction = predictor.predict_one(read_image(path), path)
+        image_paths[image_id] = path
+        coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
+        raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
+    return coco_results, raw, image_paths
+
+
+def validation_ap(predictor: Predictor, dataset_spec: Union[DatasetSpec, str], max_images: int) -> Optional[float]:
+    """COCO keypoint AP of ``predictor`` on the first ``max_images`` images (by id) of the dataset spec's
+    ``test_data`` (training's validation; nothing is written); None when the spec has no test split on disk."""
+    dataset = spec_object(DatasetSpec, dataset_spec)
+    if dataset.test_data is None:
+        return None
+    annotation_file = dataset.resolve(dataset.test_data.annotation_root_dir_path)
+    if not os.path.isfile(annotation_file):
+        return None
+    coco = _load_coco(annotation_file)
+    image_ids = sorted(coco.getImgIds())[:max_images]
+    images_dir = dataset.resolve(dataset.test_data.images_root_dir_path)
+    coco_results, _, _ = predict_dataset(predictor, dataset, coco, image_ids, annotation_file, images_dir, progress=False)
+    return evaluate_keypoints(coco, coco_results, image_ids)["AP_0.50:0.95_all"]
+
+
 def evaluate(
     inference_spec: Union[InferenceSpec, str, None],
     dataset_spec: Union[DatasetSpec, str],
@@ -106,19 +150,9 @@ def evaluate(
         predictor, spec = load_predictor(inference_spec, model_path, overrides)
         coco = _load_coco(annotation_file)
         image_ids = sorted(coco.getImgIds())
-        coco_results, raw, image_paths = [], [], {}
-        for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
-            file_name = coco.loadImgs(image_id)[0].get("file_name")
-            path = contained_path(images_dir, file_name) if isinstance(file_name, str) else None
-            if path is None:
-                raise BpnetError(
-                    f"{annotation_file}: image {image_id}: file_name {file_name!r} is not a path inside "
-                    f"the image folder {images_dir}"
-                )
-            prediction = predictor.predict_one(read_image(path), path)
-            image_paths[image_id] = path
-            coco_results += prediction.to_coco(image_id, dataset.category.keypoints, dataset.category.id)
-            raw.append({"full_image_path": path, "image_id": image_id, **prediction.to_json()})
+        coco_results, raw, image_paths = predict_dataset(
+            predictor, dataset, coco, image_ids, annotation_file, images_dir, progress
+        )
         stats = evaluate_keypoints(coco, coco_results, image_ids)
         write_json(os.path.join(results_dir, "detections.json"), {**tlt_header(predictor.info.skeleton, spec), "images": raw})
         write_json(os.path.join(results_dir, "detections_coco_format.json"), coco_results)

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -32,6 +32,9 @@ from bpnet.data.pipeline import SampleMaker, build_dataset, dataset_mappings
 from bpnet.data.records import count_records
 from bpnet.errors import BpnetError
 from bpnet.files import current_umask, remove_stale_temporaries, temporary_prefix
+from bpnet.infer.backends import KerasBackend
+from bpnet.infer.evaluate import validation_ap
+from bpnet.infer.predict import Predictor, PredictorSettings
 from bpnet.model.build import build_model, stage_outputs
 from bpnet.model.io import (
     ModelInfo,
@@ -51,6 +54,7 @@ from bpnet.status import StatusLogger, task_status
 from bpnet.train import distribution
 from bpnet.train.distill import Teacher, distillation_losses, load_teacher, resolve_unlabeled, unlabeled_dataset, with_unlabeled
 from bpnet.train.freeze import freeze
+from bpnet.train.history import TrainingHistory, stage_columns
 from bpnet.train.losses import stage_losses
 from bpnet.train.optim import (
     ExponentialDecaySchedule,
@@ -61,6 +65,9 @@ from bpnet.train.optim import (
 from bpnet.train.weights import load_graph_without_regularizers, load_pretrained
 
 logger = logging.getLogger(__name__)
+
+VALIDATION_AP_IMAGES = 200
+"""Images of the test split the validation AP is measured on (the first by id): enough for a trend."""
 
 CHECKPOINT_PATTERN = re.compile(r"^epoch-(\d{4,})$")
 
@@ -422,18 +429,26 @@ class Trainer:
         train_step = self._train_step_fn(model, optimizer, teacher)
         writer = tf.summary.create_file_writer(os.path.join(self.results_dir, "events"))
         epoch_losses, val_losses = [], []
+        history = TrainingHistory(self.results_dir, len(model.outputs) // 2, start_epoch)
         try:
             for epoch in range(start_epoch + 1, spec.num_epoch + 1):
-                epoch_losses.append(self._run_epoch(epoch, iterator, train_step, optimizer, writer, checkpoint))
+                loss, summary = self._run_epoch(epoch, iterator, train_step, optimizer, writer, checkpoint)
+                epoch_losses.append(loss)
                 if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
                     self.save_checkpoint(checkpoint, model, epoch)
                 if spec.validation_every_n_epoch and epoch % spec.validation_every_n_epoch == 0:
-                    val = self.validation_loss(model)
+                    val, ap = self.validation_loss(model), self.validation_ap(model)
+                    summary.update(validation_loss=val, validation_AP=ap)
                     if val is not None:
                         val_losses.append(val)
                         with writer.as_default():
                             tf.summary.scalar("val_loss", val, step=int(self.step_counter.numpy()))
                         logger.info("epoch %d: validation loss %.5f per image", epoch, val)
+                    if ap is not None:
+                        with writer.as_default():
+                            tf.summary.scalar("val_AP", ap, step=int(self.step_counter.numpy()))
+                        logger.info("epoch %d: validation AP %.4f", epoch, ap)
+                history.add({**summary, "epoch": epoch, "step": int(self.step_counter.numpy())})
                 self.status.write(
                     "RUNNING", f"Epoch {epoch}/{spec.num_epoch} done.", kpi={"epoch": epoch, "loss": epoch_losses[-1]}
                 )
@@ -468,10 +483,13 @@ class Trainer:
         elif spec.pretrained_weights and not spec.load_graph:
             load_pretrained(model, spec.pretrained_weights, spec.model.backbone_attributes.use_bias)
 
-    def _run_epoch(self, epoch, iterator, train_step, optimizer, writer, checkpoint) -> float:
+    def _run_epoch(self, epoch, iterator, train_step, optimizer, writer, checkpoint) -> Tuple[float, Dict[str, Optional[float]]]:
+        """Train one epoch: ``(mean loss, the :mod:`bpnet.train.history` columns it knows: mean losses per stage,
+        the last learning rate)``."""
         tf, spec = self.tf, self.spec
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{spec.num_epoch}", unit="step", disable=not self.progress)
         losses, started, last_log = [], time.perf_counter(), time.perf_counter()
+        stage_sums, distillation_sum, lr = None, 0.0, None
         try:
             for _ in range(self.steps_per_epoch):
                 images, labels = next_batch(iterator)
@@ -488,6 +506,9 @@ class Trainer:
                     )
                     raise BpnetError(message + "; try a lower learning rate")
                 losses.append(float(loss))
+                per_stage = np.concatenate([np.ravel(heat), np.ravel(paf)]).astype(np.float64)
+                stage_sums = per_stage if stage_sums is None else stage_sums + per_stage
+                distillation_sum += float(distillation)
                 if step % spec.summary_every_n_steps == 0:
                     with writer.as_default():
                         tf.summary.scalar("total_loss", loss, step=step)
@@ -506,7 +527,26 @@ class Trainer:
                     last_log = time.perf_counter()
         finally:
             bar.close()
-        return float(np.mean(losses))
+        mean_loss = float(np.mean(losses))
+        summary: Dict[str, Optional[float]] = {"loss": mean_loss, "learning_rate": lr}
+        if stage_sums is not None:
+            summary.update(zip(stage_columns(len(stage_sums) // 2), (stage_sums / len(losses)).tolist()))
+        if spec.distillation is not None:
+            summary["distillation_loss"] = distillation_sum / len(losses)
+        return mean_loss, summary
+
+    def validation_ap(self, model) -> Optional[float]:
+        """COCO keypoint AP of ``model`` (its last stage, at the training input size) on the first
+        :data:`VALIDATION_AP_IMAGES` images of the first dataset spec's test split; None without one."""
+        dims = self.spec.dataloader.image_config.image_dims
+        settings = PredictorSettings(input_shape=(dims.height, dims.width))
+        predictor = Predictor(KerasBackend(model), self.info, settings)
+        for dataset_spec in self.spec.dataloader.dataset_config.dataset_specs.values():
+            if os.path.isfile(dataset_spec):
+                ap = validation_ap(predictor, dataset_spec, VALIDATION_AP_IMAGES)
+                if ap is not None:
+                    return ap
+        return None
 
 
 _PIPELINE_INPUT_ERROR = re.compile(r"(?:FileNotFoundError|KeyError|ValueError): (.+?)(?:\n|$)")
