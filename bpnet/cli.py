@@ -1,289 +1,31 @@
-"""The ``bpnet`` command: a click group whose subcommands each call one library function.
+"""The ``bpnet`` command surface: a click group whose subcommands each call one library function.
 
-Subcommand names and flags follow TLT bpnet. Logging is configured here and nowhere else. Every
-expected failure (:func:`bpnet.errors.describe_failure`: bad input, a file-system error such as a
-full disk or a read-only folder, memory) becomes one ``Error: ...`` line on stderr and exit code 2;
-with ``-ll DEBUG`` the traceback is shown as well. Anything else is a bug and keeps its traceback.
+Subcommand names and flags follow TLT bpnet. Logging is configured by the group and by ``-ll`` and nowhere else
+(:mod:`bpnet.cli_support`, which also turns every expected failure — bad input, a file-system error such as a full
+disk or a read-only folder, memory — into one ``Error: ...`` line on stderr and exit code 2; with ``-ll DEBUG``
+the traceback is shown as well; anything else is a bug and keeps its traceback). Shared option groups are in
+:mod:`bpnet.cli_options`.
 """
 
-import functools
 import logging
 import os
 import signal
-import sys
-import traceback
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import click
 
 from bpnet import __version__, launcher, registry
-from bpnet.errors import BpnetError, describe_failure
+from bpnet.cli_options import key_option, launcher_options, log_level_option, predictor_options, set_option
+from bpnet.cli_support import LOG_LEVELS, BpnetGroup, configure_logging, uses_tensorflow
+from bpnet.errors import BpnetError
 from bpnet.export.pipeline import DEFAULT_CAL_CACHE_FILE, ExportRequest  # the flags' defaults have one owner
 from bpnet.images import MAX_NETWORK_INPUT_SIDE, check_network_input_shape
 from bpnet.infer.track import TrackerSettings
 from bpnet.registry import resolve_model
-from bpnet.status import Terminated, raise_terminated
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-USER_ERROR_EXIT_CODE = 2
-TERMINATED_EXIT_CODE = 128 + 15  # SIGTERM, as a shell reports a process it killed
+from bpnet.status import raise_terminated
 
 
-class _ProgressBarSafeHandler(logging.StreamHandler):
-    """Writes log lines through tqdm, so they appear above a running progress bar instead of breaking it."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=self.stream)
-        except Exception:  # noqa: BLE001 (logging must never raise)
-            self.handleError(record)
-
-
-NOISY_LOGGERS = ("tensorflow", "tf2onnx", "absl", "h5py", "onnxruntime")
-"""Third-party loggers kept at WARNING (ERROR for tf2onnx) unless ``-ll DEBUG``: their INFO lines are chatter."""
-
-
-def configure_logging(level: str) -> None:
-    """Set the root logger's format and level (called by the group and by a subcommand's ``-ll``), and keep
-    TensorFlow's C++ start-up lines (CUDA probing, CPU features) off the terminal unless ``DEBUG``."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _ProgressBarSafeHandler) for h in root.handlers):
-        handler = _ProgressBarSafeHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(launcher.LOG_FORMAT, launcher.LOG_DATE_FORMAT))
-        root.addHandler(handler)
-    root.setLevel(level)
-    debug = level == "DEBUG"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if debug else "3"
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR if name == "tf2onnx" else logging.WARNING)
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with the process's stderr (file descriptor 2) silenced, unless logging at DEBUG.
-
-    TensorFlow's CUDA stubs print their lines before its logging is set up, so ``TF_CPP_MIN_LOG_LEVEL``
-    cannot hide them. What the import printed is shown if the import fails.
-    """
-    if "tensorflow" in sys.modules or logging.getLogger().isEnabledFor(logging.DEBUG):
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        failed = True
-        try:
-            import absl.logging
-            import tensorflow  # noqa: F401
-
-            absl.logging.set_verbosity(absl.logging.ERROR)
-            failed = False
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed:
-                captured.seek(0)
-                sys.stderr.write(captured.read().decode(errors="replace"))
-
-
-def uses_tensorflow(func: Callable[..., Any]) -> Callable[..., Any]:
-    """A subcommand that needs TensorFlow imports it quietly first (see :func:`import_tensorflow_quietly`)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import_tensorflow_quietly()
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-def set_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--set key.path=value`` (repeatable): change a spec value without editing the file (bpnet addition)."""
-    return click.option(
-        "--set",
-        "overrides",
-        multiple=True,
-        metavar="KEY.PATH=VALUE",
-        help="Override a spec value (repeatable), typed and validated like the file, e.g. --set num_epoch=3.",
-    )(func)
-
-
-def predictor_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``-i/--inference_spec`` and ``-m/--model_filename`` of the commands that run a model."""
-    func = click.option(
-        "-m",
-        "--model_filename",
-        default=None,
-        type=click.Path(dir_okay=False),
-        help="Model (.keras/.h5/.hdf5/.onnx, an OpenVINO .xml, a TensorRT engine) or a registered network's name "
-        "(bpnet models)  [default: the spec's model_path]",
-    )(func)
-    return click.option(
-        "-i",
-        "--inference_spec",
-        default=None,
-        type=click.Path(dir_okay=False),
-        help="Inference spec (YAML)  [default: the model's own settings; a model with bpnet metadata needs no spec]",
-    )(func)
-
-
-def _gpu_index(ctx: click.Context, _param: click.Parameter, value: Tuple[int, ...]) -> None:
-    if value:
-        launcher.set_visible_gpus(value)
-        ctx.meta["bpnet.gpu_index"] = value
-
-
-def _log_file(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
-    if value:
-        ctx.meta["bpnet.stop_log_file"] = launcher.tee_to_log_file(value)
-
-
-def _num_processes(ctx: click.Context, _param: click.Parameter, value: int) -> None:
-    ctx.meta["bpnet.num_processes"] = value
-    if ctx.info_name != "train":
-        launcher.single_process(str(ctx.info_name), value, 1)
-
-
-def _single_device(ctx: click.Context, _param: click.Parameter, value: int) -> None:
-    launcher.single_process(str(ctx.info_name), -1, value)
-
-
-def _cuda_blocking(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
-
-
-def launcher_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """TLT's launcher flags, accepted by every TLT task (:mod:`bpnet.launcher` says what each does here)."""
-    options = [
-        click.option(
-            "--gpu_index",
-            multiple=True,
-            type=click.IntRange(min=0),
-            expose_value=False,
-            is_eager=True,
-            callback=_gpu_index,
-            help="GPU indices to use (CUDA_VISIBLE_DEVICES), as TLT's launcher: --gpu_index 0 1.",
-        ),
-        click.option(
-            "--log_file",
-            type=click.Path(dir_okay=False),
-            expose_value=False,
-            is_eager=True,
-            callback=_log_file,
-            help="Also write the output (log, results, errors) to this file, appended.",
-        ),
-        click.option(
-            "-np",
-            "--num_processes",
-            type=int,
-            default=-1,
-            expose_value=False,
-            callback=_num_processes,
-            help="TLT's Horovod process count: train → that many GPUs in one process; other tasks take 1.",
-        ),
-        click.option("--launch_cuda_blocking", is_flag=True, hidden=True, expose_value=False, callback=_cuda_blocking),
-    ]
-    if func.__name__ != "train":  # train has its own --gpus
-        options.append(
-            click.option(
-                "--gpus",
-                type=click.IntRange(min=1),
-                default=1,
-                expose_value=False,
-                callback=_single_device,
-                help="Accepted for TLT compatibility: this task runs on one device.",
-            )
-        )
-    for option in options:
-        func = option(func)
-    return func
-
-
-def _set_log_level(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[str]:
-    if value is not None:
-        configure_logging(value.upper())
-    return value
-
-
-def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``-ll/--log_level`` on a subcommand, as TLT places it (``bpnet train ... -ll DEBUG``)."""
-    return click.option(
-        "-ll",
-        "--log_level",
-        type=click.Choice(LOG_LEVELS, case_sensitive=False),
-        default=None,
-        expose_value=False,
-        is_eager=True,
-        callback=_set_log_level,
-        help="Logging level (overrides the one given before the subcommand).",
-    )(func)
-
-
-NARGS_STAR_OPTIONS = ("-el", "--excluded_layers", "--gpu_index")
-"""TLT's argparse options taking any number of values (``-el a b c``); click takes one value per flag."""
-
-
-def expand_multi_value_options(args: List[str]) -> List[str]:
-    """``[-el, a, b, -pth, 0.2]`` → ``[-el, a, -el, b, -pth, 0.2]``: TLT's ``nargs='*'`` spelling."""
-    expanded: List[str] = []
-    current = None
-    for arg in args:
-        if arg in NARGS_STAR_OPTIONS:
-            current = arg
-            expanded.append(arg)
-            continue
-        if current is not None and not arg.startswith("-"):
-            if expanded[-1] != current:
-                expanded.append(current)
-            expanded.append(arg)
-            continue
-        current = None
-        expanded.append(arg)
-    return expanded
-
-
-class _Group(click.Group):
-    """Turns user errors into one line and exit code 2; accepts TLT's multi-value ``-el a b``."""
-
-    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        return super().parse_args(ctx, expand_multi_value_options(args))
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return self._invoke(ctx)
-        finally:
-            stop_log_file = ctx.meta.pop("bpnet.stop_log_file", None)
-            if stop_log_file is not None:
-                stop_log_file()
-
-    def _invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:
-            message = describe_failure(exc)
-            if message is None:
-                raise
-            if logging.getLogger().isEnabledFor(logging.DEBUG):
-                traceback.print_exc()
-            click.echo(f"Error: {' '.join(message.split())}", err=True)
-            ctx.exit(USER_ERROR_EXIT_CODE)
-        except KeyboardInterrupt as exc:
-            terminated = isinstance(exc, Terminated)
-            click.echo(
-                f"{'Terminated (SIGTERM)' if terminated else 'Interrupted'}; finished outputs are kept, "
-                "unfinished ones were not written.",
-                err=True,
-            )
-            ctx.exit(TERMINATED_EXIT_CODE if terminated else 130)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BpnetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="bpnet")
 @click.option(
     "-ll",
@@ -408,7 +150,7 @@ def dataset_inspect(
     type=click.Path(file_okay=False),
     help="Results folder (overrides the spec's checkpoint_dir). Rerun to resume.",
 )
-@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused (models are not encrypted).")
+@key_option
 @click.option(
     "--gpus",
     default=None,
@@ -479,7 +221,7 @@ def train(
 @click.option(
     "--images", default=None, type=click.Path(file_okay=False), help="The annotated images' folder (with --annotations)."
 )
-@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@key_option
 @click.option("--results_dir", default="results/evaluate", show_default=True, type=click.Path(file_okay=False))
 @click.option(
     "--no_report", is_flag=True, help="Skip the report folder (report/index.html: AP per image, the worst images drawn)."
@@ -540,7 +282,7 @@ def evaluate(
     help="Drop people scoring below this from detections.json and the renderings (bpnet addition; the inference "
     "spec's min_person_score)  [default: the spec's, 0]",
 )
-@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@key_option
 @click.option("--results_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--dump_visualizations", is_flag=True, help="Render skeletons to images_annotated/ (a video for video input).")
 @click.option(
@@ -660,7 +402,7 @@ def inference(
     type=click.Path(dir_okay=False),
     help="Pruned model; .keras is appended without a .keras/.h5/.hdf5 suffix.",
 )
-@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@key_option
 @click.option(
     "-n",
     "--normalizer",
@@ -784,7 +526,7 @@ def prune(
     type=click.Path(dir_okay=False),
     help="ONNX file (.onnx forced)  [default: the model's name with .onnx]",
 )
-@click.option("-k", "--key", default="", help="Accepted for TLT compatibility; unused.")
+@key_option
 @click.option(
     "-e",
     "--experiment_spec",

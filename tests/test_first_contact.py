@@ -240,7 +240,7 @@ def test_no_tensorflow_start_up_noise_at_the_default_log_level(tiny_model, tmp_p
     ]
     assert noise == [], noise
 
-    from bpnet.cli import configure_logging
+    from bpnet.cli_support import configure_logging
 
     try:
         configure_logging("DEBUG")  # -ll DEBUG lets TensorFlow's C++ log through again

@@ -205,7 +205,7 @@ def test_cli_prune_saves_a_smaller_model_with_its_skeleton(tmp_path):
 
 
 def test_tlt_multi_value_excluded_layers_spelling():
-    from bpnet.cli import expand_multi_value_options
+    from bpnet.cli_support import expand_multi_value_options
 
     assert expand_multi_value_options(["prune", "-el", "a", "b", "-pth", "0.2", "-el", "c"]) == [
         "prune",
