@@ -101,7 +101,7 @@ def variants(name: str, model_path: str, work: str, args) -> list:
         batches=args.cal_batches,
         batch_size=1,
         int8_keep_float=args.int8_keep_float,
-        min_int8_agreement=0.0,
+        min_int8_pose_ap=0.0,
     )
     rows = []
     if not model_path.endswith(".onnx"):  # imported models have no Keras form

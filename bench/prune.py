@@ -121,7 +121,7 @@ def runtime_rows(variants: List[str], args) -> List[dict]:
                 cal_image_dir=args.cal_image_dir,
                 cal_data_file=os.path.join(work, f"{label}_calibration.npy"),
                 batches=args.cal_batches,
-                min_int8_agreement=0.0,
+                min_int8_pose_ap=0.0,
             )
         )
         row = {"variant": label, "model": path, "params": model.count_params(), "macs": count_macs(model, size)}

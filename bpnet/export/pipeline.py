@@ -18,8 +18,10 @@ Targets:
 INT8 for CPUs: the ONNX model is first equalised (:mod:`bpnet.export.equalize`, the same function with
 per-channel ranges that one 8-bit scale can hold), nodes matching ``--int8_keep_float`` (or an imported
 model's recommendation) stay in float, and the INT8 model's outputs are compared with FP32's on the
-calibration images (:mod:`bpnet.export.agreement`): below ``--min_int8_agreement`` it is removed and the
-export fails instead of leaving a model that finds nobody.
+calibration images (:mod:`bpnet.export.agreement`): the pose AP of its people with FP32's as the ground
+truth below ``--min_int8_pose_ap``, or, with ``--val_spec``, its COCO AP on that labelled test split more than
+``--max_ap_drop`` under FP32's, and it is removed and the export fails instead of leaving a model that lost the
+people. The check's figures and the float layers are recorded in the INT8 model's metadata (``int8_check``).
 """
 
 import contextlib
@@ -33,7 +35,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from bpnet.errors import BpnetError
-from bpnet.export.agreement import DEFAULT_MIN_AGREEMENT, MIN_REFERENCE_PEOPLE, Agreement
+from bpnet.export.agreement import DEFAULT_MIN_POSE_AP, MIN_REFERENCE_PEOPLE, Agreement
 from bpnet.export.onnx_export import OnnxSettings
 from bpnet.files import atomic_path, remove_stale_temporaries
 from bpnet.images import check_network_input_shape
@@ -44,8 +46,10 @@ from bpnet.model.io import (
     load_model,
     model_extras,
     read_model_metadata,
+    set_onnx_metadata,
     sidecar_metadata_path,
     train_spec_info,
+    write_sidecar_metadata,
 )
 from bpnet.status import task_status
 
@@ -89,7 +93,9 @@ class ExportRequest:
     results_dir: Optional[str] = None
     spec_overrides: Tuple[str, ...] = ()  # --set key.path=value for the -e train spec
     int8_keep_float: Optional[str] = None  # regular expression on node names (bpnet addition)
-    min_int8_agreement: float = DEFAULT_MIN_AGREEMENT  # bpnet addition (bpnet.export.agreement)
+    min_int8_pose_ap: float = DEFAULT_MIN_POSE_AP  # bpnet addition (bpnet.export.agreement)
+    val_spec: Optional[str] = None  # a labelled dataset spec: the INT8 model's true AP is checked on its test_data
+    max_ap_drop: float = 0.01  # with val_spec: the most COCO AP the INT8 model may lose against FP32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +148,12 @@ def _check(request: ExportRequest) -> str:
         raise BpnetError(f"--target: {target!r} is not one of {', '.join(TARGETS)}")
     if request.int8_keep_float is not None:
         check_keep_float(request.int8_keep_float, "--int8_keep_float")
-    if not 0 <= request.min_int8_agreement <= 1:
-        raise BpnetError(f"--min_int8_agreement: {request.min_int8_agreement} is not within 0..1")
+    if not 0 <= request.min_int8_pose_ap <= 1:
+        raise BpnetError(f"--min_int8_pose_ap: {request.min_int8_pose_ap} is not within 0..1")
+    if not 0 <= request.max_ap_drop <= 1:
+        raise BpnetError(f"--max_ap_drop: {request.max_ap_drop} is not within 0..1")
+    if request.val_spec is not None and not os.path.isfile(request.val_spec):
+        raise BpnetError(f"{request.val_spec}: dataset spec not found (--val_spec)")
     if request.data_format != "channels_last":
         raise BpnetError("--data_format: bpnet models are channels_last (NHWC); channels_first is not supported")
     if target in CPU_TARGETS and request.data_type == "fp16":
@@ -282,7 +292,7 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
         result = _cpu_int8(source, target, data, keep_float, result)
         candidate = result.int8_onnx_file or result.int8_openvino_file
         reference = str(source.onnx_path or source.openvino_path)
-        agreement = _check_agreement(reference, str(candidate), data, request.min_int8_agreement)
+        agreement = _check_agreement(reference, str(candidate), data, request, keep_float)
         result = dataclasses.replace(result, int8_agreement=agreement)
     elif target == "openvino" and source.onnx_path:
         result = dataclasses.replace(result, openvino_file=_fp32_openvino(source))
@@ -373,29 +383,80 @@ def equalise_file(onnx_path: str, output_path: str, batches: np.ndarray) -> None
     )
 
 
-def _check_agreement(reference: str, candidate: str, data: np.ndarray, minimum: float) -> Agreement:
-    """Log the INT8 model's :class:`~bpnet.export.agreement.Agreement` with FP32; remove it and fail below ``minimum``."""
+def _check_agreement(
+    reference: str, candidate: str, data: np.ndarray, request: ExportRequest, keep_float: Optional[str]
+) -> Agreement:
+    """Log the INT8 model's :class:`~bpnet.export.agreement.Agreement` with FP32 (and with ``--val_spec`` both
+    models' COCO AP on its test split); remove the INT8 model and fail when it is outside the budget, else record
+    the figures in its metadata."""
     from bpnet.export.agreement import output_agreement
 
     agreement = output_agreement(reference, candidate, data)
     logger.info("INT8 agreement with FP32 on the calibration images: %s", agreement)
-    if agreement.reference_people < MIN_REFERENCE_PEOPLE:
+    logger.info("INT8: nodes kept in float: %s", keep_float or "none")
+    record: Dict[str, Any] = {"pose_ap": agreement.pose_ap, "f1": agreement.poses, "keep_float": keep_float}
+    if request.val_spec is not None:
+        fp32_ap, int8_ap = (_labelled_ap(path, request.val_spec) for path in (reference, candidate))
+        record.update(val_spec=os.path.abspath(request.val_spec), fp32_ap=fp32_ap, int8_ap=int8_ap)
+        logger.info("INT8 COCO AP on %s: %.4f (FP32 %.4f)", request.val_spec, int8_ap, fp32_ap)
+        if fp32_ap - int8_ap > request.max_ap_drop:
+            _refuse(
+                candidate,
+                f"the INT8 model's COCO AP on {request.val_spec} is {int8_ap:.4f}, {fp32_ap - int8_ap:.4f} under FP32's "
+                f"{fp32_ap:.4f}, more than --max_ap_drop {request.max_ap_drop}",
+            )
+    elif agreement.reference_people < MIN_REFERENCE_PEOPLE:
         logger.warning(
             "INT8 check: the FP32 model finds %d people on the calibration images, too few to judge the INT8 model "
-            "(use calibration images with people: bpnet sample_calibration_images)",
+            "(use calibration images with people: bpnet sample_calibration_images, or give --val_spec)",
             agreement.reference_people,
         )
-    elif agreement.poses < minimum:
-        weights = [os.path.splitext(candidate)[0] + ".bin"] if candidate.endswith(".xml") else []
-        for path in [candidate, *weights, sidecar_metadata_path(candidate)]:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-        raise BpnetError(
-            f"{candidate}: the INT8 model reproduces FP32's people on the calibration images with F1 {agreement.poses:.3f}, "
-            f"below --min_int8_agreement {minimum} ({agreement}); removed. Keep more layers in float "
-            "(--int8_keep_float) or deploy FP32"
+    elif agreement.pose_ap is not None and agreement.pose_ap < request.min_int8_pose_ap:
+        _refuse(
+            candidate,
+            f"the INT8 model's pose AP against FP32's people on the calibration images is {agreement.pose_ap:.3f}, below "
+            f"--min_int8_pose_ap {request.min_int8_pose_ap} ({agreement})",
         )
+    _record_check(candidate, record)
     return agreement
+
+
+def _labelled_ap(model_path: str, dataset_spec: str) -> float:
+    """COCO keypoint AP of a model (its own inference settings) on a labelled dataset spec's test split."""
+    from bpnet.infer.evaluate import validation_ap
+    from bpnet.infer.predict import load_predictor
+
+    predictor, _ = load_predictor(None, model_path)
+    ap = validation_ap(predictor, dataset_spec, max_images=1_000_000)
+    if ap is None:
+        raise BpnetError(f"{dataset_spec}: test_data: not set or its annotation file missing (--val_spec)")
+    return ap
+
+
+def _refuse(candidate: str, reason: str) -> None:
+    """Remove the INT8 model (and an IR's weights and metadata) and fail with ``reason``."""
+    weights = [os.path.splitext(candidate)[0] + ".bin"] if candidate.endswith(".xml") else []
+    for path in [candidate, *weights, sidecar_metadata_path(candidate)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    raise BpnetError(f"{candidate}: {reason}; removed. Keep more layers in float (--int8_keep_float) or deploy FP32")
+
+
+def _record_check(model_path: str, record: Dict[str, Any]) -> None:
+    """Add ``int8_check`` to a written model's bpnet metadata (an ONNX file's own, an IR's or engine's sidecar)."""
+    metadata = read_model_metadata(model_path)
+    if metadata is None:
+        return
+    metadata = {**metadata, "int8_check": record}
+    if model_path.endswith(".onnx"):
+        import onnx
+
+        proto = onnx.load(model_path)
+        set_onnx_metadata(proto, metadata)
+        with atomic_path(model_path) as tmp:
+            onnx.save(proto, tmp)
+    else:
+        write_sidecar_metadata(model_path, metadata)
 
 
 def _tensorrt(
@@ -435,7 +496,7 @@ def _tensorrt(
     if request.engine_file:
         tensorrt.save_engine(engine, request.engine_file, source.metadata)
         if data is not None:
-            agreement = _check_agreement(onnx_path, request.engine_file, data, request.min_int8_agreement)
+            agreement = _check_agreement(onnx_path, request.engine_file, data, request, keep_float)
             result = dataclasses.replace(result, int8_agreement=agreement)
     return dataclasses.replace(result, engine_file=request.engine_file, calibration_cache=feeder.cache_file if feeder else None)
 
