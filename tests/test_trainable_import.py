@@ -286,6 +286,7 @@ def test_a_few_fine_tuning_steps_lower_the_loss_and_the_player_is_still_found(fi
     assert model_extras(result.final_model)["inference_defaults"]["input_shape"] == [368, 368]
 
 
+@pytest.mark.slow  # 24 s of training; `make test-slow` runs it (make test stays under 8 minutes)
 def test_freeze_blocks_keeps_the_frozen_backbone_unchanged(finetune_setup, tmp_path):
     from bpnet.specs import load_train_spec
     from bpnet.train import distribution
