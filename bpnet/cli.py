@@ -807,7 +807,8 @@ def quickstart(results_dir: str, train_images: int, val_images: int, epochs: Opt
         click.echo(f"  {name:<22} {value:.4f}")
     click.echo(f"quickstart: everything is in {result.results_dir}")
     click.echo(f"  model             {result.model}")
-    click.echo(f"  evaluation        {result.evaluation_dir} (detections, results.csv, status.json)")
+    click.echo(f"  training curves   {os.path.join(os.path.dirname(result.model), 'results.png')} (training_log.csv)")
+    click.echo(f"  evaluation        {result.evaluation_dir} (detections, results.csv, status.json, report/index.html)")
     click.echo(f"  rendered images   {result.rendered_dir}")
     click.echo(f"  specs             {os.path.join(result.results_dir, 'specs')} (train.yaml, infer.yaml)")
 

@@ -51,6 +51,8 @@ def test_a_shortened_quickstart_runs_every_step(tmp_path):
     ):
         assert line in output
     assert (tmp_path / "model" / "bpnet_model.keras").is_file()
+    assert "training curves" in output and (tmp_path / "model" / "results.png").is_file()
+    assert (tmp_path / "evaluate" / "report" / "index.html").is_file()
     status = [json.loads(line) for line in (tmp_path / "evaluate" / "status.json").read_text().splitlines()]
     assert set(KPI_NAMES) <= set(status[-1]["kpi"])
     assert len(list((tmp_path / "inference" / "images_annotated").glob("*.png"))) == 4
