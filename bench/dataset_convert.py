@@ -47,18 +47,25 @@ def _workload(spec_path: str, mode: str, repeat: int, folder: str) -> str:
     return bench_spec
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished worker processes (user + system)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def _measure(spec: str, mode: str, workers: int, folder: str) -> dict:
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     summary = convert_dataset(
         spec, os.path.join(folder, f"out-{workers}", "records"), mode=mode, generate_masks=True, workers=workers, progress=False
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - start_cpu
     return {
         "workers": workers,
         "seconds": round(seconds, 3),
         "images": summary.num_images,
         "masks": summary.num_masks,
         "images_per_s": round(summary.num_images / seconds, 1),
+        "cpu_ms_per_image": round(1000 * cpu / max(summary.num_images, 1), 2),
     }
 
 
@@ -85,14 +92,19 @@ def main() -> None:
                     "masks": single["masks"],
                     "images_per_s": {"1": single["images_per_s"], str(args.workers): multi["images_per_s"]},
                     "ratio": ratio,
+                    "cpu_ms_per_image": {"1": single["cpu_ms_per_image"], str(args.workers): multi["cpu_ms_per_image"]},
                     "cpu_count": os.cpu_count(),
                 }
             )
         )
         return
-    print(f"{'workers':>8} {'images':>7} {'masks':>6} {'seconds':>8} {'images/s':>9}")
+    print(f"{os.cpu_count()} cores")
+    print(f"{'workers':>8} {'images':>7} {'masks':>6} {'seconds':>8} {'images/s':>9} {'CPU ms/image':>13}")
     for row in (single, multi):
-        print(f"{row['workers']:>8} {row['images']:>7} {row['masks']:>6} {row['seconds']:>8} {row['images_per_s']:>9}")
+        print(
+            f"{row['workers']:>8} {row['images']:>7} {row['masks']:>6} {row['seconds']:>8} {row['images_per_s']:>9} "
+            f"{row['cpu_ms_per_image']:>13}"
+        )
     print(f"ratio {args.workers} workers / 1 worker: {ratio}")
 
 

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import time
 
 from pycocotools.coco import COCO
@@ -52,14 +53,14 @@ def main():
         upsampling_mode=args.upsampling_mode,
         decoder=dataclasses.replace(ORACLE_DECODER, merge_distance=args.merge_distance),
     )
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     if args.skeleton in ("fully_connected", "dataset"):
         skeleton = dataset_skeleton(category)
         skeleton = fully_connected(skeleton) if args.skeleton == "fully_connected" else skeleton
     else:
         skeleton = Skeleton.from_file(args.skeleton)
     stats = run_oracle(coco, category, dataset.visibility_flags, skeleton, settings)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     if args.json:
         print(
             json.dumps(
@@ -67,6 +68,7 @@ def main():
                     "stats": stats,
                     "images": len(coco.getImgIds()),
                     "seconds": round(seconds, 2),
+                    "cpu_seconds": round(cpu_seconds, 2),
                     "skeleton": skeleton.name,
                     "decoder": dataclasses.asdict(settings.decoder),
                     "input_size": args.input_size,
@@ -78,6 +80,7 @@ def main():
     for name, value in stats.items():
         print(f"{name:<22} {value:.4f}")
     print(f"decoder: {dataclasses.asdict(settings.decoder)}")
+    print(f"{len(coco.getImgIds())} images in {seconds:.2f} s wall, {cpu_seconds:.2f} s process CPU ({os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ pipeline is not measured (bench/data_pipeline.py does that). Rows: the shipped m
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -51,14 +52,15 @@ def measure(skeleton, size, batch, stages, width, steps):
     }
     for _ in range(2):
         step(images, labels)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         loss = step(images, labels)[0]
     float(loss)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     return {
         "images_per_s": round(steps * batch / seconds, 2),
         "step_ms": round(1000 * seconds / steps, 1),
+        "step_cpu_ms": round(1000 * cpu / steps, 1),
         "batch": batch,
         "input": f"{size}x{size}",
         "params": model.count_params(),
@@ -76,9 +78,13 @@ def main():
     if args.json:
         print(json.dumps({"device": "GPU" if "GPU" in devices else "CPU", **rows}))
         return
-    print(f"{'model':<8} {'input':>8} {'batch':>6} {'params':>11} {'step ms':>9} {'images/s':>9}")
+    print(f"{os.cpu_count()} cores")
+    print(f"{'model':<8} {'input':>8} {'batch':>6} {'params':>11} {'step ms':>9} {'step CPU ms':>12} {'images/s':>9}")
     for name, row in rows.items():
-        print(f"{name:<8} {row['input']:>8} {row['batch']:>6} {row['params']:>11,} {row['step_ms']:>9} {row['images_per_s']:>9}")
+        print(
+            f"{name:<8} {row['input']:>8} {row['batch']:>6} {row['params']:>11,} {row['step_ms']:>9} "
+            f"{row['step_cpu_ms']:>12} {row['images_per_s']:>9}"
+        )
 
 
 if __name__ == "__main__":
