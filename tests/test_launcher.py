@@ -89,3 +89,10 @@ def test_train_takes_its_gpu_count_from_np(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["train", "-e", str(spec), "-r", str(tmp_path), "-np", "2", "--gpu_index", "0", "1"])
     assert_one_line_error(result, "stopped after parsing")
     assert seen["gpus"] == 2
+
+
+def test_an_unwritable_log_file_is_one_line(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    result = CliRunner().invoke(cli, ["evaluate", "--log_file", str(blocked / "run.log"), "-d", "absent.json"])
+    assert_one_line_error(result, str(blocked / "run.log"), "--log_file")
