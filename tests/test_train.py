@@ -147,6 +147,28 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny_spec):
     assert logs[0] == logs[1] and len(logs[0]) == 1 + 3  # one row per epoch, none lost or repeated by the kill
 
 
+def test_a_run_stopped_right_after_a_checkpoint_resumes_with_every_log_row(tmp_path, tiny_spec, monkeypatch):
+    from bpnet.train.trainer import Trainer
+
+    spec = tiny_spec(num_epoch=3)
+    saved = Trainer.save_checkpoint
+
+    def stop_after_epoch_two(self, checkpoint, model, epoch):
+        saved(self, checkpoint, model, epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt  # the process dies as soon as epoch 2's checkpoint is on disk
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", stop_after_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(str(spec), str(tmp_path / "run"), progress=False)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["epoch-0001", "epoch-0002"]
+    monkeypatch.setattr(Trainer, "save_checkpoint", saved)
+    result = train(str(spec), str(tmp_path / "run"), progress=False)
+    assert result.resumed_from_epoch == 2
+    with open(tmp_path / "run" / "training_log.csv", newline="") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [1, 2, 3]
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path, tiny_spec):
     spec = tiny_spec(
         **{

@@ -434,8 +434,6 @@ class Trainer:
             for epoch in range(start_epoch + 1, spec.num_epoch + 1):
                 loss, summary = self._run_epoch(epoch, iterator, train_step, optimizer, writer, checkpoint)
                 epoch_losses.append(loss)
-                if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
-                    self.save_checkpoint(checkpoint, model, epoch)
                 if spec.validation_every_n_epoch and epoch % spec.validation_every_n_epoch == 0:
                     val, ap = self.validation_loss(model), self.validation_ap(model)
                     summary.update(validation_loss=val, validation_AP=ap)
@@ -448,7 +446,11 @@ class Trainer:
                         with writer.as_default():
                             tf.summary.scalar("val_AP", ap, step=int(self.step_counter.numpy()))
                         logger.info("epoch %d: validation AP %.4f", epoch, ap)
+                # the epoch's row is written before its checkpoint: a run killed in between resumes from the
+                # previous checkpoint and drops this row, so no row is ever lost or repeated
                 history.add({**summary, "epoch": epoch, "step": int(self.step_counter.numpy())})
+                if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
+                    self.save_checkpoint(checkpoint, model, epoch)
                 self.status.write(
                     "RUNNING", f"Epoch {epoch}/{spec.num_epoch} done.", kpi={"epoch": epoch, "loss": epoch_losses[-1]}
                 )
