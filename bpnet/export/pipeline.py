@@ -49,6 +49,7 @@ from bpnet.model.io import (
     set_onnx_metadata,
     sidecar_metadata_path,
     train_spec_info,
+    with_input_alignment,
     write_sidecar_metadata,
 )
 from bpnet.status import task_status
@@ -238,8 +239,7 @@ def _keras_source(request: ExportRequest) -> SourceModel:
 
     model, info = load_model(request.model)
     info = _model_info(request, info)
-    if info.input_alignment is None:
-        info = dataclasses.replace(info, input_alignment=keras_input_alignment(model))
+    info = with_input_alignment(info, lambda: keras_input_alignment(model))
     onnx_path = default_onnx_path(request.model, request.output_file)
     settings = OnnxSettings(request.static_batch_size, request.sdk_compatible_model, request.upsample_ratio)
     extras = model_extras(request.model)
@@ -262,9 +262,8 @@ def _runtime_source(request: ExportRequest, target: str) -> SourceModel:
     if metadata is None:
         raise BpnetError(f"{request.model}: no bpnet metadata; import a third-party network with bpnet import_model first")
     info = ModelInfo.parse(metadata, f"{request.model}: bpnet metadata")
-    if info.input_alignment is None:  # written before bpnet recorded it
-        info = dataclasses.replace(info, input_alignment=file_input_alignment(request.model))
-        metadata = {**metadata, "input_alignment": info.input_alignment}
+    info = with_input_alignment(info, lambda: file_input_alignment(request.model))
+    metadata = {**metadata, "input_alignment": info.input_alignment}
     if request.model.endswith(".xml"):
         if target != "openvino":
             raise BpnetError(f"{request.model}: an OpenVINO IR exports only to --target openvino")

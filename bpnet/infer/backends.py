@@ -17,7 +17,7 @@ an inference spec's ``network`` block describes instead.
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from bpnet.model.io import (
     read_model_metadata,
     read_openvino_model,
     train_spec_info,
+    with_input_alignment,
 )
 from bpnet.skeleton import Skeleton
 from bpnet.specs import NetworkSpec, load_train_spec
@@ -180,10 +181,10 @@ def open_backend(model_path: str, stage: Optional[int] = None, train_spec: Optio
     layout = output_layout(metadata, info, model_path)
     channels_last = info.input_layout == "NHWC"
     if model_path.endswith(".onnx"):
-        info = _aligned(info, lambda: file_input_alignment(model_path))
+        info = with_input_alignment(info, lambda: file_input_alignment(model_path))
         return OpenedModel(OnnxBackend(model_path, layout, channels_last), info, metadata)
     if model_path.endswith(".xml"):
-        info = _aligned(info, lambda: file_input_alignment(model_path))
+        info = with_input_alignment(info, lambda: file_input_alignment(model_path))
         return OpenedModel(OpenVinoBackend(model_path, layout, channels_last), info, metadata)
     from bpnet.export.tensorrt import TensorRTBackend
 
@@ -206,15 +207,8 @@ def _open_keras(model_path: str, stage: Optional[int], train_spec: Optional[str]
             f"the skeleton '{info.skeleton.name}' needs {info.skeleton.num_heatmap_channels} and "
             f"{info.skeleton.num_paf_channels}"
         )
-    return OpenedModel(KerasBackend(model, stage), _aligned(info, lambda: keras_input_alignment(model)), model_extras(model_path))
-
-
-def _aligned(info: ModelInfo, alignment: Callable[[], int]) -> ModelInfo:
-    """``info`` with its input alignment read from the graph by ``alignment()`` when its metadata predates the
-    field (models written before bpnet recorded it; an engine's is in its metadata or taken as the stride)."""
-    if info.input_alignment is not None:
-        return info
-    return dataclasses.replace(info, input_alignment=alignment())
+    info = with_input_alignment(info, lambda: keras_input_alignment(model))
+    return OpenedModel(KerasBackend(model, stage), info, model_extras(model_path))
 
 
 def network_backend(network: NetworkSpec, model_path: str) -> OpenedModel:
@@ -233,5 +227,5 @@ def network_backend(network: NetworkSpec, model_path: str) -> OpenedModel:
     if not os.path.isfile(model_path):
         raise BpnetError(f"{model_path}: model file not found")
     layout = OutputLayout(network.heatmap_output, network.heatmap_channels, network.paf_output, network.paf_channels)
-    info = _aligned(info, lambda: file_input_alignment(model_path))
+    info = with_input_alignment(info, lambda: file_input_alignment(model_path))
     return OpenedModel(OnnxBackend(model_path, layout), info, {})

@@ -20,13 +20,30 @@ KPI_NAMES = (
 )
 
 
+def coco_from_dataset(dataset: dict):
+    """A pycocotools ``COCO`` object of an annotation dataset held in memory (``images``, ``annotations``,
+    ``categories``), without its index chatter."""
+    from pycocotools.coco import COCO
+
+    ground_truth = COCO()
+    ground_truth.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth.createIndex()
+    return ground_truth
+
+
 def evaluate_keypoints(
-    ground_truth, detections: List[dict], image_ids: Optional[Sequence[int]] = None, verbose: bool = False
+    ground_truth,
+    detections: List[dict],
+    image_ids: Optional[Sequence[int]] = None,
+    verbose: bool = False,
+    sigmas: Optional[np.ndarray] = None,
 ) -> Dict[str, float]:
     """``COCOeval(iouType="keypoints")`` stats 0..9 for COCO-format ``detections`` against a ``COCO`` object.
 
     With no detections every stat is 0 (pycocotools cannot load an empty result list).
-    ``verbose`` lets pycocotools print its AP table.
+    ``verbose`` lets pycocotools print its AP table; ``sigmas``: per-keypoint OKS constants in place of COCO's
+    17 (``params.kpt_oks_sigmas``, for other skeletons).
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -38,6 +55,8 @@ def evaluate_keypoints(
         evaluator = COCOeval(ground_truth, results, "keypoints")
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

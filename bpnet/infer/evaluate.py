@@ -34,15 +34,23 @@ def results_csv_row(kpi_name: str, value: float) -> Tuple[str, str, str, int, st
     return metric, iou, area[0] if area else "all", 20, f"{value:.6f}"
 
 
+def _test_split(dataset: DatasetSpec) -> Tuple[Optional[str], str]:
+    """``(annotation file or None when test_data is not set, image folder)`` of a dataset spec, resolved."""
+    if dataset.test_data is None:
+        return None, ""
+    split = dataset.test_data
+    return dataset.resolve(split.annotation_root_dir_path), dataset.resolve(split.images_root_dir_path)
+
+
 def _evaluation_inputs(dataset_spec: Union[DatasetSpec, str]) -> Tuple[DatasetSpec, str, str]:
     """The dataset spec, its test annotation file and image folder, checked before anything is written."""
     dataset = spec_object(DatasetSpec, dataset_spec)
-    if dataset.test_data is None:
+    annotation_file, images_dir = _test_split(dataset)
+    if annotation_file is None:
         raise SpecError(f"{spec_source(dataset_spec)}: test_data: not set (evaluate uses it)")
-    annotation_file = dataset.resolve(dataset.test_data.annotation_root_dir_path)
     if not os.path.isfile(annotation_file):
         raise BpnetError(f"{annotation_file}: annotation file not found (test_data.annotation_root_dir_path)")
-    return dataset, annotation_file, dataset.resolve(dataset.test_data.images_root_dir_path)
+    return dataset, annotation_file, images_dir
 
 
 def annotations_dataset(annotation_file: str, images_dir: str) -> DatasetSpec:
@@ -119,14 +127,11 @@ def validation_ap(predictor: Predictor, dataset_spec: Union[DatasetSpec, str], m
     """COCO keypoint AP of ``predictor`` on the first ``max_images`` images (by id) of the dataset spec's
     ``test_data`` (training's validation; nothing is written); None when the spec has no test split on disk."""
     dataset = spec_object(DatasetSpec, dataset_spec)
-    if dataset.test_data is None:
-        return None
-    annotation_file = dataset.resolve(dataset.test_data.annotation_root_dir_path)
-    if not os.path.isfile(annotation_file):
+    annotation_file, images_dir = _test_split(dataset)
+    if annotation_file is None or not os.path.isfile(annotation_file):
         return None
     coco = _load_coco(annotation_file)
     image_ids = sorted(coco.getImgIds())[:max_images]
-    images_dir = dataset.resolve(dataset.test_data.images_root_dir_path)
     coco_results, _, _ = predict_dataset(predictor, dataset, coco, image_ids, annotation_file, images_dir, progress=False)
     return evaluate_keypoints(coco, coco_results, image_ids)["AP_0.50:0.95_all"]
 

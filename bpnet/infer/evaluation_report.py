@@ -7,12 +7,10 @@ which ``COCOeval`` ignores as it does crowds: detections matched to them count n
 COCO's medium/large.
 """
 
-import contextlib
 import copy
 import csv
 import dataclasses
 import html
-import io
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -23,6 +21,7 @@ import numpy as np
 from bpnet.files import atomic_path
 from bpnet.images import read_image
 from bpnet.infer import render
+from bpnet.infer.coco_eval import coco_from_dataset, evaluate_keypoints
 
 logger = logging.getLogger(__name__)
 
@@ -43,55 +42,35 @@ class ImageResult:
     ap: Optional[float]  # None: no ground-truth person with keypoints, AP undefined
 
 
-def _cocoeval(ground_truth, results, image_ids: Sequence[int]) -> float:
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(ground_truth, results, "keypoints")
-        evaluator.params.imgIds = list(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[0])
-
-
 def _keypoint_people(ground_truth, image_id: int) -> List[dict]:
     annotations = ground_truth.loadAnns(ground_truth.getAnnIds(imgIds=[image_id], iscrowd=False))
     return [a for a in annotations if a.get("num_keypoints", 0) > 0]
 
 
+def _by_image(detections: List[dict]) -> Dict[int, List[dict]]:
+    grouped: Dict[int, List[dict]] = {}
+    for detection in detections:
+        grouped.setdefault(detection["image_id"], []).append(detection)
+    return grouped
+
+
 def per_image_results(ground_truth, detections: List[dict], image_paths: Dict[int, str]) -> List[ImageResult]:
     """Each image's keypoint AP (pycocotools on that image alone), in ``image_paths`` order."""
-    results = _load_results(ground_truth, detections)
-    counts: Dict[int, int] = {}
-    for detection in detections:
-        counts[detection["image_id"]] = counts.get(detection["image_id"], 0) + 1
+    by_image = _by_image(detections)
     rows = []
     for image_id, path in image_paths.items():
         people = len(_keypoint_people(ground_truth, image_id))
-        detected = counts.get(image_id, 0)
-        if people == 0:
-            ap = None
-        elif results is None or detected == 0:
-            ap = 0.0
-        else:
-            ap = max(0.0, _cocoeval(ground_truth, results, [image_id]))
-        rows.append(ImageResult(image_id, path, people, detected, ap))
+        found = by_image.get(image_id, [])
+        ap = None
+        if people:  # no detection: pycocotools' AP is 0
+            ap = max(0.0, evaluate_keypoints(ground_truth, copy.deepcopy(found), [image_id])["AP_0.50:0.95_all"])
+        rows.append(ImageResult(image_id, path, people, len(found), ap))
     return rows
-
-
-def _load_results(ground_truth, detections: List[dict]):
-    if not detections:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):
-        return ground_truth.loadRes(copy.deepcopy(detections))
 
 
 def ap_by_keypoint_count(ground_truth, detections: List[dict], image_ids: Sequence[int]) -> Dict[str, Optional[float]]:
     """AP over people with a number of labelled keypoints in each :data:`KEYPOINT_BUCKETS` range (the others
     ignored); None for a range no person falls in."""
-    from pycocotools.coco import COCO
-
     found: Dict[str, Optional[float]] = {}
     for low, high in KEYPOINT_BUCKETS:
         dataset = copy.deepcopy(ground_truth.dataset)
@@ -105,12 +84,8 @@ def ap_by_keypoint_count(ground_truth, detections: List[dict], image_ids: Sequen
         if inside == 0:
             found[name] = None
             continue
-        bucket = COCO()
-        bucket.dataset = dataset
-        with contextlib.redirect_stdout(io.StringIO()):
-            bucket.createIndex()
-        results = _load_results(bucket, detections)
-        found[name] = 0.0 if results is None else max(0.0, _cocoeval(bucket, results, image_ids))
+        stats = evaluate_keypoints(coco_from_dataset(dataset), copy.deepcopy(detections), image_ids)
+        found[name] = max(0.0, stats["AP_0.50:0.95_all"])
     return found
 
 
@@ -158,9 +133,7 @@ def write_report(
         writer.writerow(("image_id", "file", "people", "detections", "AP"))
         writer.writerows((r.image_id, r.path, r.people, r.detections, "" if r.ap is None else f"{r.ap:.4f}") for r in rows)
     scored = sorted((r for r in rows if r.ap is not None), key=lambda r: (r.ap, -r.people, r.image_id))
-    by_image: Dict[int, List[dict]] = {}
-    for detection in detections:
-        by_image.setdefault(detection["image_id"], []).append(detection)
+    by_image = _by_image(detections)
     rendered = []
     for rank, row in enumerate(scored[:WORST_IMAGES], 1):
         name = f"worst_{rank:02d}_{row.image_id}.jpg"

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import zipfile
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -129,8 +129,7 @@ def save_model(model, path: str, info: ModelInfo, extras: Optional[Dict[str, Any
     """Save ``model`` (``.keras``, or legacy ``.h5``/``.hdf5``) with ``info`` and the :data:`EXTRA_METADATA_KEYS`
     of ``extras``, atomically."""
     kept = {key: value for key, value in (extras or {}).items() if key in EXTRA_METADATA_KEYS}
-    if info.input_alignment is None:
-        info = dataclasses.replace(info, input_alignment=keras_input_alignment(model))
+    info = with_input_alignment(info, lambda: keras_input_alignment(model))
     with atomic_path(path) as tmp:
         model.save(tmp)
         payload = json.dumps({**info.to_dict(), **kept})
@@ -227,6 +226,14 @@ def read_openvino_model(path: str) -> Tuple[Any, Any]:
         return core, core.read_model(path)
     except RuntimeError as exc:
         raise BpnetError(f"{path}: cannot read the OpenVINO model: {error_cause(exc)}") from None
+
+
+def with_input_alignment(info: ModelInfo, alignment: Callable[[], int]) -> ModelInfo:
+    """``info`` with its input alignment read from the graph by ``alignment()`` when its metadata predates the
+    field (models written before bpnet recorded it; an engine's is in its metadata or taken as the stride)."""
+    if info.input_alignment is not None:
+        return info
+    return dataclasses.replace(info, input_alignment=alignment())
 
 
 def file_input_alignment(path: str) -> int:
