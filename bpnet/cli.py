@@ -452,6 +452,13 @@ def inference(
     "fraction of its filters, the largest that fits (not with -pth).",
 )
 @click.option(
+    "--keep_stages",
+    default=None,
+    type=click.IntRange(min=1),
+    help="bpnet: keep only the first N stages (the Nth stage's maps become the outputs) before pruning filters; "
+    "--target_macs still counts against the whole original.",
+)
+@click.option(
     "--input_shape",
     nargs=2,
     type=click.IntRange(min=1, max=MAX_NETWORK_INPUT_SIDE),
@@ -483,6 +490,7 @@ def prune(
     min_num_filters: int,
     excluded_layers: Tuple[str, ...],
     target_macs: Optional[float],
+    keep_stages: Optional[int],
     input_shape: Optional[Tuple[int, int]],
     calibration_images: Tuple[str, ...],
     verbose: bool,
@@ -503,6 +511,7 @@ def prune(
         min_filters=min_num_filters,
         excluded_layers=excluded_layers,
         target_macs=target_macs,
+        keep_stages=keep_stages,
     )
     output = output_model_path(output_file)
     cost_input_size = (input_shape[0], input_shape[1]) if input_shape else None

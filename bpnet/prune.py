@@ -69,6 +69,7 @@ class PruneSettings:
     min_filters: int = 16
     excluded_layers: Sequence[str] = ()
     target_macs: Optional[float] = None
+    keep_stages: Optional[int] = None
 
     def __post_init__(self):
         if self.normalizer not in NORMALIZERS:
@@ -85,6 +86,8 @@ class PruneSettings:
             raise BpnetError(f"pruning_threshold: must not be negative, got {self.threshold}")
         if self.target_macs is not None and not 0 < self.target_macs <= 1:
             raise BpnetError(f"target_macs: must be in (0, 1], got {self.target_macs}")
+        if self.keep_stages is not None and self.keep_stages < 1:
+            raise BpnetError(f"keep_stages: must be at least 1, got {self.keep_stages}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,10 +345,9 @@ def count_macs(model, input_size: Tuple[int, int] = DEFAULT_COST_INPUT_SIZE) -> 
     return sum(costs.macs(costs.full_channels()).values())
 
 
-def _search_fraction(graph: LayerGraph, plan: _Plan, settings: PruneSettings, costs: _CostModel) -> float:
+def _search_fraction(graph: LayerGraph, plan: _Plan, settings: PruneSettings, costs: _CostModel, full: int) -> float:
     """The largest fraction of filters kept in every prunable layer whose pruned model has at most ``target_macs``
-    of the original's MACs (bisection; the MACs never fall as the fraction grows)."""
-    full = sum(costs.macs(costs.full_channels()).values())
+    of ``full`` (the original's MACs; bisection, the MACs never fall as the fraction grows)."""
     budget = float(settings.target_macs or 1.0) * full
 
     def macs_at(fraction: float) -> int:
@@ -390,19 +392,17 @@ def block_names(model, graph: LayerGraph) -> Dict[str, str]:
     return names
 
 
-def _block_costs(
-    model, pruned, graph: LayerGraph, macs_before: Dict[str, int], macs_after: Dict[str, int]
-) -> Tuple[BlockCost, ...]:
-    blocks = block_names(model, graph)
+def _block_costs(model, pruned, macs_before: Dict[str, int], macs_after: Dict[str, int]) -> Tuple[BlockCost, ...]:
+    """Parameters and MACs per block of ``model`` (before) and ``pruned`` (after; a block it dropped has 0)."""
     totals: Dict[str, List[int]] = {}
-    for name in graph.order:
-        if not graph.layers[name].weights:
-            continue
-        entry = totals.setdefault(blocks[name], [0, 0, 0, 0])
-        entry[0] += graph.layers[name].count_params()
-        entry[1] += pruned.get_layer(name).count_params()
-        entry[2] += macs_before.get(name, 0)
-        entry[3] += macs_after.get(name, 0)
+    for column, (network, macs) in enumerate(((model, macs_before), (pruned, macs_after))):
+        graph = LayerGraph(network)
+        blocks = block_names(network, graph)
+        for name in graph.order:
+            if graph.layers[name].weights:
+                entry = totals.setdefault(blocks[name], [0, 0, 0, 0])
+                entry[column] += graph.layers[name].count_params()
+                entry[2 + column] += macs.get(name, 0)
 
     def order(block: str):
         number = int(block.rsplit(" ", 1)[-1]) if block[-1].isdigit() else 0
@@ -419,14 +419,24 @@ def prune_model(
 ) -> PruneResult:
     """The pruned copy of a functional Keras ``model`` (see the module docstring); MACs are counted for a
     ``cost_input_size`` (height, width) input. With ``calibration`` (``(N, H, W, 3)`` model inputs), the removed
-    channels' mean contributions are folded into the biases that read them (:mod:`bpnet.prune_compensation`)."""
+    channels' mean contributions are folded into the biases that read them (:mod:`bpnet.prune_compensation`). With
+    ``settings.keep_stages``, the stages after it go first (:mod:`bpnet.prune_stages`) and the filters are chosen
+    in what remains, the MAC budget still counted against ``model``."""
     import keras
 
+    from bpnet.prune_stages import keep_first_stages
+
+    original = model
+    original_costs = _CostModel(original, LayerGraph(original), cost_input_size)
+    macs_before = original_costs.macs(original_costs.full_channels())
+    if settings.keep_stages is not None:
+        model = keep_first_stages(model, settings.keep_stages)
     graph = LayerGraph(model)
     measured = _measure(model, graph, calibration) if calibration is not None else None
     plan = _plan(graph, settings, {name: measured[graph.activation(name)][1] for name in graph.convs} if measured else None)
-    costs = _CostModel(model, graph, cost_input_size)
-    fraction = None if settings.target_macs is None else _search_fraction(graph, plan, settings, costs)
+    costs = _CostModel(model, graph, cost_input_size) if model is not original else original_costs
+    full = sum(macs_before.values())
+    fraction = None if settings.target_macs is None else _search_fraction(graph, plan, settings, costs, full)
     threshold = settings.threshold if fraction is None else 0.0
     kept_filters = _choose_filters(graph, plan, settings, threshold, fraction)
     channels = _propagate(graph, kept_filters)
@@ -444,17 +454,17 @@ def prune_model(
         _reconstruct(model, pruned, graph, kept_filters, channels, calibration)
     for name, kept in kept_filters.items():
         logger.debug("%s: %d of %d filters kept", name, len(kept), graph.channels[name])
-    macs_before, macs_after = costs.macs(costs.full_channels()), costs.macs(channels)
+    macs_after = costs.macs(channels)
     return PruneResult(
         pruned,
-        model.count_params(),
+        original.count_params(),
         pruned.count_params(),
         kept_filters,
         sum(macs_before.values()),
         sum(macs_after.values()),
         threshold,
         (int(cost_input_size[0]), int(cost_input_size[1])),
-        _block_costs(model, pruned, graph, macs_before, macs_after),
+        _block_costs(original, pruned, macs_before, macs_after),
         fraction,
     )
 

@@ -4,6 +4,8 @@ compensation, the real imported mobilenet_thin, and distillation from a teacher.
 Exactness is checked against the original model with the removed channels' contributions zeroed by hand here
 (kernels, biases and batch-norm scale/offset), and MACs against a loop over the layers' own shapes."""
 
+import re
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -277,6 +279,37 @@ def test_the_imported_thin_prunes_whole_at_zero_and_to_a_mac_budget(thin_keras, 
         cli, ["prune", "-m", str(thin_keras), "-o", str(tmp_path / "x.keras"), "-pth", "0.2", "--target_macs", "0.5"]
     )
     assert_one_line_error(both, "not both")
+
+
+def test_keep_stages_makes_an_earlier_stage_the_output_exactly_and_counts_the_budget_against_the_whole(thin_keras, tmp_path):
+    import cv2
+
+    runner = CliRunner()
+    four = runner.invoke(
+        cli, ["prune", "-m", str(thin_keras), "-o", str(tmp_path / "four.keras"), "--keep_stages", "4", "-pth", "0"]
+    )
+    assert four.exit_code == 0, four.output
+    original, info = load_model(str(thin_keras))
+    truncated, truncated_info = load_model(str(tmp_path / "four.keras"))
+    assert truncated_info == info and model_extras(str(tmp_path / "four.keras")) == model_extras(str(thin_keras))
+    image = cv2.resize(cv2.imread(str(MEDIA / "messi5.jpg")), (368, 368)).astype(np.float32)[None]
+    expected, actual = outputs(original, image), outputs(truncated, image)
+    assert len(actual) == 8
+    for stage in range(4):  # heatmaps, then PAFs: the original's first four stages, bit for bit
+        np.testing.assert_array_equal(actual[stage], expected[stage])
+        np.testing.assert_array_equal(actual[4 + stage], expected[6 + stage])
+    assert [o._keras_history[0].name for o in truncated.outputs][3::4] == ["heatmap_out", "paf_out"]
+    dropped = loop_macs(original, 368, 368) - loop_macs(truncated, 368, 368)
+    assert dropped > 0 and f"MACs at 368×368 {loop_macs(original, 368, 368) / 1e9:.3f} G" in four.output
+    assert re.search(r"stage 5 +165,819 → 0 +0\.350 → 0\.000", four.output), four.output
+    budget = runner.invoke(
+        cli, ["prune", "-m", str(thin_keras), "-o", str(tmp_path / "b.keras"), "--keep_stages", "4", "--target_macs", "0.7"]
+    )
+    assert budget.exit_code == 0, budget.output
+    small, _ = load_model(str(tmp_path / "b.keras"))
+    assert 0.6 * loop_macs(original, 368, 368) < loop_macs(small, 368, 368) <= 0.7 * loop_macs(original, 368, 368)
+    too_many = runner.invoke(cli, ["prune", "-m", str(thin_keras), "-o", str(tmp_path / "x.keras"), "--keep_stages", "7"])
+    assert_one_line_error(too_many, "keep_stages: the model has 6 stages")
 
 
 def test_calibration_images_keep_the_ap_of_a_lightly_pruned_thin(thin_keras, tmp_path):
