@@ -392,16 +392,19 @@ def block_names(model, graph: LayerGraph) -> Dict[str, str]:
     return names
 
 
-def _block_costs(model, pruned, macs_before: Dict[str, int], macs_after: Dict[str, int]) -> Tuple[BlockCost, ...]:
-    """Parameters and MACs per block of ``model`` (before) and ``pruned`` (after; a block it dropped has 0)."""
+def _block_costs(
+    model, graph: LayerGraph, pruned, macs_before: Dict[str, int], macs_after: Dict[str, int]
+) -> Tuple[BlockCost, ...]:
+    """Parameters and MACs per block of ``model`` (``graph``, before) and ``pruned`` (after; a block it dropped
+    has 0)."""
     totals: Dict[str, List[int]] = {}
-    for column, (network, macs) in enumerate(((model, macs_before), (pruned, macs_after))):
-        graph = LayerGraph(network)
-        blocks = block_names(network, graph)
-        for name in graph.order:
-            if graph.layers[name].weights:
+    sides = ((model, graph, macs_before), (pruned, LayerGraph(pruned), macs_after))
+    for column, (network, layers, macs) in enumerate(sides):
+        blocks = block_names(network, layers)
+        for name in layers.order:
+            if layers.layers[name].weights:
                 entry = totals.setdefault(blocks[name], [0, 0, 0, 0])
-                entry[column] += graph.layers[name].count_params()
+                entry[column] += layers.layers[name].count_params()
                 entry[2 + column] += macs.get(name, 0)
 
     def order(block: str):
@@ -426,16 +429,16 @@ def prune_model(
 
     from bpnet.prune_stages import keep_first_stages
 
-    original = model
-    original_costs = _CostModel(original, LayerGraph(original), cost_input_size)
+    original, original_graph = model, LayerGraph(model)
+    original_costs = _CostModel(original, original_graph, cost_input_size)
     macs_before = original_costs.macs(original_costs.full_channels())
+    full = sum(macs_before.values())
     if settings.keep_stages is not None:
         model = keep_first_stages(model, settings.keep_stages)
-    graph = LayerGraph(model)
+    graph = original_graph if model is original else LayerGraph(model)
     measured = _measure(model, graph, calibration) if calibration is not None else None
     plan = _plan(graph, settings, {name: measured[graph.activation(name)][1] for name in graph.convs} if measured else None)
-    costs = _CostModel(model, graph, cost_input_size) if model is not original else original_costs
-    full = sum(macs_before.values())
+    costs = original_costs if model is original else _CostModel(model, graph, cost_input_size)
     fraction = None if settings.target_macs is None else _search_fraction(graph, plan, settings, costs, full)
     threshold = settings.threshold if fraction is None else 0.0
     kept_filters = _choose_filters(graph, plan, settings, threshold, fraction)
@@ -460,11 +463,11 @@ def prune_model(
         original.count_params(),
         pruned.count_params(),
         kept_filters,
-        sum(macs_before.values()),
+        full,
         sum(macs_after.values()),
         threshold,
         (int(cost_input_size[0]), int(cost_input_size[1])),
-        _block_costs(original, pruned, macs_before, macs_after),
+        _block_costs(original, original_graph, pruned, macs_before, macs_after),
         fraction,
     )
 

@@ -18,26 +18,24 @@ FINAL_NAMES = ("heatmap_out", "paf_out")
 
 
 def keep_first_stages(model, stages: int):
-    """A copy of the functional Keras ``model`` whose outputs are its first ``stages`` stages' heatmaps and PAFs
-    (the model itself when it has no more stages than that)."""
+    """A copy of the functional Keras ``model`` whose outputs are its first ``stages`` (≥ 1, checked by
+    :class:`bpnet.prune.PruneSettings`) stages' heatmaps and PAFs (the model itself when it has that many)."""
     import keras
 
     from bpnet.model.build import stage_outputs
 
     heatmaps, pafs = stage_outputs(model.outputs)
-    if stages < 1:
-        raise BpnetError(f"keep_stages: must be at least 1, got {stages}")
-    if stages >= len(heatmaps):
-        if stages > len(heatmaps):
-            raise BpnetError(f"keep_stages: the model has {len(heatmaps)} stages, cannot keep {stages}")
+    if stages > len(heatmaps):
+        raise BpnetError(f"keep_stages: the model has {len(heatmaps)} stages, cannot keep {stages}")
+    if stages == len(heatmaps):
         return model
     truncated = keras.Model(model.inputs, heatmaps[:stages] + pafs[:stages], name=model.name)
     heads = [tensor._keras_history[0].name for tensor in (heatmaps[stages - 1], pafs[stages - 1])]
-    renamed = _renamed_config(truncated.get_config(), dict(zip(heads, FINAL_NAMES)))
-    rebuilt = keras.Model.from_config(renamed)
+    names = dict(zip(heads, FINAL_NAMES))
+    rebuilt = keras.Model.from_config(_renamed_config(truncated.get_config(), names))
     for layer in truncated.layers:
         if layer.weights:
-            rebuilt.get_layer(dict(zip(heads, FINAL_NAMES)).get(layer.name, layer.name)).set_weights(layer.get_weights())
+            rebuilt.get_layer(names.get(layer.name, layer.name)).set_weights(layer.get_weights())
     return rebuilt
 
 
