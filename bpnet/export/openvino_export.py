@@ -12,13 +12,16 @@ import logging
 import os
 import re
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
 from bpnet.errors import BpnetError
 from bpnet.export.quantize import output_convolutions
 from bpnet.model.io import write_sidecar_metadata
+
+if TYPE_CHECKING:
+    from bpnet.export.accuracy_control import AccuracyControl
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +69,14 @@ def quantize_openvino_int8(
     calibration: np.ndarray,
     metadata: Dict[str, Any],
     keep_float: Optional[str] = None,
-) -> None:
+    control: Optional["AccuracyControl"] = None,
+) -> Optional[List[str]]:
     """NNCF's post-training INT8 quantisation of the IR at ``xml_path`` on ``calibration (batches, N, …)`` (the
     inference preprocessing in the model's input layout). Kept in float: the output convolutions of
     ``onnx_path`` (the IR's source; None for an imported IR, whose output convolutions are found in the IR)
-    and the operations whose name ``keep_float`` matches."""
+    and the operations whose name ``keep_float`` matches. With ``control``, NNCF's accuracy control puts more
+    operations back in float until its metric is within budget (:mod:`bpnet.export.accuracy_control`); the
+    convolutions left in float are returned (None without ``control``)."""
     openvino = _import("openvino")
     nncf = _import("nncf")
 
@@ -85,13 +91,20 @@ def quantize_openvino_int8(
     ignored = nncf.IgnoredScope(names=list(dict.fromkeys(names)), validate=False)
     if not logger.isEnabledFor(logging.DEBUG):  # NNCF's per-node INFO lines only with -v
         nncf.set_log_level(logging.WARNING)
-    dataset = nncf.Dataset([batch.astype(np.float32) for batch in calibration])
-    quantized = nncf.quantize(
-        model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration), ignored_scope=ignored
-    )
     if len([name for name in names if name in convolutions]) < len(kept):
         logger.warning("OpenVINO INT8: kept in float only %s of the output convolutions %s", names, sorted(kept))
+    float_convolutions = None
+    if control is None:
+        dataset = nncf.Dataset([batch.astype(np.float32) for batch in calibration])
+        quantized = nncf.quantize(
+            model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration), ignored_scope=ignored
+        )
+    else:
+        from bpnet.export.accuracy_control import quantize_with_control
+
+        quantized, float_convolutions = quantize_with_control(nncf, model, calibration, ignored, control)
     _save(quantized, int8_path, metadata)
+    return float_convolutions
 
 
 def ir_output_convolutions(model) -> List[str]:

