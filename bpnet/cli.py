@@ -640,7 +640,7 @@ def prune(
     "--int8_accuracy_control",
     is_flag=True,
     help="INT8 for --target openvino: NNCF puts the layers that cost the most accuracy back in float until the pose AP "
-    "against FP32's people on the calibration images reaches --min_int8_pose_ap (0.6 is measured to keep the AP, "
+    "against FP32's people on the calibration images reaches --min_int8_pose_ap (measured budgets: "
     "docs/export.md); the layers left in float are logged and recorded in the model (bpnet addition).",
 )
 @click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
