@@ -65,13 +65,11 @@ class AccuracyControl:
 
 def pose_control(xml_path: str, calibration: np.ndarray, min_pose_ap: float) -> AccuracyControl:
     """Accuracy control by pose AP: the FP32 model at ``xml_path`` (with bpnet metadata) labels ``calibration``
-    ``(batches, N, …)`` (the model's input layout)."""
+    ``(batches, N, H, W, 3)`` (the inference preprocessing; backends transpose for channels-first networks)."""
     opened = open_backend(xml_path)
     decode = PeopleDecoder(opened.metadata, opened.info)
     backend = opened.backend
     batches = [np.asarray(batch, np.float32) for batch in calibration]
-    if not backend.channels_last:  # the backend takes NHWC and transposes for the network
-        batches = [np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) for batch in batches]
     reference = [decode(*backend(batch)) for batch in batches]
     metric = PoseMetric(reference, decode, keypoint_sigmas(opened.info.skeleton.keypoints), backend.layout, backend.channels_last)
     return AccuracyControl(metric, list(enumerate(batches)), 1.0 - min_pose_ap)

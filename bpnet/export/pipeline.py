@@ -365,7 +365,7 @@ def _cpu_int8(
     batches = model_layout(data, source.info)
     if source.onnx_path is None:  # an OpenVINO IR source: NNCF quantises it as it is
         return _openvino_int8(
-            None, str(source.openvino_path), str(source.openvino_path), batches, source, keep_float, result, request
+            None, str(source.openvino_path), str(source.openvino_path), data, source, keep_float, result, request
         )
     folder = os.path.dirname(os.path.abspath(source.onnx_path))
     with tempfile.TemporaryDirectory(dir=folder, prefix=".equalise-") as work:
@@ -384,28 +384,31 @@ def _cpu_int8(
         result = dataclasses.replace(result, openvino_file=_fp32_openvino(source))
         equalised_xml = os.path.join(work, "equalised.xml")
         to_openvino(equalised, equalised_xml, source.metadata)
-        return _openvino_int8(equalised, equalised_xml, source.onnx_path, batches, source, keep_float, result, request)
+        return _openvino_int8(equalised, equalised_xml, source.onnx_path, data, source, keep_float, result, request)
 
 
 def _openvino_int8(
     onnx_path: Optional[str],
     xml_path: str,
     named_after: str,
-    batches: np.ndarray,
+    data: np.ndarray,
     source: SourceModel,
     keep_float: Optional[str],
     result: ExportResult,
     request: ExportRequest,
 ) -> ExportResult:
     """NNCF's INT8 model of the FP32 IR ``xml_path`` (converted from ``onnx_path``; None for an imported IR), written
-    as ``<named_after stem>.int8.xml``; with ``--int8_accuracy_control`` under the budget."""
+    as ``<named_after stem>.int8.xml``, calibrated on ``data`` ``(batches, N, H, W, 3)``; with
+    ``--int8_accuracy_control`` under the budget."""
+    from bpnet.export.calibration import model_layout
     from bpnet.export.openvino_export import openvino_path, quantize_openvino_int8
 
+    batches = model_layout(data, source.info)
     control = None
     if request.int8_accuracy_control:
         from bpnet.export import accuracy_control
 
-        control = accuracy_control.pose_control(xml_path, batches, request.min_int8_pose_ap)
+        control = accuracy_control.pose_control(xml_path, data, request.min_int8_pose_ap)
     int8_xml = openvino_path(named_after, int8=True)
     kept = quantize_openvino_int8(onnx_path, xml_path, int8_xml, batches, source.metadata, keep_float, control)
     logger.info("Wrote %s", int8_xml)
