@@ -4,12 +4,14 @@ and its pruned variants, or for an imported (ONNX) network.
     python bench/inference.py --model results/quickstart/model/bpnet_model.keras \
         [--pruned results/quickstart/pruned/retrained.keras ...] --cal_image_dir results/quickstart/data/val2017 \
         [--infer_spec results/quickstart/specs/infer.yaml --dataset_spec results/quickstart/data/dataset_spec.json] \
-        [--height 288 --width 384] [--repeats 20] [--no_openvino] [--int8_keep_float REGEX] [--json]
+        [--height 288 --width 384] [--repeats 20] [--no_openvino] [--int8_keep_float REGEX] \
+        [--accuracy_control MIN_POSE_AP] [--json]
 
 Every variant runs in this one process, side by side: the model as Keras (``tf.function``, the baseline
 of every ratio; for an ``.onnx`` model, from ``bpnet import_model``, ONNX Runtime FP32 is the baseline),
 its ONNX export in ONNX Runtime, the INT8 QDQ model ``bpnet export --data_type int8`` writes, and the
-OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF), all made by ``bpnet export`` itself
+OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF; with ``--accuracy_control``, also the INT8
+IR of ``--int8_accuracy_control``), all made by ``bpnet export`` itself
 and calibrated on the same ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size (column
 ``INT8 F1``: the export's pose agreement with FP32, bpnet.export.agreement); then the same for each
 ``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput: images/s over
@@ -117,6 +119,11 @@ def variants(name: str, model_path: str, work: str, args) -> list:
             (f"{name} OpenVINO FP32", openvino_runner(str(ov.openvino_file)), ov.openvino_file, None),
             (f"{name} OpenVINO INT8", openvino_runner(str(ov.int8_openvino_file)), ov.int8_openvino_file, ov.int8_agreement),
         ]
+        if args.accuracy_control is not None:
+            controlled = dict(common, min_int8_pose_ap=args.accuracy_control, int8_accuracy_control=True)
+            ac = export(ExportRequest(model_path, os.path.join(work, "control", f"{name}.onnx"), target="openvino", **controlled))
+            label = f"{name} OV INT8 ctl {args.accuracy_control:g}"
+            rows.append((label, openvino_runner(str(ac.int8_openvino_file)), ac.int8_openvino_file, ac.int8_agreement))
     return rows
 
 
@@ -133,6 +140,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no_openvino", action="store_true", help="skip the OpenVINO rows")
     parser.add_argument("--int8_keep_float", default=None, help="as bpnet export's (default: the model's recommendation)")
+    parser.add_argument(
+        "--accuracy_control",
+        type=float,
+        default=None,
+        metavar="MIN_POSE_AP",
+        help="also an OpenVINO INT8 row exported with --int8_accuracy_control --min_int8_pose_ap MIN_POSE_AP",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench_inference_")

@@ -639,9 +639,10 @@ def prune(
 @click.option(
     "--int8_accuracy_control",
     is_flag=True,
-    help="INT8 for --target openvino: NNCF puts the layers that cost the most accuracy back in float until the pose AP "
-    "against FP32's people on the calibration images reaches --min_int8_pose_ap (measured budgets: "
-    "docs/export.md); the layers left in float are logged and recorded in the model (bpnet addition).",
+    help="INT8 for --target openvino: starting from --int8_keep_float (or the imported model's recommendation), NNCF "
+    "puts the layers that cost the most accuracy back in float until the pose AP against FP32's people on the "
+    "calibration images reaches --min_int8_pose_ap (measured budgets: docs/export.md); the layers left in float are "
+    "logged and recorded in the model (bpnet addition).",
 )
 @click.option("--force_ptq", is_flag=True, help="Accepted for TLT compatibility (post-training quantisation is what runs).")
 @click.option("--sdk_compatible_model", is_flag=True, help="Add TLT's PAF upsampling for DeepStream (deployment only).")
@@ -729,7 +730,7 @@ def export(
         click.echo(f"export: {'INT8 vs FP32':<18} {result.int8_agreement} (calibration images)")
     if result.int8_accuracy_control:
         kept = result.int8_accuracy_control["float_convolutions"]
-        click.echo(f"export: {'INT8 in float':<18} {len(kept)} convolutions chosen by accuracy control (int8_check)")
+        click.echo(f"export: {'INT8 in float':<18} {len(kept)} convolutions after accuracy control (names in int8_check)")
 
 
 @cli.command("sample_calibration_images")

@@ -1,7 +1,8 @@
 """INT8 under an accuracy budget (bpnet addition): NNCF's ``quantize_with_accuracy_control`` judged by a pose metric.
 
 ``bpnet export --target openvino --data_type int8 --int8_accuracy_control``: NNCF quantises the IR (all but the
-output convolutions and ``--int8_keep_float``), ranks the quantised operations by how much of the metric each one
+output convolutions and ``--int8_keep_float`` or, without it, the imported model's recommended float layers); when
+that model is below the budget, it ranks the quantised operations by how much of the metric each one
 costs (each put back in float on its own, on the images where INT8 and FP32 differ most), then puts them back in
 float, the costliest first, until the metric is within the budget. The operations left in float are logged and
 recorded in the INT8 model's metadata.
@@ -86,9 +87,12 @@ def float_operations(model) -> List[str]:
     ]
 
 
-def quantize_with_control(nncf, model, calibration: np.ndarray, ignored, control: AccuracyControl) -> Tuple[Any, List[str]]:
+def quantize_with_control(
+    nncf, model, calibration: np.ndarray, ignored, quantization_parameters, control: AccuracyControl
+) -> Tuple[Any, List[str]]:
     """NNCF's ``quantize_with_accuracy_control`` of ``model`` (an ``openvino.Model``) calibrated on ``calibration``
-    ``(batches, N, …)`` and judged by ``control``; returns the quantised model and its convolutions left in float."""
+    ``(batches, N, …)`` with NNCF's ``AdvancedQuantizationParameters`` ``quantization_parameters`` and judged by
+    ``control``; returns the quantised model and its convolutions left in float."""
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     batches = [batch.astype(np.float32) for batch in calibration]
@@ -108,6 +112,7 @@ def quantize_with_control(nncf, model, calibration: np.ndarray, ignored, control
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(batches),
         ignored_scope=ignored,
+        advanced_quantization_parameters=quantization_parameters,
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
     )
     kept = float_operations(quantized)

@@ -291,7 +291,7 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
     input_hw = _on_stride_grid(request, input_size(request, source.metadata), source.info.input_multiple)
     result = ExportResult(source.onnx_path, openvino_file=source.openvino_path)
     keep_float = request.int8_keep_float
-    if keep_float is None and not request.int8_accuracy_control:  # accuracy control chooses from scratch
+    if keep_float is None:  # accuracy control starts from it too, and adds to it only below the budget
         keep_float = _metadata_keep_float(source.metadata, request.model)
 
     def calibration_data() -> np.ndarray:
