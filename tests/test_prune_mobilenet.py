@@ -312,6 +312,7 @@ def test_keep_stages_makes_an_earlier_stage_the_output_exactly_and_counts_the_bu
     assert_one_line_error(too_many, "keep_stages: the model has 6 stages")
 
 
+@pytest.mark.slow  # an AP measurement (30 s); --calibration_images itself is exercised by the tests above
 def test_calibration_images_keep_the_ap_of_a_lightly_pruned_thin(thin_keras, tmp_path):
     """AP on real COCO val2017 images (coco_val_sample, 14 people), calibrated on other images (media, coco_mini):
     at 95 % of the MACs the calibrated prune keeps most of the import's AP, TLT's kernel-norm prune keeps none."""
