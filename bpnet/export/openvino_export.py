@@ -118,8 +118,8 @@ def histogram_ranges():
     """NNCF's quantisation parameters with per-tensor activation ranges chosen from each tensor's histogram over
     all calibration images (``RangeEstimatorParametersSet.HISTOGRAM``) instead of NNCF's default, the mean over
     calibration batches of each batch's minimum and maximum: with that default the ranges, and the AP, depend on
-    how the same images are grouped into batches (docs/export.md: on mobilenet_thin, six groupings of the same 40
-    images gave held-out AP 0.216 to 0.248 with the default and 0.240 to 0.253 with histograms; FP32 0.237)."""
+    how the same images are grouped into batches (docs/export.md: on mobilenet_thin, ten calibrations of the same
+    images gave held-out AP 0.216 to 0.252 with the default and 0.226 to 0.253 with histograms; FP32 0.237)."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
