@@ -19,7 +19,7 @@ Only OpenVINO targets: NNCF's accuracy control runs OpenVINO models (ONNX Runtim
 
 import dataclasses
 import logging
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -88,14 +88,14 @@ def float_operations(model) -> List[str]:
 
 
 def quantize_with_control(
-    nncf, model, calibration: np.ndarray, ignored, quantization_parameters, control: AccuracyControl
+    nncf, model, settings: Dict[str, Any], quantization_parameters, control: AccuracyControl
 ) -> Tuple[Any, List[str]]:
-    """NNCF's ``quantize_with_accuracy_control`` of ``model`` (an ``openvino.Model``) calibrated on ``calibration``
-    ``(batches, N, …)`` with NNCF's ``AdvancedQuantizationParameters`` ``quantization_parameters`` and judged by
+    """NNCF's ``quantize_with_accuracy_control`` of ``model`` (an ``openvino.Model``) with the quantisation
+    ``settings`` of :func:`bpnet.export.openvino_export.quantize_openvino_int8` (calibration dataset, preset, subset
+    size, ignored scope) and NNCF's ``AdvancedQuantizationParameters`` ``quantization_parameters``, judged by
     ``control``; returns the quantised model and its convolutions left in float."""
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    batches = [batch.astype(np.float32) for batch in calibration]
     logger.info(
         "INT8 accuracy control: %s on %d items, budget: a drop of at most %.3f",
         control.metric.name,
@@ -104,16 +104,13 @@ def quantize_with_control(
     )
     quantized = nncf.quantize_with_accuracy_control(
         model,
-        calibration_dataset=nncf.Dataset(batches),
         validation_dataset=nncf.Dataset(list(control.items)),
         validation_fn=control.metric,
         max_drop=control.max_drop,
         drop_type=nncf.DropType.ABSOLUTE,
-        preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(batches),
-        ignored_scope=ignored,
         advanced_quantization_parameters=quantization_parameters,
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
+        **settings,
     )
     kept = float_operations(quantized)
     logger.info("INT8 accuracy control: %d convolutions run in float: %s", len(kept), ", ".join(kept) or "none")

@@ -94,22 +94,20 @@ def quantize_openvino_int8(
         nncf.set_log_level(logging.WARNING)
     if len([name for name in names if name in convolutions]) < len(kept):
         logger.warning("OpenVINO INT8: kept in float only %s of the output convolutions %s", names, sorted(kept))
+    settings = dict(
+        calibration_dataset=nncf.Dataset([batch.astype(np.float32) for batch in calibration]),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(calibration),
+        ignored_scope=ignored,
+    )
     float_convolutions = None
     with _quiet_histogram_rollback():
         if control is None:
-            dataset = nncf.Dataset([batch.astype(np.float32) for batch in calibration])
-            quantized = nncf.quantize(
-                model,
-                dataset,
-                preset=nncf.QuantizationPreset.MIXED,
-                subset_size=len(calibration),
-                ignored_scope=ignored,
-                advanced_parameters=histogram_ranges(),
-            )
+            quantized = nncf.quantize(model, advanced_parameters=histogram_ranges(), **settings)
         else:
             from bpnet.export.accuracy_control import quantize_with_control
 
-            quantized, float_convolutions = quantize_with_control(nncf, model, calibration, ignored, histogram_ranges(), control)
+            quantized, float_convolutions = quantize_with_control(nncf, model, settings, histogram_ranges(), control)
     _save(quantized, int8_path, metadata)
     return float_convolutions
 
@@ -126,22 +124,19 @@ def histogram_ranges():
     return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.HISTOGRAM)
 
 
-class _HistogramRollbackFilter(logging.Filter):
-    """Drops NNCF's warning, once per quantiser, that per-channel activation quantisers keep min/max ranges."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Rollback to RangeEstimatorParametersSet.MINMAX")
+def _not_histogram_rollback(record: logging.LogRecord) -> bool:
+    """False for NNCF's warning, once per quantiser, that per-channel activation quantisers keep min/max ranges."""
+    return not record.getMessage().startswith("Rollback to RangeEstimatorParametersSet.MINMAX")
 
 
 @contextlib.contextmanager
 def _quiet_histogram_rollback() -> Iterator[None]:
     nncf_logger = logging.getLogger("nncf")
-    quiet = _HistogramRollbackFilter()
-    nncf_logger.addFilter(quiet)
+    nncf_logger.addFilter(_not_histogram_rollback)
     try:
         yield
     finally:
-        nncf_logger.removeFilter(quiet)
+        nncf_logger.removeFilter(_not_histogram_rollback)
 
 
 def ir_output_convolutions(model) -> List[str]:

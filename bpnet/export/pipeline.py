@@ -362,11 +362,11 @@ def _cpu_int8(
     """The INT8 model of an ONNX Runtime or OpenVINO export, quantised after :mod:`bpnet.export.equalize`."""
     from bpnet.export.calibration import model_layout
 
-    batches = model_layout(data, source.info)
     if source.onnx_path is None:  # an OpenVINO IR source: NNCF quantises it as it is
         return _openvino_int8(
             None, str(source.openvino_path), str(source.openvino_path), data, source, keep_float, result, request
         )
+    batches = model_layout(data, source.info)
     folder = os.path.dirname(os.path.abspath(source.onnx_path))
     with tempfile.TemporaryDirectory(dir=folder, prefix=".equalise-") as work:
         equalised = os.path.join(work, "equalised.onnx")
