@@ -108,3 +108,25 @@ def test_training_outputs_follow_the_umask(tiny_model):
     folders = [p for p in run.rglob("*") if p.is_dir()]
     assert folders, "the checkpoint folders"
     assert {str(p.relative_to(run)): oct(mode(p)) for p in folders if mode(p) != expected_folder} == {}
+
+
+@pytest.mark.integration
+def test_openvino_int8_exports_follow_the_umask(tmp_path):
+    """The FP32 and INT8 IRs (written through temporaries), their metadata and status.json, with accuracy control."""
+    pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+    pytest.importorskip("nncf", reason="the optional nncf package is not installed")
+    if not COCO_VAL_SAMPLE.exists():
+        pytest.skip(f"real data not found at {COCO_VAL_SAMPLE}")
+    with umask(UMASK):
+        save_model(spread_model(), str(tmp_path / "model.keras"), INFO)
+        arguments = ["export", "-m", str(tmp_path / "model.keras"), "-o", str(tmp_path / "export" / "m.onnx")]
+        arguments += ["-r", str(tmp_path / "export"), "--target", "openvino", "--data_type", "int8", "-d", "96,128,3"]
+        arguments += ["--cal_image_dir", str(COCO_VAL_SAMPLE), "--batches", "2", "--batch_size", "2", "--int8_accuracy_control"]
+        exported = CliRunner().invoke(cli, arguments)
+        assert exported.exit_code == 0, exported.output
+    files = written_files(tmp_path / "export")
+    names = {p.name for p in files}
+    assert {"m.onnx", "m.xml", "m.bin", "m.int8.xml", "m.int8.bin", "m.int8.xml.json", "status.json"} <= names, names
+    assert {str(p.relative_to(tmp_path)): oct(mode(p)) for p in files if mode(p) != FILE_MODE} == {}
+    folders = [p for p in (tmp_path / "export").rglob("*") if p.is_dir()]
+    assert {str(p.relative_to(tmp_path)): oct(mode(p)) for p in folders if mode(p) != FOLDER_MODE} == {}
