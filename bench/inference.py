@@ -4,7 +4,7 @@ and its pruned variants, or for an imported (ONNX) network.
     python bench/inference.py --model results/quickstart/model/bpnet_model.keras \
         [--pruned results/quickstart/pruned/retrained.keras ...] --cal_image_dir results/quickstart/data/val2017 \
         [--infer_spec results/quickstart/specs/infer.yaml --dataset_spec results/quickstart/data/dataset_spec.json] \
-        [--height 288 --width 384] [--repeats 20] [--no_openvino] [--int8_keep_float REGEX] \
+        [--height 288 --width 384] [--repeats 20] [--threads N] [--no_openvino] [--int8_keep_float REGEX] \
         [--accuracy_control MIN_POSE_AP] [--json]
 
 Every variant runs in this one process, side by side: the model as Keras (``tf.function``, the baseline
@@ -14,8 +14,9 @@ OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF; with ``-
 IR of ``--int8_accuracy_control``), all made by ``bpnet export`` itself
 and calibrated on the same ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size (column
 ``INT8 F1``: the export's pose agreement with FP32, bpnet.export.agreement); then the same for each
-``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput: images/s over
-``--repeats`` batch-8 passes; beside each wall time, the process CPU time (every thread) of the same calls.
+``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput: images/s and CPU ms per image over
+``--repeats`` batch-8 passes; beside each wall time, the process CPU time (every thread) of the same calls. The
+variants take turns call by call, so a change in the shared machine's load falls on all of them alike.
 Only the network is timed (no decoding). With ``--dataset_spec`` each
 variant's val AP is measured too, through ``bpnet evaluate`` (with ``--infer_spec``, or the model's own
 inference defaults).
@@ -33,18 +34,29 @@ import numpy as np
 
 from bpnet.model.io import load_model
 
+SETTLE_S = 0.05  # seconds between two timed calls: worker threads of ONNX Runtime and OpenVINO spin a while after one
 
-def _time(run, batch: np.ndarray, repeats: int) -> tuple:
-    """Wall and process CPU seconds (all threads) of each of ``repeats`` calls, after 3 warm-up calls."""
-    for _ in range(3):
-        run(batch)
-    wall, cpu = [], []
+
+def _time_interleaved(runs: list, batch: np.ndarray, repeats: int) -> list:
+    """Wall and process CPU seconds (all threads) of ``repeats`` calls of each runner, after 3 warm-up calls each.
+
+    The runners take turns call by call, so a change in the shared machine's load falls on all of them alike
+    instead of on whichever was being timed then; a pause before each call lets the previous runner's worker
+    threads stop spinning, so that their CPU time is not counted against the next. Returns one ``(wall, cpu)``
+    pair of lists per runner.
+    """
+    for run in runs:
+        for _ in range(3):
+            run(batch)
+    timings = [([], []) for _ in runs]
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        run(batch)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return wall, cpu
+        for run, (wall, cpu) in zip(runs, timings):
+            time.sleep(SETTLE_S)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(batch)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return timings
 
 
 def keras_runner(model):
@@ -66,27 +78,32 @@ def onnx_runner(path: str, threads: Optional[int] = None):
     return lambda batch: session.run(None, {name: batch})
 
 
-def openvino_runner(path: str):
-    """bpnet's OpenVINO backend (compiled for the CPU once per input shape)."""
+def openvino_runner(path: str, threads: Optional[int] = None):
+    """bpnet's OpenVINO backend (compiled for the CPU once per input shape); ``threads``: OpenVINO's inference
+    threads (default: OpenVINO's)."""
     from bpnet.infer.backends import open_backend
 
-    return open_backend(path).backend
+    backend = open_backend(path).backend
+    if threads is not None:
+        backend.core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+    return backend
 
 
-def measure(run, height: int, width: int, repeats: int) -> dict:
-    """Batch-1 latency (median wall ms, median process CPU ms) and batch-8 throughput (images per wall second,
-    CPU ms per image)."""
+def measure(runs: list, height: int, width: int, repeats: int) -> list:
+    """Per runner: batch-1 latency (median wall ms, median process CPU ms) and batch-8 throughput (images per wall
+    second, CPU ms per image), every runner timed in turns with the others (:func:`_time_interleaved`)."""
     rng = np.random.default_rng(0)
     single = rng.uniform(-0.5, 0.5, (1, height, width, 3)).astype(np.float32)
     eight = rng.uniform(-0.5, 0.5, (8, height, width, 3)).astype(np.float32)
-    wall, cpu = _time(run, single, repeats)
-    wall8, cpu8 = _time(run, eight, repeats)
-    return {
-        "latency_ms": statistics.median(wall) * 1000,
-        "cpu_ms": statistics.median(cpu) * 1000,
-        "throughput_img_s": 8 * repeats / sum(wall8),
-        "throughput_cpu_ms": 1000 * sum(cpu8) / (8 * repeats),
-    }
+    return [
+        {
+            "latency_ms": statistics.median(wall) * 1000,
+            "cpu_ms": statistics.median(cpu) * 1000,
+            "throughput_img_s": 8 * repeats / sum(wall8),
+            "throughput_cpu_ms": 1000 * sum(cpu8) / (8 * repeats),
+        }
+        for (wall, cpu), (wall8, cpu8) in zip(_time_interleaved(runs, single, repeats), _time_interleaved(runs, eight, repeats))
+    ]
 
 
 def variants(name: str, model_path: str, work: str, args) -> list:
@@ -110,20 +127,26 @@ def variants(name: str, model_path: str, work: str, args) -> list:
         rows.append((f"{name} Keras FP32", keras_runner(load_model(model_path)[0]), model_path, None))
     ort = export(ExportRequest(model_path, os.path.join(work, f"{name}.onnx"), target="onnxruntime", **common))
     rows += [
-        (f"{name} ORT FP32", onnx_runner(str(ort.onnx_file)), ort.onnx_file, None),
-        (f"{name} ORT INT8", onnx_runner(str(ort.int8_onnx_file)), ort.int8_onnx_file, ort.int8_agreement),
+        (f"{name} ORT FP32", onnx_runner(str(ort.onnx_file), args.threads), ort.onnx_file, None),
+        (f"{name} ORT INT8", onnx_runner(str(ort.int8_onnx_file), args.threads), ort.int8_onnx_file, ort.int8_agreement),
     ]
     if not args.no_openvino:
         ov = export(ExportRequest(model_path, os.path.join(work, "openvino", f"{name}.onnx"), target="openvino", **common))
         rows += [
-            (f"{name} OpenVINO FP32", openvino_runner(str(ov.openvino_file)), ov.openvino_file, None),
-            (f"{name} OpenVINO INT8", openvino_runner(str(ov.int8_openvino_file)), ov.int8_openvino_file, ov.int8_agreement),
+            (f"{name} OpenVINO FP32", openvino_runner(str(ov.openvino_file), args.threads), ov.openvino_file, None),
+            (
+                f"{name} OpenVINO INT8",
+                openvino_runner(str(ov.int8_openvino_file), args.threads),
+                ov.int8_openvino_file,
+                ov.int8_agreement,
+            ),
         ]
         if args.accuracy_control is not None:
             controlled = dict(common, min_int8_pose_ap=args.accuracy_control, int8_accuracy_control=True)
             ac = export(ExportRequest(model_path, os.path.join(work, "control", f"{name}.onnx"), target="openvino", **controlled))
             label = f"{name} OV INT8 ctl {args.accuracy_control:g}"
-            rows.append((label, openvino_runner(str(ac.int8_openvino_file)), ac.int8_openvino_file, ac.int8_agreement))
+            runner = openvino_runner(str(ac.int8_openvino_file), args.threads)
+            rows.append((label, runner, ac.int8_openvino_file, ac.int8_agreement))
     return rows
 
 
@@ -138,6 +161,9 @@ def main():
     parser.add_argument("--height", type=int, default=288)
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="inference threads of every runtime (default: each runtime's own)"
+    )
     parser.add_argument("--no_openvino", action="store_true", help="skip the OpenVINO rows")
     parser.add_argument("--int8_keep_float", default=None, help="as bpnet export's (default: the model's recommendation)")
     parser.add_argument(
@@ -149,39 +175,51 @@ def main():
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="bench_inference_")
-    rows = []
-    models = [("unpruned", args.model)] + [(f"pruned{i + 1}", path) for i, path in enumerate(args.pruned)]
-    for name, path in models:
-        for label, run, model_file, agreement in variants(name, path, work, args):
-            row = {"variant": label, "model": path, **measure(run, args.height, args.width, args.repeats)}
-            if agreement is not None:
-                row["int8_pose_f1"] = agreement.poses
-            if args.dataset_spec:
-                from bpnet.infer.evaluate import evaluate
+    if args.threads is not None:
+        import tensorflow as tf
 
-                stats = evaluate(
-                    args.infer_spec, args.dataset_spec, os.path.join(work, f"eval_{len(rows)}"), str(model_file), progress=False
-                )
-                row["ap"] = stats["AP_0.50:0.95_all"]
-            rows.append(row)
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    work = tempfile.mkdtemp(prefix="bench_inference_")
+    models = [("unpruned", args.model)] + [(f"pruned{i + 1}", path) for i, path in enumerate(args.pruned)]
+    built = [variant for name, path in models for variant in variants(name, path, work, args)]
+    timings = measure([run for _, run, _, _ in built], args.height, args.width, args.repeats)
+    rows = []
+    for (label, _, model_file, agreement), timing in zip(built, timings):
+        row = {"variant": label, "model": str(model_file), **timing}
+        if agreement is not None:
+            row["int8_pose_f1"] = agreement.poses
+        if args.dataset_spec:
+            from bpnet.infer.evaluate import evaluate
+
+            stats = evaluate(
+                args.infer_spec, args.dataset_spec, os.path.join(work, f"eval_{len(rows)}"), str(model_file), progress=False
+            )
+            row["ap"] = stats["AP_0.50:0.95_all"]
+        rows.append(row)
     base = rows[0]
     for row in rows:
         row["latency_speedup"] = base["latency_ms"] / row["latency_ms"]
         row["cpu_ratio"] = base["cpu_ms"] / row["cpu_ms"]
         row["throughput_ratio"] = row["throughput_img_s"] / base["throughput_img_s"]
+        row["throughput_cpu_ratio"] = base["throughput_cpu_ms"] / row["throughput_cpu_ms"]
     if args.json:
-        print(json.dumps({"input": [args.height, args.width], "rows": rows}, indent=2))
+        print(json.dumps({"input": [args.height, args.width], "threads": args.threads, "rows": rows}, indent=2))
         return
-    print(f"network only, {args.height}x{args.width}, {os.cpu_count()} cores; ratios to {base['variant']}")
-    header = f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b1 CPU ms':>9} {'×':>6} {'b8 img/s':>9} {'×':>6} {'INT8 F1':>7}"
+    threads = "each runtime's default threads" if args.threads is None else f"{args.threads} inference thread(s)"
+    print(f"network only, {args.height}x{args.width}, {os.cpu_count()} cores, {threads}; ratios to {base['variant']}")
+    header = (
+        f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b1 CPU ms':>9} {'×':>6} {'b8 img/s':>9} {'×':>6} "
+        f"{'b8 CPU ms/img':>13} {'×':>6} {'INT8 F1':>7}"
+    )
     print(header + (f" {'AP':>6}" if "ap" in base else ""))
     for row in rows:
         f1 = f"{row['int8_pose_f1']:>7.3f}" if "int8_pose_f1" in row else f"{'':>7}"
         line = (
             f"{row['variant']:<24} {row['latency_ms']:>8.2f} {row['latency_speedup']:>6.2f} "
             f"{row['cpu_ms']:>9.2f} {row['cpu_ratio']:>6.2f} "
-            f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f} {f1}"
+            f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f} "
+            f"{row['throughput_cpu_ms']:>13.2f} {row['throughput_cpu_ratio']:>6.2f} {f1}"
         )
         print(line + (f" {row['ap']:>6.3f}" if "ap" in row else ""))
 
