@@ -1,6 +1,7 @@
 """Decoder on hand-built maps, the COCO writer against pycocotools' reference stats, the oracle floor."""
 
 import contextlib
+import copy
 import dataclasses
 import io
 import json
@@ -222,9 +223,11 @@ def test_coco_writer_reproduces_the_reference_stats():
         keypoints = np.array(entry["keypoints"], dtype=np.float64).reshape(1, 17, 3)
         prediction = Prediction(keypoints, np.array([entry["score"]]), coco17)
         detections += prediction.to_coco(entry["image_id"], COCO_SPEC.category.keypoints)
+    written = copy.deepcopy(detections)
     stats = evaluate_keypoints(coco, detections)
     expected = json.loads((folder / "expected_stats.json").read_text())["pycocotools_keypoints_stats"]
     assert [stats[name] for name in KPI_NAMES] == expected
+    assert detections == written  # what evaluate writes to detections_coco_format.json is not loadRes' mutation
 
 
 @pytest.mark.integration

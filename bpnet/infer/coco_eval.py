@@ -41,7 +41,9 @@ def evaluate_keypoints(
 ) -> Dict[str, float]:
     """``COCOeval(iouType="keypoints")`` stats 0..9 for COCO-format ``detections`` against a ``COCO`` object.
 
-    With no detections every stat is 0 (pycocotools cannot load an empty result list).
+    With no detections every stat is 0 (pycocotools cannot load an empty result list). ``detections`` are left
+    as they are: pycocotools' ``loadRes`` adds an ``id``, an ``area`` and a ``bbox`` (spanning the unfound
+    keypoints' zeros too) to each dict it loads, so it is given copies.
     ``verbose`` lets pycocotools print its AP table; ``sigmas``: per-keypoint OKS constants in place of COCO's
     17 (``params.kpt_oks_sigmas``, for other skeletons).
     """
@@ -51,7 +53,7 @@ def evaluate_keypoints(
         return {name: 0.0 for name in KPI_NAMES}
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        results = ground_truth.loadRes(detections)
+        results = ground_truth.loadRes([dict(detection) for detection in detections])
         evaluator = COCOeval(ground_truth, results, "keypoints")
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)

@@ -63,7 +63,7 @@ def per_image_results(ground_truth, detections: List[dict], image_paths: Dict[in
         found = by_image.get(image_id, [])
         ap = None
         if people:  # no detection: pycocotools' AP is 0
-            ap = max(0.0, evaluate_keypoints(ground_truth, copy.deepcopy(found), [image_id])["AP_0.50:0.95_all"])
+            ap = max(0.0, evaluate_keypoints(ground_truth, found, [image_id])["AP_0.50:0.95_all"])
         rows.append(ImageResult(image_id, path, people, len(found), ap))
     return rows
 
@@ -84,7 +84,7 @@ def ap_by_keypoint_count(ground_truth, detections: List[dict], image_ids: Sequen
         if inside == 0:
             found[name] = None
             continue
-        stats = evaluate_keypoints(coco_from_dataset(dataset), copy.deepcopy(detections), image_ids)
+        stats = evaluate_keypoints(coco_from_dataset(dataset), detections, image_ids)
         found[name] = max(0.0, stats["AP_0.50:0.95_all"])
     return found
 
