@@ -5,21 +5,22 @@ and its pruned variants, or for an imported (ONNX) network.
         [--pruned results/quickstart/pruned/retrained.keras ...] --cal_image_dir results/quickstart/data/val2017 \
         [--infer_spec results/quickstart/specs/infer.yaml --dataset_spec results/quickstart/data/dataset_spec.json] \
         [--height 288 --width 384] [--repeats 20] [--threads N] [--no_openvino] [--int8_keep_float REGEX] \
-        [--accuracy_control MIN_POSE_AP] [--json]
+        [--accuracy_control MIN_POSE_AP] [--compare LABEL=FILE ...] [--json]
 
 Every variant runs in this one process, side by side: the model as Keras (``tf.function``, the baseline
 of every ratio; for an ``.onnx`` model, from ``bpnet import_model``, ONNX Runtime FP32 is the baseline),
 its ONNX export in ONNX Runtime, the INT8 QDQ model ``bpnet export --data_type int8`` writes, and the
-OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF; with ``--accuracy_control``, also the INT8
-IR of ``--int8_accuracy_control``), all made by ``bpnet export`` itself
-and calibrated on the same ``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size (column
-``INT8 F1``: the export's pose agreement with FP32, bpnet.export.agreement); then the same for each
-``--pruned`` model. Latency: median of ``--repeats`` batch-1 forward passes; throughput: images/s and CPU ms per image over
-``--repeats`` batch-8 passes; beside each wall time, the process CPU time (every thread) of the same calls. The
-variants take turns call by call, so a change in the shared machine's load falls on all of them alike.
-Only the network is timed (no decoding). With ``--dataset_spec`` each
-variant's val AP is measured too, through ``bpnet evaluate`` (with ``--infer_spec``, or the model's own
-inference defaults).
+OpenVINO FP32 and INT8 IRs of ``bpnet export --target openvino`` (NNCF; with ``--accuracy_control``, also the
+INT8 IR of ``--int8_accuracy_control``), all made by ``bpnet export`` itself and calibrated on the same
+``--cal_batches`` images of ``--cal_image_dir`` at the benchmark size (columns ``pose AP``: the export check's
+AP of the INT8 model's people against FP32's, and ``F1``, both from bpnet.export.agreement); then the same for
+each ``--pruned`` model; then each ``--compare LABEL=FILE``, a model file written earlier (an ONNX file or an
+OpenVINO IR, e.g. by another bpnet version), timed with the rest. Latency: median of ``--repeats`` batch-1
+forward passes; throughput: images/s and CPU ms per image over ``--repeats`` batch-8 passes; beside each wall
+time, the process CPU time (every thread) of the same calls. The variants take turns call by call, so a change
+in the shared machine's load falls on all of them alike. Only the network is timed (no decoding). With
+``--dataset_spec`` each variant's val AP is measured too, through ``bpnet evaluate`` (with ``--infer_spec``,
+or the model's own inference defaults).
 """
 
 import argparse
@@ -28,7 +29,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 
@@ -87,6 +88,19 @@ def openvino_runner(path: str, threads: Optional[int] = None):
     if threads is not None:
         backend.core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
     return backend
+
+
+def compared(specs: List[str], threads: Optional[int]) -> list:
+    """(label, runner, model file, no agreement) for each ``LABEL=FILE`` of ``--compare``: ``.xml`` runs in
+    OpenVINO, anything else in ONNX Runtime."""
+    rows = []
+    for spec in specs:
+        label, separator, path = spec.partition("=")
+        if not separator or not os.path.isfile(path):
+            raise SystemExit(f"--compare {spec}: expected LABEL=FILE with an existing ONNX file or OpenVINO IR")
+        runner = openvino_runner(path, threads) if path.endswith(".xml") else onnx_runner(path, threads)
+        rows.append((label, runner, path, None))
+    return rows
 
 
 def measure(runs: list, height: int, width: int, repeats: int) -> list:
@@ -150,6 +164,11 @@ def variants(name: str, model_path: str, work: str, args) -> list:
     return rows
 
 
+def _figure(value: Optional[float], width: int) -> str:
+    """``value`` to 3 decimals right-aligned in ``width``, blank when absent."""
+    return f"{value:>{width}.3f}" if value is not None else " " * width
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
@@ -173,6 +192,13 @@ def main():
         metavar="MIN_POSE_AP",
         help="also an OpenVINO INT8 row exported with --int8_accuracy_control --min_int8_pose_ap MIN_POSE_AP",
     )
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        metavar="LABEL=FILE",
+        help="also time (and evaluate) these model files, written earlier, e.g. by another bpnet version",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads is not None:
@@ -183,11 +209,13 @@ def main():
     work = tempfile.mkdtemp(prefix="bench_inference_")
     models = [("unpruned", args.model)] + [(f"pruned{i + 1}", path) for i, path in enumerate(args.pruned)]
     built = [variant for name, path in models for variant in variants(name, path, work, args)]
+    built += compared(args.compare, args.threads)
     timings = measure([run for _, run, _, _ in built], args.height, args.width, args.repeats)
     rows = []
     for (label, _, model_file, agreement), timing in zip(built, timings):
         row = {"variant": label, "model": str(model_file), **timing}
         if agreement is not None:
+            row["int8_pose_ap"] = agreement.pose_ap
             row["int8_pose_f1"] = agreement.poses
         if args.dataset_spec:
             from bpnet.infer.evaluate import evaluate
@@ -210,16 +238,16 @@ def main():
     print(f"network only, {args.height}x{args.width}, {os.cpu_count()} cores, {threads}; ratios to {base['variant']}")
     header = (
         f"{'variant':<24} {'b1 ms':>8} {'×':>6} {'b1 CPU ms':>9} {'×':>6} {'b8 img/s':>9} {'×':>6} "
-        f"{'b8 CPU ms/img':>13} {'×':>6} {'INT8 F1':>7}"
+        f"{'b8 CPU ms/img':>13} {'×':>6} {'pose AP':>7} {'F1':>5}"
     )
     print(header + (f" {'AP':>6}" if "ap" in base else ""))
     for row in rows:
-        f1 = f"{row['int8_pose_f1']:>7.3f}" if "int8_pose_f1" in row else f"{'':>7}"
+        check = f"{_figure(row.get('int8_pose_ap'), 7)} {_figure(row.get('int8_pose_f1'), 5)}"
         line = (
             f"{row['variant']:<24} {row['latency_ms']:>8.2f} {row['latency_speedup']:>6.2f} "
             f"{row['cpu_ms']:>9.2f} {row['cpu_ratio']:>6.2f} "
             f"{row['throughput_img_s']:>9.2f} {row['throughput_ratio']:>6.2f} "
-            f"{row['throughput_cpu_ms']:>13.2f} {row['throughput_cpu_ratio']:>6.2f} {f1}"
+            f"{row['throughput_cpu_ms']:>13.2f} {row['throughput_cpu_ratio']:>6.2f} {check}"
         )
         print(line + (f" {row['ap']:>6.3f}" if "ap" in row else ""))
 
