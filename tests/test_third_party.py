@@ -314,6 +314,7 @@ def test_an_int8_model_that_loses_the_people_is_refused(tf_pose, coco_val_sample
     assert result.exit_code == 2, result.output
     assert "pose AP against FP32's people on the calibration images is" in result.output
     assert "below --min_int8_pose_ap 0.4" in result.output
+    assert "Try: calibrate on 40 or more images (it had 8;" in result.output
     assert not int8.exists() and last_status(tf_pose / "int8")["status"] == "FAILURE"
     spec = write_dataset_spec(tf_pose, coco_val_sample, coco_val_sample / "test_coco.json", mode="test")
     labelled = ["--int8_keep_float", "^$", "--min_int8_pose_ap", "0", "--val_spec", str(spec), "--batches", "4"]

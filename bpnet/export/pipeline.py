@@ -453,6 +453,7 @@ def _check_agreement(
     from bpnet.export.agreement import output_agreement
 
     agreement = output_agreement(reference, candidate, data)
+    advice = _what_to_try(request.batches * request.batch_size, candidate, request)
     logger.info("INT8 agreement with FP32 on the calibration images: %s", agreement)
     logger.info("INT8: nodes kept in float: %s", keep_float or "none")
     record: Dict[str, Any] = {"pose_ap": agreement.pose_ap, "f1": agreement.poses, "keep_float": keep_float}
@@ -467,6 +468,7 @@ def _check_agreement(
                 candidate,
                 f"the INT8 model's COCO AP on {request.val_spec} is {int8_ap:.4f}, {fp32_ap - int8_ap:.4f} under FP32's "
                 f"{fp32_ap:.4f}, more than --max_ap_drop {request.max_ap_drop}",
+                advice,
             )
     elif agreement.reference_people < MIN_REFERENCE_PEOPLE:
         logger.warning(
@@ -479,6 +481,7 @@ def _check_agreement(
             candidate,
             f"the INT8 model's pose AP against FP32's people on the calibration images is {agreement.pose_ap:.3f}, below "
             f"--min_int8_pose_ap {request.min_int8_pose_ap} ({agreement})",
+            advice,
         )
     _record_check(candidate, record)
     return agreement
@@ -496,13 +499,29 @@ def _labelled_ap(model_path: str, dataset_spec: str) -> float:
     return ap
 
 
-def _refuse(candidate: str, reason: str) -> None:
-    """Remove the INT8 model (and an IR's weights and metadata) and fail with ``reason``."""
+def _what_to_try(calibration_images: int, candidate: str, request: ExportRequest) -> str:
+    """The refusal's advice, most promising first: more calibration images when there were fewer than
+    :data:`RECOMMENDED_CALIBRATION_IMAGES`, NNCF's accuracy control for an OpenVINO IR exported without it, more
+    layers in float, FP32."""
+    steps = []
+    if calibration_images < RECOMMENDED_CALIBRATION_IMAGES:
+        steps.append(
+            f"calibrate on {RECOMMENDED_CALIBRATION_IMAGES} or more images (it had {calibration_images}; e.g. "
+            f"--batches {RECOMMENDED_CALIBRATION_IMAGES // 2} --batch_size 2)"
+        )
+    if candidate.endswith(".xml") and not request.int8_accuracy_control:
+        steps.append("let NNCF choose the float layers (--int8_accuracy_control)")
+    steps.append("keep more layers in float (--int8_keep_float)")
+    return "Try: " + ", ".join(steps) + ", or deploy FP32"
+
+
+def _refuse(candidate: str, reason: str, advice: str) -> None:
+    """Remove the INT8 model (and an IR's weights and metadata) and fail with ``reason`` and ``advice``."""
     weights = [os.path.splitext(candidate)[0] + ".bin"] if candidate.endswith(".xml") else []
     for path in [candidate, *weights, sidecar_metadata_path(candidate)]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-    raise BpnetError(f"{candidate}: {reason}; removed. Keep more layers in float (--int8_keep_float) or deploy FP32")
+    raise BpnetError(f"{candidate}: {reason}; removed. {advice}")
 
 
 def _record_check(model_path: str, record: Dict[str, Any]) -> None:
