@@ -111,7 +111,11 @@ def test_accuracy_control_turns_a_refused_int8_model_into_one_within_budget(thin
     everything = ["--int8_keep_float", "^$", "--min_int8_pose_ap", "0.65"]
     refused, int8 = export("plain", *everything)
     assert_one_line_error(
-        refused, "below --min_int8_pose_ap 0.65", "calibrate on 40 or more images (it had 4;", "(--int8_accuracy_control)"
+        refused,
+        "pose AP against FP32's people",
+        "below --min_int8_pose_ap 0.65",
+        "calibrate on 40 or more images (it had 4;",
+        "(--int8_accuracy_control)",
     )
     assert not int8.exists()
 

@@ -99,6 +99,11 @@ class ExportRequest:
     max_ap_drop: float = 0.01  # with val_spec: the most COCO AP the INT8 model may lose against FP32
     int8_accuracy_control: bool = False  # NNCF chooses the float layers under the budget (bpnet.export.accuracy_control)
 
+    @property
+    def calibration_images(self) -> int:
+        """How many images calibrate an INT8 model: ``batches × batch_size``."""
+        return self.batches * self.batch_size
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportResult:
@@ -301,12 +306,11 @@ def _export(request: ExportRequest, target: str) -> ExportResult:
 
     if target in CPU_TARGETS and request.data_type == "int8":
         data = calibration_data()
-        images = request.batches * request.batch_size
-        if images < RECOMMENDED_CALIBRATION_IMAGES:
+        if request.calibration_images < RECOMMENDED_CALIBRATION_IMAGES:
             logger.warning(
                 "INT8: calibrating on %d images; %d or more keep the AP better (e.g. --batches %d --batch_size 2; "
                 "docs/export.md)",
-                images,
+                request.calibration_images,
                 RECOMMENDED_CALIBRATION_IMAGES,
                 RECOMMENDED_CALIBRATION_IMAGES // 2,
             )
@@ -453,7 +457,6 @@ def _check_agreement(
     from bpnet.export.agreement import output_agreement
 
     agreement = output_agreement(reference, candidate, data)
-    advice = _what_to_try(request.batches * request.batch_size, candidate, request)
     logger.info("INT8 agreement with FP32 on the calibration images: %s", agreement)
     logger.info("INT8: nodes kept in float: %s", keep_float or "none")
     record: Dict[str, Any] = {"pose_ap": agreement.pose_ap, "f1": agreement.poses, "keep_float": keep_float}
@@ -468,7 +471,7 @@ def _check_agreement(
                 candidate,
                 f"the INT8 model's COCO AP on {request.val_spec} is {int8_ap:.4f}, {fp32_ap - int8_ap:.4f} under FP32's "
                 f"{fp32_ap:.4f}, more than --max_ap_drop {request.max_ap_drop}",
-                advice,
+                request,
             )
     elif agreement.reference_people < MIN_REFERENCE_PEOPLE:
         logger.warning(
@@ -481,7 +484,7 @@ def _check_agreement(
             candidate,
             f"the INT8 model's pose AP against FP32's people on the calibration images is {agreement.pose_ap:.3f}, below "
             f"--min_int8_pose_ap {request.min_int8_pose_ap} ({agreement})",
-            advice,
+            request,
         )
     _record_check(candidate, record)
     return agreement
@@ -499,14 +502,14 @@ def _labelled_ap(model_path: str, dataset_spec: str) -> float:
     return ap
 
 
-def _what_to_try(calibration_images: int, candidate: str, request: ExportRequest) -> str:
+def _what_to_try(candidate: str, request: ExportRequest) -> str:
     """The refusal's advice, most promising first: more calibration images when there were fewer than
     :data:`RECOMMENDED_CALIBRATION_IMAGES`, NNCF's accuracy control for an OpenVINO IR exported without it, more
     layers in float, FP32."""
     steps = []
-    if calibration_images < RECOMMENDED_CALIBRATION_IMAGES:
+    if request.calibration_images < RECOMMENDED_CALIBRATION_IMAGES:
         steps.append(
-            f"calibrate on {RECOMMENDED_CALIBRATION_IMAGES} or more images (it had {calibration_images}; e.g. "
+            f"calibrate on {RECOMMENDED_CALIBRATION_IMAGES} or more images (it had {request.calibration_images}; e.g. "
             f"--batches {RECOMMENDED_CALIBRATION_IMAGES // 2} --batch_size 2)"
         )
     if candidate.endswith(".xml") and not request.int8_accuracy_control:
@@ -515,13 +518,13 @@ def _what_to_try(calibration_images: int, candidate: str, request: ExportRequest
     return "Try: " + ", ".join(steps) + ", or deploy FP32"
 
 
-def _refuse(candidate: str, reason: str, advice: str) -> None:
-    """Remove the INT8 model (and an IR's weights and metadata) and fail with ``reason`` and ``advice``."""
+def _refuse(candidate: str, reason: str, request: ExportRequest) -> None:
+    """Remove the INT8 model (and an IR's weights and metadata) and fail with ``reason`` and what to try."""
     weights = [os.path.splitext(candidate)[0] + ".bin"] if candidate.endswith(".xml") else []
     for path in [candidate, *weights, sidecar_metadata_path(candidate)]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-    raise BpnetError(f"{candidate}: {reason}; removed. {advice}")
+    raise BpnetError(f"{candidate}: {reason}; removed. {_what_to_try(candidate, request)}")
 
 
 def _record_check(model_path: str, record: Dict[str, Any]) -> None:
